@@ -7,11 +7,12 @@ and write NIfTI files, a geometry row and a QA picture.
 
 Choices (each a :class:`ConvertSettings` field):
 
-* ``mask_interpolation="linear"``: the binary mask is interpolated linearly as a fraction and
-  thresholded at 0.5. Its boundary then falls half-way between in- and out-voxels, as for the
-  original voxels' faces, so the volume is kept (LUNG1-001: see the README) and the in-plane
-  outline is smooth instead of the nearest-neighbour staircase. ``"nearest"`` is PyRadiomics'
-  own choice and is available.
+* ``mask_interpolation="volume"``: the binary mask is interpolated linearly as a partial-volume
+  fraction and thresholded at the level that keeps the mask's original volume (to one voxel).
+  The outline is smooth, unlike nearest neighbour's staircase, and the volume is kept for any
+  tumour size: a fixed 0.5 threshold (``"linear"``) shrinks small convex tumours (measured:
+  -4 to -12 % for 0.5-4 ml GTVs on 3-5 mm slices), nearest neighbour (``"nearest"``,
+  PyRadiomics' own choice) is unbiased but scatters by +-3 %.
 * ``crop_margin_mm=35``: the outermost ring (9 mm) plus the support of the widest radiomics filter
   (LoG with sigma 5 mm; the Gaussian falls below 1e-6 of its peak beyond 5.3 sigma, 26.5 mm), so
   that rings and filtered images near the tumour are the same as on the uncropped volume.
@@ -33,7 +34,7 @@ from lungsurv import dicom, storage
 from lungsurv.errors import DicomError, Failure, InputError, PatientError
 from lungsurv.tables import failures_frame
 
-MaskInterpolation = Literal["linear", "nearest"]
+MaskInterpolation = Literal["volume", "linear", "nearest"]
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_FILE = "image.nii.gz"
 GTV_FILE = "gtv.nii.gz"
@@ -51,7 +52,7 @@ class ConvertSettings:
     """Parameters of the convert stage (the defaults are the paper's)."""
 
     spacing_mm: float = 1.0
-    mask_interpolation: MaskInterpolation = "linear"
+    mask_interpolation: MaskInterpolation = "volume"
     crop_margin_mm: float = 35.0
     irregular_spacing: dicom.IrregularSpacing = "resample"
     lung_roi: str = r"(?:lung|pulmo)[-_ ]?(?:left|right|l|r|lt|rt|links|rechts)?"
@@ -62,9 +63,10 @@ class ConvertSettings:
             raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
         if self.crop_margin_mm < 0:
             raise ValueError(f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}")
-        if self.mask_interpolation not in ("linear", "nearest"):
+        if self.mask_interpolation not in ("volume", "linear", "nearest"):
             raise ValueError(
-                f"mask_interpolation must be 'linear' or 'nearest', got {self.mask_interpolation!r}"
+                "mask_interpolation must be 'volume', 'linear' or 'nearest', "
+                f"got {self.mask_interpolation!r}"
             )
 
 
@@ -257,10 +259,32 @@ def crop_grid(
     return grid, clipped, bbox
 
 
-def resample_image(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
+def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Image:
+    """The part of ``image`` that resampling onto ``grid`` reads, plus ``pad`` voxels.
+
+    Cropping first matters: SimpleITK's B-spline interpolator computes its coefficients over the
+    whole input, which for a 512 x 512 CT costs far more than the few cm around a tumour. The cubic
+    B-spline prefilter's influence decays by 0.268 per voxel, so with a 12-voxel pad the values
+    inside the grid are those of the whole image to about 1e-4 HU (measured on LUNG1-001 in the
+    tests).
+    """
+    size = np.asarray(grid.GetSize())
+    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1)
+                        for k in (0, size[2] - 1)], dtype=float)
+    points = np.array([grid.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+    from lungsurv.dicom import physical_to_index
+
+    index = physical_to_index(image, points)
+    lo = np.maximum(0, np.floor(index.min(axis=0)).astype(int) - pad)
+    hi = np.minimum(np.asarray(image.GetSize()) - 1, np.ceil(index.max(axis=0)).astype(int) + pad)
+    return sitk.RegionOfInterest(image, [int(v) for v in hi - lo + 1], [int(v) for v in lo])
+
+
+def resample_image(image: sitk.Image, grid: sitk.Image, *, crop_source: bool = True) -> sitk.Image:
     """Cubic B-spline resampling of a CT onto ``grid`` (outside the data: air)."""
+    source = source_region(image, grid) if crop_source else image
     return sitk.Resample(
-        image, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32
+        source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32
     )
 
 
@@ -271,7 +295,15 @@ def resample_mask(mask: sitk.Image, grid: sitk.Image, method: MaskInterpolation)
     fraction = sitk.Resample(
         sitk.Cast(mask > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
     )
-    return sitk.Cast(fraction >= 0.5, sitk.sitkUInt8)
+    threshold = 0.5
+    if method == "volume":
+        values = sitk.GetArrayViewFromImage(fraction).ravel()
+        target = int(round(mask_volume_ml(mask) / voxel_volume_ml(grid)))
+        candidates = values[values > 0]
+        if 0 < target <= candidates.size:
+            # The target-th largest fraction: thresholding there keeps the original volume.
+            threshold = float(np.partition(candidates, candidates.size - target)[-target])
+    return sitk.Cast(fraction >= threshold, sitk.sitkUInt8)
 
 
 def convert_patient(

@@ -465,6 +465,36 @@ def physical_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
     return ((points - origin) @ direction) / spacing
 
 
+def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels (rows, columns) whose centres lie inside the polygon ``(x, y)`` (even-odd rule).
+
+    A scanline fill: for each pixel row, the crossings of the row's centre line with the edges
+    (half-open in y, so a vertex on the line is counted once) bound the inside spans.
+    """
+    layer = np.zeros(shape, dtype=bool)
+    x0, y0 = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    first = max(0, int(np.ceil(y0.min())))
+    last = min(shape[0] - 1, int(np.floor(y0.max())))
+    if last < first:
+        return layer
+    rows = np.arange(first, last + 1, dtype=float)[:, None]
+    crosses = ((y0 <= rows) & (rows < y1)) | ((y1 <= rows) & (rows < y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+    at = np.where(crosses, at, np.inf)
+    at.sort(axis=1)
+    counts = crosses.sum(axis=1)
+    for i, row in enumerate(range(first, last + 1)):
+        xs = at[i, : counts[i]]
+        for start, stop in zip(xs[0::2], xs[1::2], strict=False):
+            lo = max(0, int(np.ceil(start)))
+            hi = min(shape[1], int(np.ceil(stop)))
+            if hi > lo:
+                layer[row, lo:hi] = True
+    return layer
+
+
 def rasterize_contours(
     contours: Sequence[np.ndarray], reference: sitk.Image, *, roi_name: str = "ROI"
 ) -> tuple[sitk.Image, list[str]]:
@@ -474,8 +504,6 @@ def rasterize_contours(
     slices (more than a third of a slice from any slice centre) are put on the nearest slice and
     reported.
     """
-    from skimage.draw import polygon
-
     size = reference.GetSize()
     mask = np.zeros((size[2], size[1], size[0]), dtype=bool)
     warnings: list[str] = []
@@ -489,10 +517,7 @@ def rasterize_contours(
         if not 0 <= k < size[2]:
             outside += 1
             continue
-        rr, cc = polygon(index[:, 1], index[:, 0], shape=(size[1], size[0]))
-        layer = np.zeros((size[1], size[0]), dtype=bool)
-        layer[rr, cc] = True
-        mask[k] ^= layer
+        mask[k] ^= fill_polygon(index[:, 0], index[:, 1], (size[1], size[0]))
     if off_plane:
         warnings.append(f"{roi_name}: {off_plane} contour(s) lie between CT slices")
     if outside:

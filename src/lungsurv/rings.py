@@ -149,7 +149,10 @@ def segment_patient(
         from lungsurv.qa import overlay_png
 
         image = sitk.ReadImage(str(patient_dir / IMAGE_FILE))
-        masks = {"GTV": gtv} | {ring_name(r.distance_mm): r.mask for r in rings}
+        # Each ring is drawn by its outer edge (GTV plus ring), which reads better than two lines.
+        masks = {"GTV": gtv} | {
+            f"+{r.distance_mm:g} mm": sitk.Or(gtv > 0, r.mask > 0) for r in rings
+        }
         overlay_png(image, masks, folder / "qa_rings.png", title=f"{pid}: GTV and rings")
     return rows
 
