@@ -237,8 +237,16 @@ def _row_problems(
     return problems
 
 
-def shard(frame: pd.DataFrame, shard_size: int) -> list[pd.DataFrame]:
-    """Split a manifest into consecutive shards of at most ``shard_size`` patients."""
+def shard_count(n_patients: int, shard_size: int) -> int:
+    """How many shards of at most ``shard_size`` patients ``n_patients`` make."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    return [frame.iloc[i : i + shard_size] for i in range(0, len(frame), shard_size)]
+    return -(-n_patients // shard_size)
+
+
+def shard_frame(frame: pd.DataFrame, index: int, shard_size: int) -> pd.DataFrame:
+    """Shard ``index`` (from 0) of consecutive shards of at most ``shard_size`` patients."""
+    count = shard_count(len(frame), shard_size)
+    if not 0 <= index < max(count, 1):
+        raise ValueError(f"shard index {index} out of range: {count} shard(s)")
+    return frame.iloc[index * shard_size : (index + 1) * shard_size].reset_index(drop=True)

@@ -1,0 +1,33 @@
+"""The prepare-cohort component: validate the manifest and cut it into shards."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def prepare_cohort(
+    cohort_uri: str,
+    shard_size: int,
+    manifest: Output[Dataset],
+    rejected: Output[Dataset],
+) -> list:
+    """Validate the manifest at ``cohort_uri``; write the valid rows and the rejected patients.
+
+    Returns the shard indices for ``dsl.ParallelFor``.
+    """
+    from lungsurv.cohort import load_manifest, shard_count
+    from lungsurv.tables import write_parquet
+
+    report = load_manifest(cohort_uri)
+    for problem in report.problems:
+        print(f"rejected: {problem}")
+    if report.valid.empty:
+        raise ValueError(f"no valid patient in {cohort_uri}: {len(report.problems)} problem(s)")
+    write_parquet(report.valid, manifest.path)
+    write_parquet(report.failures(), rejected.path)
+    manifest.metadata.update({"patients": len(report.valid), "format": "parquet"})
+    rejected.metadata.update({"patients": len(report.rejected_ids), "format": "parquet"})
+    return [str(i) for i in range(shard_count(len(report.valid), shard_size))]

@@ -1,0 +1,35 @@
+"""The segment-rings component: peritumoral rings for one shard of converted patients."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def segment_rings(
+    volumes: Input[Dataset],
+    ring_distances_mm: list,
+    clip_to_lungs: bool,
+    rings: Output[Dataset],
+    ring_table: Output[Dataset],
+    failures: Output[Dataset],
+):
+    """Rings at ``ring_distances_mm`` around every GTV in ``volumes``."""
+    from pathlib import Path
+
+    from lungsurv.rings import segment_cohort
+    from lungsurv.tables import write_parquet
+
+    distances = [float(d) for d in ring_distances_mm]
+    table, failed = segment_cohort(
+        Path(volumes.path), Path(rings.path), distances, clip_to_lungs=clip_to_lungs
+    )
+    write_parquet(table, ring_table.path)
+    write_parquet(failed, failures.path)
+    for _, row in failed.iterrows():
+        print(f"failed: {row['patient_id']}: {row['message']}")
+    rings.metadata.update({"patients": int(table["patient_id"].nunique()), "distances": distances})
+    ring_table.metadata.update({"rows": len(table), "format": "parquet"})
+    failures.metadata.update({"patients": len(failed), "format": "parquet"})

@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline, its local runner and its compiler."""

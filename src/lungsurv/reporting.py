@@ -1,0 +1,59 @@
+"""Human-readable summaries of a stage's tables (Markdown for the KFP UI)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _table(frame: pd.DataFrame, columns: list[str], limit: int = 50) -> str:
+    columns = [c for c in columns if c in frame.columns]
+    if frame.empty or not columns:
+        return "_none_\n"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.head(limit).iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            cells.append(f"{value:.2f}" if isinstance(value, float) else str(value))
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    if len(frame) > limit:
+        lines.append(f"\n_{len(frame) - limit} more rows in the Parquet table_")
+    return "\n".join(lines) + "\n"
+
+
+def imaging_summary_markdown(
+    geometry: pd.DataFrame, rings: pd.DataFrame, failures: pd.DataFrame
+) -> str:
+    """Convert + segment-rings in a page: counts, volumes per patient, rings, failures."""
+    n_ok = len(geometry)
+    parts = [
+        "# Imaging: convert and segment-rings\n",
+        f"- patients converted: **{n_ok}**",
+        f"- patients failed or rejected: **{failures['patient_id'].nunique() if len(failures) else 0}**",
+    ]
+    if n_ok:
+        volumes = geometry["gtv_volume_ml_resampled"]
+        change = geometry["gtv_volume_change_pct"].abs()
+        parts += [
+            f"- GTV volume (ml): median {volumes.median():.1f}, range {volumes.min():.1f}-{volumes.max():.1f}",
+            f"- GTV volume change by resampling: at most {change.max():.2f} %",
+            f"- crops clipped by the CT edge: {int(geometry['crop_clipped'].sum())}",
+        ]
+    if len(rings):
+        parts.append(f"- rings clipped by the volume edge: {int(rings['clipped_by_volume'].sum())}")
+        parts.append(f"- empty rings: {int(rings['empty'].sum())}")
+    parts.append("\n## Failures\n")
+    parts.append(_table(failures, ["patient_id", "stage", "error_type", "message"]))
+    parts.append("\n## Patients\n")
+    parts.append(
+        _table(
+            geometry,
+            ["patient_id", "source", "orig_spacing_x", "orig_spacing_z", "gtv_volume_ml_original",
+             "gtv_volume_ml_resampled", "crop_clipped", "warnings"],
+        )
+    )
+    if len(rings):
+        wide = rings.pivot_table(index="patient_id", columns="roi", values="volume_ml").reset_index()
+        parts.append("\n## Ring volumes (ml)\n")
+        parts.append(_table(wide, list(wide.columns)))
+    return "\n".join(parts)
