@@ -116,6 +116,20 @@ def _read_image_file(path: Path, what: str) -> sitk.Image:
         raise InputError(f"cannot read {what} {path.name}: not a readable image ({first_line})")
 
 
+def count_non_finite(path: Path, image: sitk.Image) -> int:
+    """NaN or infinite voxels of an image file.
+
+    ITK's NIfTI reader turns NaN into 0 as it reads, so for NIfTI the stored values are read
+    again with nibabel: a NaN in a CT is a broken export, never air.
+    """
+    values = sitk.GetArrayViewFromImage(image)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        values = np.asanyarray(nibabel.load(str(path)).dataobj)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
 def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE) -> str | None:
     """``None`` when ``a`` and ``b`` share a grid, else what differs."""
     if a.GetSize() != b.GetSize():
@@ -165,8 +179,8 @@ def load_patient(
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"image {image_path.name} is not a 3D scalar volume")
     image = sitk.Cast(image, sitk.sitkFloat32)
-    if not np.all(np.isfinite(sitk.GetArrayViewFromImage(image))):
-        count = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
+    count = count_non_finite(image_path, image)
+    if count:
         raise InputError(f"image {image_path.name} holds {count} NaN or infinite voxel(s)")
     if mask_path.is_dir() or not is_image_file(mask_path):
         raise InputError(f"mask {mask_path.name}: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real data in ../shared and small synthetic cohorts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lungsurv.synthetic import generate_cohort, small_config
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+LUNG1 = SHARED / "data" / "nsclc-radiomics" / "LUNG1-001"
+CLINICAL = SHARED / "data" / "nsclc-radiomics" / "clinical.csv"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared holds the project's real test data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lung1_dir() -> Path:
+    return _require(LUNG1)
+
+
+@pytest.fixture(scope="session")
+def clinical_csv() -> Path:
+    return _require(CLINICAL)
+
+
+@pytest.fixture(scope="session")
+def lung1_row(lung1_dir: Path) -> dict[str, object]:
+    return {
+        "patient_id": "LUNG1-001",
+        "image": str(lung1_dir / "CT"),
+        "mask": str(lung1_dir / "RTSTRUCT" / "1-1.dcm"),
+        "roi": "GTV-1",
+        "time_days": 2165.0,
+        "event": 1,
+        "center": "MAASTRO",
+    }
+
+
+@pytest.fixture(scope="session")
+def small_cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight small synthetic patients (read-only: copy before breaking anything)."""
+    root = tmp_path_factory.mktemp("small-cohort")
+    generate_cohort(root, small_config(8, seed=7))
+    return root
+
+
+@pytest.fixture
+def cohort_copy(small_cohort_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the small cohort that a test may break."""
+    target = tmp_path / "cohort"
+    shutil.copytree(small_cohort_dir, target)
+    return target
+
+
+@pytest.fixture
+def manifest_of(cohort_copy: Path):
+    def read() -> pd.DataFrame:
+        return pd.read_csv(cohort_copy / "manifest.csv", dtype=str, keep_default_na=False)
+
+    return read
