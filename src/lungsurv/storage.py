@@ -98,6 +98,10 @@ class S3Config:
         )
 
 
+#: S3 error codes that mean "not there" (a HEAD request's 404 carries no body, hence the last).
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"})
+
+
 def _client(client: Minio | None) -> Minio:
     return client if client is not None else S3Config.from_env().client()
 
@@ -112,12 +116,15 @@ def s3_exists(uri: str, *, client: Minio | None = None) -> bool:
         mc.stat_object(loc.bucket, loc.key)
         return True
     except S3Error as error:
-        if error.code not in {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"}:
+        if error.code not in _MISSING:
             raise
-        if error.code == "NoSuchBucket":
-            return False
     prefix = loc.key.rstrip("/") + "/"
-    return any(True for _ in mc.list_objects(loc.bucket, prefix=prefix, recursive=True))
+    try:
+        return any(True for _ in mc.list_objects(loc.bucket, prefix=prefix, recursive=True))
+    except S3Error as error:
+        if error.code in _MISSING:
+            return False
+        raise
 
 
 def download(uri: str, dest: Path, *, client: Minio | None = None) -> Path:
@@ -129,14 +136,19 @@ def download(uri: str, dest: Path, *, client: Minio | None = None) -> Path:
     loc = S3Location.parse(uri)
     mc = _client(client)
     dest.mkdir(parents=True, exist_ok=True)
+    from minio.error import S3Error
+
     key = loc.key.rstrip("/")
-    objects = [o for o in mc.list_objects(loc.bucket, prefix=key + "/", recursive=True)]
+    try:
+        objects = list(mc.list_objects(loc.bucket, prefix=key + "/", recursive=True))
+    except S3Error as error:
+        raise InputError(f"cannot read {uri}: {error.code}: {error.message}") from error
     if not objects:
         target = dest / Path(key).name
         try:
             mc.fget_object(loc.bucket, key, str(target))
-        except Exception as error:
-            raise InputError(f"cannot read {uri}: {error}") from error
+        except S3Error as error:
+            raise InputError(f"cannot read {uri}: {error.code}: {error.message}") from error
         return target
     root = dest / Path(key).name
     for obj in objects:

@@ -1,0 +1,148 @@
+"""The convert stage: resampling, cropping, file formats and what never leaves the hospital."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from lungsurv.convert import (
+    GTV_FILE,
+    IMAGE_FILE,
+    LUNGS_FILE,
+    QA_FILE,
+    ConvertSettings,
+    convert_cohort,
+    convert_patient,
+    crop_grid,
+    load_patient,
+    resample_image,
+)
+from lungsurv.synthetic import read_dicom_identity
+
+
+@pytest.fixture(scope="module")
+def small_manifest(small_cohort_dir: Path) -> pd.DataFrame:
+    frame = pd.read_csv(small_cohort_dir / "manifest.csv")
+    for column in ("image", "mask"):
+        frame[column] = [str(small_cohort_dir / v) for v in frame[column]]
+    return frame
+
+
+@pytest.mark.slow
+def test_cropped_bspline_equals_whole_image_bspline(lung1_row: dict) -> None:
+    loaded = load_patient(lung1_row, ConvertSettings(), Path("unused"))
+    grid, _, _ = crop_grid(loaded.gtv, 35.0, 1.0)
+    cropped = sitk.GetArrayFromImage(resample_image(loaded.image, grid))
+    whole = sitk.GetArrayFromImage(resample_image(loaded.image, grid, crop_source=False))
+    assert np.abs(cropped - whole).max() < 1e-3
+
+
+@pytest.mark.parametrize(("method", "tolerance_pct"), [("volume", 1.0), ("nearest", 5.0)])
+def test_mask_resampling_keeps_the_volume(
+    small_manifest: pd.DataFrame, method: str, tolerance_pct: float
+) -> None:
+    changes = [
+        convert_patient(row, ConvertSettings(mask_interpolation=method, write_qa=False)).geometry[
+            "gtv_volume_change_pct"
+        ]
+        for _, row in small_manifest.iterrows()
+    ]
+    assert max(abs(c) for c in changes) < tolerance_pct, changes
+
+
+def test_fixed_half_threshold_shrinks_small_tumours(small_manifest: pd.DataFrame) -> None:
+    """Why "volume" is the default: linear + 0.5 loses volume on small convex GTVs."""
+    changes = [
+        convert_patient(row, ConvertSettings(mask_interpolation="linear")).geometry[
+            "gtv_volume_change_pct"
+        ]
+        for _, row in small_manifest.iterrows()
+    ]
+    assert np.median(changes) < -2.0
+
+
+def test_output_grid_is_1mm_and_covers_the_margin(small_manifest: pd.DataFrame) -> None:
+    converted = convert_patient(small_manifest.iloc[0], ConvertSettings(crop_margin_mm=10.0))
+    assert converted.image.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+    gtv = sitk.GetArrayViewFromImage(converted.gtv) > 0
+    z, y, x = np.nonzero(gtv)
+    for low, high, size in ((x.min(), x.max(), gtv.shape[2]), (y.min(), y.max(), gtv.shape[1])):
+        assert low >= 9 and size - 1 - high >= 9
+    assert converted.image.GetPixelID() == sitk.sitkFloat32
+
+
+def test_nifti_and_nrrd_inputs_match_dicom(small_manifest: pd.DataFrame, tmp_path: Path) -> None:
+    row = small_manifest.iloc[1]
+    loaded = load_patient(row, ConvertSettings(), tmp_path)
+    from_dicom = convert_patient(row)
+    for suffix in (".nii.gz", ".nrrd"):
+        image, mask = tmp_path / f"ct{suffix}", tmp_path / f"gtv{suffix}"
+        sitk.WriteImage(loaded.image, str(image))
+        sitk.WriteImage(loaded.gtv, str(mask))
+        other = convert_patient(row.to_dict() | {"image": str(image), "mask": str(mask)})
+        assert other.geometry["source"] == ("nifti" if suffix == ".nii.gz" else "nrrd")
+        assert other.geometry["gtv_volume_ml_resampled"] == pytest.approx(
+            from_dicom.geometry["gtv_volume_ml_resampled"]
+        )
+        assert np.allclose(
+            sitk.GetArrayViewFromImage(other.image),
+            sitk.GetArrayViewFromImage(from_dicom.image),
+            atol=1e-2,
+        )
+
+
+def test_label_image_roi_selects_one_label(small_manifest: pd.DataFrame, tmp_path: Path) -> None:
+    row = small_manifest.iloc[1]
+    loaded = load_patient(row, ConvertSettings(), tmp_path)
+    labels = sitk.Cast(loaded.gtv, sitk.sitkUInt8) * 2
+    labels = sitk.Maximum(labels, sitk.Cast(loaded.lungs > 0, sitk.sitkUInt8) * (labels == 0) * 5)
+    image, mask = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"
+    sitk.WriteImage(loaded.image, str(image))
+    sitk.WriteImage(labels, str(mask))
+    gtv_only = convert_patient(row.to_dict() | {"image": str(image), "mask": str(mask), "roi": "2"})
+    everything = convert_patient(row.to_dict() | {"image": str(image), "mask": str(mask), "roi": ""})
+    assert gtv_only.geometry["gtv_volume_ml_original"] == pytest.approx(
+        convert_patient(row).geometry["gtv_volume_ml_original"]
+    )
+    assert everything.geometry["gtv_volume_ml_original"] > gtv_only.geometry["gtv_volume_ml_original"]
+
+
+@pytest.mark.slow
+def test_no_dicom_identity_reaches_any_output(
+    small_cohort_dir: Path, small_manifest: pd.DataFrame, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    geometry, failures = convert_cohort(small_manifest.head(3), out)
+    assert failures.empty
+    secrets: set[str] = set()
+    for _, row in small_manifest.head(3).iterrows():
+        slice_file = sorted(Path(row["image"]).glob("*.dcm"))[0]
+        secrets |= set(read_dicom_identity(slice_file).values())
+        secrets |= set(read_dicom_identity(Path(row["mask"])).values())
+    assert len(secrets) > 10
+    geometry.to_parquet(out / "geometry.parquet")
+    blobs = []
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            blobs.append(gzip.decompress(data) if path.suffix == ".gz" else data)
+    everything = b"\n".join(blobs)
+    leaked = [s for s in secrets if s.encode() in everything]
+    assert not leaked
+    for _, row in small_manifest.head(3).iterrows():
+        folder = out / row["patient_id"]
+        assert {IMAGE_FILE, GTV_FILE, LUNGS_FILE, QA_FILE} <= {p.name for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("spacing_mm", 0.0), ("crop_margin_mm", -1.0), ("mask_interpolation", "cubic")],
+)
+def test_invalid_settings_name_the_value(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=str(value)):
+        ConvertSettings(**{field: value})
