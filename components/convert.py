@@ -28,9 +28,7 @@ def convert_shard(
     from lungsurv.tables import write_parquet
 
     rows = shard_frame(pd.read_parquet(manifest.path), int(shard_index), shard_size)
-    settings = ConvertSettings(
-        crop_margin_mm=crop_margin_mm, mask_interpolation=mask_interpolation
-    )
+    settings = ConvertSettings(crop_margin_mm=crop_margin_mm, mask_interpolation=mask_interpolation)
     table, failed = convert_cohort(rows, Path(volumes.path), settings)
     write_parquet(table, geometry.path)
     write_parquet(failed, failures.path)

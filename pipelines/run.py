@@ -88,7 +88,9 @@ def submit(arguments: dict[str, Any], host: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cohort", help="manifest path or s3:// URI (default: synthetic cohort)")
-    parser.add_argument("--params", type=Path, help=f"pipeline parameters (default {DEFAULT_PARAMS})")
+    parser.add_argument(
+        "--params", type=Path, help=f"pipeline parameters (default {DEFAULT_PARAMS})"
+    )
     parser.add_argument("--n-patients", type=int, help="size of the default synthetic cohort")
     parser.add_argument("--out", type=Path, default=Path("runs/local"))
     args = parser.parse_args(argv)
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     host = os.environ.get("KFP_HOST")
     if host:
         if not args.cohort:
-            raise SystemExit("KFP_HOST is set: give the cohort with COHORT=s3://bucket/manifest.csv")
+            raise SystemExit(
+                "KFP_HOST is set: give the cohort with COHORT=s3://bucket/manifest.csv"
+            )
         params["cohort_uri"] = args.cohort
         print(f"submitted: {submit(params, host)}")
         return 0

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 ACCESS_KEY = "testing-access-key"
-SECRET_KEY = "testing-secret-key"  # noqa: S105 (a throwaway key for a loopback test server)
+SECRET_KEY = "testing-secret-key"
 
 
 def free_port() -> int:

@@ -19,7 +19,9 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from error
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -131,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--crop-margin-mm", type=float, default=35.0)
-    p.add_argument("--mask-interpolation", choices=["volume", "linear", "nearest"], default="volume")
+    p.add_argument(
+        "--mask-interpolation", choices=["volume", "linear", "nearest"], default="volume"
+    )
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("rings", help="peritumoral rings around converted GTVs")

@@ -138,7 +138,9 @@ def _resolve(value: str, base: str | Path | None) -> str:
 def check_columns(columns: list[str]) -> None:
     """Raise :class:`ManifestError` for missing required or unknown columns, naming each."""
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in KNOWN_COLUMNS and not c.startswith(PASSTHROUGH_PREFIX)]
+    unknown = [
+        c for c in columns if c not in KNOWN_COLUMNS and not c.startswith(PASSTHROUGH_PREFIX)
+    ]
     messages = [f"required column {c!r} is missing" for c in missing]
     for column in unknown:
         close = difflib.get_close_matches(column, KNOWN_COLUMNS, n=1)
@@ -217,9 +219,9 @@ def _row_problems(
         problems.append(Problem(pid, "event", f"event must be 0 or 1, got {row['event']!r}"))
     if not row.get("center"):
         problems.append(Problem(pid, "center", "center is empty"))
-    if "age" in row.index and row["age"] is not None and not pd.isna(row["age"]):
-        if pd.isna(pd.to_numeric(pd.Series([row["age"]]), errors="coerce").iloc[0]):
-            problems.append(Problem(pid, "age", f"not a number: {row['age']!r}"))
+    age = row.get("age")
+    if age is not None and not pd.isna(age) and pd.isna(pd.to_numeric(age, errors="coerce")):
+        problems.append(Problem(pid, "age", f"not a number: {age!r}"))
     for column in ("image", "mask"):
         value = row[column]
         if not value:

@@ -113,7 +113,9 @@ def _read_image_file(path: Path, what: str) -> sitk.Image:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        raise InputError(f"cannot read {what} {path.name}: not a readable image ({first_line})")
+        raise InputError(
+            f"cannot read {what} {path.name}: not a readable image ({first_line})"
+        ) from error
 
 
 def count_non_finite(path: Path, image: sitk.Image) -> int:
@@ -130,7 +132,9 @@ def count_non_finite(path: Path, image: sitk.Image) -> int:
     return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
-def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE) -> str | None:
+def same_geometry(
+    a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE
+) -> str | None:
     """``None`` when ``a`` and ``b`` share a grid, else what differs."""
     if a.GetSize() != b.GetSize():
         return f"size {b.GetSize()} vs image {a.GetSize()}"
@@ -142,7 +146,8 @@ def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLE
     for name, (left, right) in checks.items():
         scale = max(1.0, float(np.max(np.abs(left))))
         if not np.allclose(left, right, atol=tolerance * scale, rtol=0):
-            return f"{name} {tuple(round(v, 4) for v in right)} vs image {tuple(round(v, 4) for v in left)}"
+            theirs, ours = (tuple(round(v, 4) for v in x) for x in (right, left))
+            return f"{name} {theirs} vs image {ours}"
     return None
 
 
@@ -283,8 +288,10 @@ def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Im
     tests).
     """
     size = np.asarray(grid.GetSize())
-    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1)
-                        for k in (0, size[2] - 1)], dtype=float)
+    corners = np.array(
+        [[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)],
+        dtype=float,
+    )
     points = np.array([grid.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
     from lungsurv.dicom import physical_to_index
 
@@ -297,22 +304,22 @@ def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Im
 def resample_image(image: sitk.Image, grid: sitk.Image, *, crop_source: bool = True) -> sitk.Image:
     """Cubic B-spline resampling of a CT onto ``grid`` (outside the data: air)."""
     source = source_region(image, grid) if crop_source else image
-    return sitk.Resample(
-        source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32
-    )
+    return sitk.Resample(source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
 
 
 def resample_mask(mask: sitk.Image, grid: sitk.Image, method: MaskInterpolation) -> sitk.Image:
     """Resample a binary mask onto ``grid`` with ``method`` (see the module docstring)."""
     if method == "nearest":
-        return sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        return sitk.Resample(
+            mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
     fraction = sitk.Resample(
         sitk.Cast(mask > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
     )
     threshold = 0.5
     if method == "volume":
         values = sitk.GetArrayViewFromImage(fraction).ravel()
-        target = int(round(mask_volume_ml(mask) / voxel_volume_ml(grid)))
+        target = round(mask_volume_ml(mask) / voxel_volume_ml(grid))
         candidates = values[values > 0]
         if 0 < target <= candidates.size:
             # The target-th largest fraction: thresholding there keeps the original volume.
@@ -336,7 +343,9 @@ def convert_patient(
         raise PatientError(pid, str(error), stage="convert", kind=type(error).__name__) from error
 
 
-def _resample_patient(pid: str, loaded: LoadedPatient, settings: ConvertSettings) -> ConvertedPatient:
+def _resample_patient(
+    pid: str, loaded: LoadedPatient, settings: ConvertSettings
+) -> ConvertedPatient:
     original_ml = mask_volume_ml(loaded.gtv)
     if original_ml == 0:
         raise InputError(f"GTV mask {loaded.roi_name!r} has zero voxels on the CT grid")
@@ -350,7 +359,9 @@ def _resample_patient(pid: str, loaded: LoadedPatient, settings: ConvertSettings
     )
     resampled_ml = mask_volume_ml(gtv)
     if resampled_ml == 0:
-        raise InputError("GTV has zero voxels after resampling to 1 mm (it is smaller than a voxel)")
+        raise InputError(
+            "GTV has zero voxels after resampling to 1 mm (it is smaller than a voxel)"
+        )
     warnings = list(loaded.warnings)
     if clipped:
         warnings.append(f"the {settings.crop_margin_mm:g} mm crop margin reaches past the CT")
@@ -401,7 +412,8 @@ def write_patient(converted: ConvertedPatient, out_dir: Path, *, write_qa: bool 
             converted.image,
             {"GTV": converted.gtv},
             folder / QA_FILE,
-            title=f"{converted.patient_id}: GTV {converted.geometry['gtv_volume_ml_resampled']:.1f} ml",
+            title=f"{converted.patient_id}: GTV "
+            f"{converted.geometry['gtv_volume_ml_resampled']:.1f} ml",
         )
     return folder
 

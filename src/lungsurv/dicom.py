@@ -214,7 +214,9 @@ def _read_slice(path: Path) -> _Slice:
     try:
         stored = ds.pixel_array
     except Exception as error:  # pydicom raises many types for truncated or unsupported data
-        raise DicomError(f"corrupt DICOM file {path.name}: pixel data unreadable ({error})") from error
+        raise DicomError(
+            f"corrupt DICOM file {path.name}: pixel data unreadable ({error})"
+        ) from error
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if stored.shape != (rows, columns):
         raise DicomError(
@@ -258,16 +260,20 @@ def read_ct_series(
         in ``warnings``), ``"error"`` refuses.
     """
     if irregular_spacing not in ("resample", "error"):
-        raise ValueError(f"irregular_spacing must be 'resample' or 'error', got {irregular_spacing!r}")
+        raise ValueError(
+            f"irregular_spacing must be 'resample' or 'error', got {irregular_spacing!r}"
+        )
     index = index if index is not None else index_folder(folder)
     uid = choose_series(index, series_uid)
     files = index.series("CT")[uid]
     unreadable_here = [(p, e) for p, e in index.unreadable]
     if unreadable_here:
-        path, message = unreadable_here[0]
+        _path, message = unreadable_here[0]
         raise DicomError(f"{message} (in {folder.name}; {len(unreadable_here)} unreadable file(s))")
     slices = [_read_slice(f.path) for f in files]
-    return _assemble(slices, uid, files[0].frame_of_reference_uid, irregular_spacing, spacing_tolerance)
+    return _assemble(
+        slices, uid, files[0].frame_of_reference_uid, irregular_spacing, spacing_tolerance
+    )
 
 
 def _assemble(
@@ -330,7 +336,7 @@ def _assemble(
         )
         if irregular_spacing == "error":
             raise DicomError(message)
-        n = int(round((along[-1] - along[0]) / spacing_z)) + 1
+        n = round((along[-1] - along[0]) / spacing_z) + 1
         grid = along[0] + spacing_z * np.arange(n)
         volume = _interpolate_slices(volume, along, grid)
         resampled = True
@@ -511,7 +517,7 @@ def rasterize_contours(
     for points in contours:
         index = physical_to_index(reference, points)
         z = float(np.median(index[:, 2]))
-        k = int(round(z))
+        k = round(z)
         if abs(z - k) > 1 / 3:
             off_plane += 1
         if not 0 <= k < size[2]:

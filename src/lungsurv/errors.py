@@ -52,7 +52,9 @@ class Failure:
     @classmethod
     def from_exception(cls, patient_id: str, stage: str, error: BaseException) -> Failure:
         message = error.problem if isinstance(error, PatientError) else str(error)
-        kind = error.kind if isinstance(error, PatientError) and error.kind else type(error).__name__
+        kind = (
+            error.kind if isinstance(error, PatientError) and error.kind else type(error).__name__
+        )
         return cls(patient_id=patient_id, stage=stage, error_type=kind, message=message)
 
 

@@ -45,14 +45,13 @@ def overlay_png(
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     for ax, (name, (cut, flip)) in zip(axes, views.items(), strict=True):
         picture = cut(volume)
-        ax.imshow(
-            picture[::-1] if flip else picture, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1]
-        )
+        ax.imshow(picture[::-1] if flip else picture, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
         for colour, (label, mask) in zip(COLOURS, arrays.items(), strict=False):
             section = cut(mask).astype(float)
             if section.any():
-                ax.contour(section[::-1] if flip else section, levels=[0.5], colors=colour,
-                           linewidths=1.0)
+                ax.contour(
+                    section[::-1] if flip else section, levels=[0.5], colors=colour, linewidths=1.0
+                )
             ax.plot([], [], color=colour, label=label)
         ax.set_title(name, fontsize=9)
         ax.axis("off")

@@ -26,16 +26,18 @@ def imaging_summary_markdown(
 ) -> str:
     """Convert + segment-rings in a page: counts, volumes per patient, rings, failures."""
     n_ok = len(geometry)
+    n_failed = failures["patient_id"].nunique() if len(failures) else 0
     parts = [
         "# Imaging: convert and segment-rings\n",
         f"- patients converted: **{n_ok}**",
-        f"- patients failed or rejected: **{failures['patient_id'].nunique() if len(failures) else 0}**",
+        f"- patients failed or rejected: **{n_failed}**",
     ]
     if n_ok:
         volumes = geometry["gtv_volume_ml_resampled"]
         change = geometry["gtv_volume_change_pct"].abs()
         parts += [
-            f"- GTV volume (ml): median {volumes.median():.1f}, range {volumes.min():.1f}-{volumes.max():.1f}",
+            f"- GTV volume (ml): median {volumes.median():.1f}, "
+            f"range {volumes.min():.1f}-{volumes.max():.1f}",
             f"- GTV volume change by resampling: at most {change.max():.2f} %",
             f"- crops clipped by the CT edge: {int(geometry['crop_clipped'].sum())}",
         ]
@@ -48,12 +50,22 @@ def imaging_summary_markdown(
     parts.append(
         _table(
             geometry,
-            ["patient_id", "source", "orig_spacing_x", "orig_spacing_z", "gtv_volume_ml_original",
-             "gtv_volume_ml_resampled", "crop_clipped", "warnings"],
+            [
+                "patient_id",
+                "source",
+                "orig_spacing_x",
+                "orig_spacing_z",
+                "gtv_volume_ml_original",
+                "gtv_volume_ml_resampled",
+                "crop_clipped",
+                "warnings",
+            ],
         )
     )
     if len(rings):
-        wide = rings.pivot_table(index="patient_id", columns="roi", values="volume_ml").reset_index()
+        wide = rings.pivot_table(
+            index="patient_id", columns="roi", values="volume_ml"
+        ).reset_index()
         parts.append("\n## Ring volumes (ml)\n")
         parts.append(_table(wide, list(wide.columns)))
     return "\n".join(parts)

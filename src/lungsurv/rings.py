@@ -57,8 +57,12 @@ def outside_distance_mm(gtv: sitk.Image) -> sitk.Image:
 
 def _touches_border(array: np.ndarray) -> bool:
     return bool(
-        array[0].any() or array[-1].any() or array[:, 0].any() or array[:, -1].any()
-        or array[:, :, 0].any() or array[:, :, -1].any()
+        array[0].any()
+        or array[-1].any()
+        or array[:, 0].any()
+        or array[:, -1].any()
+        or array[:, :, 0].any()
+        or array[:, :, -1].any()
     )
 
 
@@ -186,7 +190,10 @@ def segment_cohort(
         try:
             rows.extend(
                 segment_patient(
-                    patient_dir, out_dir, distances_mm, clip_to_lungs=clip_to_lungs,
+                    patient_dir,
+                    out_dir,
+                    distances_mm,
+                    clip_to_lungs=clip_to_lungs,
                     write_qa=write_qa,
                 )
             )

@@ -107,14 +107,14 @@ class GeneratorConfig:
             raise ValueError(f"matrix must be >= 32, got {self.matrix}")
         low, high = self.tumour_radius_mm
         if not 0 < low <= high:
-            raise ValueError(f"tumour_radius_mm must be 0 < low <= high, got {self.tumour_radius_mm}")
+            raise ValueError(
+                f"tumour_radius_mm must be 0 < low <= high, got {self.tumour_radius_mm}"
+            )
 
 
 #: A small, fast configuration for tests: small matrix, a child-sized thorax, small tumours.
 def small_config(n_patients: int = 8, seed: int = 7) -> GeneratorConfig:
-    centers = tuple(
-        replace(c, field_of_view_mm=c.field_of_view_mm * 0.45) for c in DEFAULT_CENTERS
-    )
+    centers = tuple(replace(c, field_of_view_mm=c.field_of_view_mm * 0.45) for c in DEFAULT_CENTERS)
     return GeneratorConfig(
         n_patients=n_patients,
         seed=seed,
@@ -289,7 +289,9 @@ def draw_cohort(config: GeneratorConfig) -> list[Patient]:
     root = np.random.SeedSequence(config.seed)
     rng = np.random.default_rng(root.spawn(1)[0])
     weights = np.asarray(config.center_weights, dtype=float)
-    center_index = rng.choice(len(config.centers), size=config.n_patients, p=weights / weights.sum())
+    center_index = rng.choice(
+        len(config.centers), size=config.n_patients, p=weights / weights.sum()
+    )
     counters: dict[str, int] = {}
     patients: list[Patient] = []
     child_seeds = root.spawn(config.n_patients + 1)[1:]
@@ -301,7 +303,9 @@ def draw_cohort(config: GeneratorConfig) -> list[Patient]:
         side = "Lung-Left" if prng.random() < 0.45 else "Lung-Right"
         tumour = _draw_tumour(prng, config, side)
         volume = _tumour_volume_ml(tumour)
-        diameter = 2 * (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3) / max(config.anatomy_scale, 1e-3)
+        diameter = (
+            2 * (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3) / max(config.anatomy_scale, 1e-3)
+        )
         t = 1 if diameter <= 30 else 2 if diameter <= 50 else 3 if diameter <= 70 else 4
         if prng.random() < 0.15:
             t = min(4, t + 1)  # invasion of neighbouring structures upstages T
@@ -398,7 +402,7 @@ class _Geometry:
 def _geometry(patient: Patient, config: GeneratorConfig) -> _Geometry:
     spacing = round(patient.center.field_of_view_mm / config.matrix, 6)
     thickness = patient.center.slice_thickness_mm
-    n_z = int(round(config.z_extent_mm / thickness)) + 1
+    n_z = round(config.z_extent_mm / thickness) + 1
     # The table position differs per patient: the tumour is not at the volume centre.
     rng = np.random.default_rng(patient.seed + 1)
     z0 = patient.tumour.centre[2] - config.z_extent_mm / 2 + rng.uniform(-0.2, 0.2) * 10
@@ -413,7 +417,7 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
     geometry = _geometry(patient, config)
     rng = np.random.default_rng(patient.seed)
     scale = config.anatomy_scale
-    nz, ny, nx = geometry.shape
+    nz, _ny, _nx = geometry.shape
     volume = np.full(geometry.shape, -1000.0, dtype=np.float32)
     lungs = _lungs(scale)
     tumour = patient.tumour
@@ -470,17 +474,22 @@ def tumour_contours(tumour: Tumour, z: float, step: float = 0.25) -> list[np.nda
     xs = np.arange(tumour.centre[0] - extent, tumour.centre[0] + extent, step)
     ys = np.arange(tumour.centre[1] - extent, tumour.centre[1] + extent, step)
     grid = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-    points = np.concatenate([grid, np.full(grid.shape[:2] + (1,), z)], axis=-1)
+    points = np.concatenate([grid, np.full((*grid.shape[:2], 1), z)], axis=-1)
     return _contours_of(tumour.inside(points), xs, ys)
 
 
-def ellipse_contour(centre: np.ndarray, semi: np.ndarray, z: float, n: int = 72) -> np.ndarray | None:
+def ellipse_contour(
+    centre: np.ndarray, semi: np.ndarray, z: float, n: int = 72
+) -> np.ndarray | None:
     t = 1 - ((z - centre[2]) / semi[2]) ** 2
     if t <= 0.01:
         return None
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.column_stack(
-        [centre[0] + semi[0] * np.sqrt(t) * np.cos(angles), centre[1] + semi[1] * np.sqrt(t) * np.sin(angles)]
+        [
+            centre[0] + semi[0] * np.sqrt(t) * np.cos(angles),
+            centre[1] + semi[1] * np.sqrt(t) * np.sin(angles),
+        ]
     )
 
 
@@ -489,9 +498,10 @@ def _identity(patient: Patient) -> dict[str, str]:
     rng = np.random.default_rng(patient.seed + 7)
     first = ["Jan", "Piet", "Marie", "Anna", "Wei", "Li", "Karin", "Joost"]
     last = ["Jansen", "deVries", "Bakker", "Zhang", "Wang", "Visser", "Smit", "Meijer"]
+    month, day = int(rng.integers(1, 13)), int(rng.integers(1, 28))
     return {
         "PatientName": f"{rng.choice(last)}^{rng.choice(first)}^Synthetic{patient.index:04d}",
-        "PatientBirthDate": f"{int(2008 - patient.age)}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 28)):02d}",
+        "PatientBirthDate": f"{int(2008 - patient.age)}{month:02d}{day:02d}",
         "AccessionNumber": str(int(rng.integers(10**11, 10**12))),
         "InstitutionName": f"{patient.center.name} Radiotherapy Department",
         "ReferringPhysicianName": "Doctor^Referring",
@@ -539,7 +549,11 @@ def write_ct_series(
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         z = geometry.origin[2] + geometry.thickness * k
-        ds.ImagePositionPatient = [f"{geometry.origin[0]:.6f}", f"{geometry.origin[1]:.6f}", f"{z:.4f}"]
+        ds.ImagePositionPatient = [
+            f"{geometry.origin[0]:.6f}",
+            f"{geometry.origin[1]:.6f}",
+            f"{z:.4f}",
+        ]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.SliceLocation = f"{z:.4f}"
         ds.SliceThickness = geometry.thickness
@@ -763,6 +777,14 @@ def generate_cohort(
 def read_dicom_identity(path: Path) -> dict[str, str]:
     """The identifying header values of one written DICOM file (for checks that they leak not)."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    keys = ["PatientName", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
-            "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "InstitutionName"]
+    keys = [
+        "PatientName",
+        "PatientBirthDate",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "FrameOfReferenceUID",
+        "InstitutionName",
+    ]
     return {k: str(ds.get(k, "")) for k in keys if ds.get(k)}

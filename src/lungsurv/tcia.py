@@ -113,7 +113,9 @@ def import_nsclc_radiomics(
     for pid in sorted(image_ids & clinical_ids):
         series = ct_by_patient.get(pid, {})
         pairs = [
-            (rt, uid) for rt in rt_by_patient.get(pid, []) for uid in rt.referenced_series_uids
+            (rt, uid)
+            for rt in rt_by_patient.get(pid, [])
+            for uid in rt.referenced_series_uids
             if uid in series
         ]
         if not series:
@@ -122,7 +124,11 @@ def import_nsclc_radiomics(
         if not pairs:
             detail = f"{len(series)} CT series, {len(rt_by_patient.get(pid, []))} RTSTRUCT(s)"
             report.append(
-                {"patient_id": pid, "problem": "no RTSTRUCT references a CT series", "detail": detail}
+                {
+                    "patient_id": pid,
+                    "problem": "no RTSTRUCT references a CT series",
+                    "detail": detail,
+                }
             )
             continue
         if len(pairs) > 1:
@@ -152,7 +158,10 @@ def import_nsclc_radiomics(
             "center": center,
         }
         others = [
-            f for uid, files in series.items() if uid != series_uid for f in files
+            f
+            for uid, files in series.items()
+            if uid != series_uid
+            for f in files
             if f.path.is_relative_to(folder)
         ]
         # A folder that also holds another series needs the series named in the manifest.
@@ -164,4 +173,6 @@ def import_nsclc_radiomics(
     manifest = pd.DataFrame(rows)
     if len(manifest) and manifest["series_uid"].isna().all():
         manifest = manifest.drop(columns="series_uid")
-    return ImportResult(manifest=manifest, report=pd.DataFrame(report, columns=list(REPORT_COLUMNS)))
+    return ImportResult(
+        manifest=manifest, report=pd.DataFrame(report, columns=list(REPORT_COLUMNS))
+    )

@@ -41,7 +41,10 @@ def _to_nifti(root: Path, frame: pd.DataFrame, index: int) -> tuple[Path, Path]:
     image, mask = folder / "ct.nii.gz", folder / "gtv.nii.gz"
     sitk.WriteImage(loaded.image, str(image))
     sitk.WriteImage(loaded.gtv, str(mask))
-    frame.loc[index, ["image", "mask"]] = [str(image.relative_to(root)), str(mask.relative_to(root))]
+    frame.loc[index, ["image", "mask"]] = [
+        str(image.relative_to(root)),
+        str(mask.relative_to(root)),
+    ]
     return image, mask
 
 
@@ -147,7 +150,7 @@ def missing_image_file(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def gantry_tilt(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    for k, path in enumerate(_ct_files(root, frame.iloc[VICTIM])):
+    for _k, path in enumerate(_ct_files(root, frame.iloc[VICTIM])):
         ds = pydicom.dcmread(path)
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         # Slice k shifted along y in proportion to its height: a 15 degree tilt.
@@ -158,9 +161,7 @@ def gantry_tilt(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def rtstruct_not_a_structure_set(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    frame.loc[VICTIM, "mask"] = str(
-        (_ct_files(root, frame.iloc[VICTIM])[0]).relative_to(root)
-    )
+    frame.loc[VICTIM, "mask"] = str((_ct_files(root, frame.iloc[VICTIM])[0]).relative_to(root))
     return frame
 
 

@@ -47,7 +47,10 @@ def test_missing_roi_column_defaults_to_gtv1(frame: pd.DataFrame, small_cohort_d
     ("change", "expected"),
     [
         (lambda f: f.drop(columns="time_days"), "required column 'time_days' is missing"),
-        (lambda f: f.rename(columns={"event": "evnt"}), "unknown column 'evnt' (did you mean 'event'?)"),
+        (
+            lambda f: f.rename(columns={"event": "evnt"}),
+            "unknown column 'evnt' (did you mean 'event'?)",
+        ),
         (lambda f: f.assign(notes="x"), "unknown column 'notes'"),
     ],
 )

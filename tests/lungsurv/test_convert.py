@@ -70,7 +70,7 @@ def test_output_grid_is_1mm_and_covers_the_margin(small_manifest: pd.DataFrame) 
     converted = convert_patient(small_manifest.iloc[0], ConvertSettings(crop_margin_mm=10.0))
     assert converted.image.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
     gtv = sitk.GetArrayViewFromImage(converted.gtv) > 0
-    z, y, x = np.nonzero(gtv)
+    _z, y, x = np.nonzero(gtv)
     for low, high, size in ((x.min(), x.max(), gtv.shape[2]), (y.min(), y.max(), gtv.shape[1])):
         assert low >= 9 and size - 1 - high >= 9
     assert converted.image.GetPixelID() == sitk.sitkFloat32
@@ -105,11 +105,15 @@ def test_label_image_roi_selects_one_label(small_manifest: pd.DataFrame, tmp_pat
     sitk.WriteImage(loaded.image, str(image))
     sitk.WriteImage(labels, str(mask))
     gtv_only = convert_patient(row.to_dict() | {"image": str(image), "mask": str(mask), "roi": "2"})
-    everything = convert_patient(row.to_dict() | {"image": str(image), "mask": str(mask), "roi": ""})
+    everything = convert_patient(
+        row.to_dict() | {"image": str(image), "mask": str(mask), "roi": ""}
+    )
     assert gtv_only.geometry["gtv_volume_ml_original"] == pytest.approx(
         convert_patient(row).geometry["gtv_volume_ml_original"]
     )
-    assert everything.geometry["gtv_volume_ml_original"] > gtv_only.geometry["gtv_volume_ml_original"]
+    assert (
+        everything.geometry["gtv_volume_ml_original"] > gtv_only.geometry["gtv_volume_ml_original"]
+    )
 
 
 @pytest.mark.slow

@@ -35,7 +35,9 @@ def reference_volume_ml(rtstruct: Path, roi_name: str, slice_thickness_mm: float
             x, y = polygon[:, 0], polygon[:, 1]
             area = 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
             depth = sum(
-                MplPath(other).contains_point(polygon[0]) for j, other in enumerate(polygons) if j != i
+                MplPath(other).contains_point(polygon[0])
+                for j, other in enumerate(polygons)
+                if j != i
             )
             volume += area * (-1) ** depth
     return volume * slice_thickness_mm / 1000.0
@@ -69,8 +71,10 @@ def test_lung1_gtv_volume_matches_its_contours(lung1_dir: Path, lung1_row: dict)
     for key in ("gtv_volume_ml_original", "gtv_volume_ml_resampled"):
         measured = converted.geometry[key]
         assert abs(measured - reference) / reference < 0.02, (key, measured, reference)
-    print(f"LUNG1-001 GTV-1: contours {reference:.2f} ml, 1 mm mask "
-          f"{converted.geometry['gtv_volume_ml_resampled']:.2f} ml")
+    print(
+        f"LUNG1-001 GTV-1: contours {reference:.2f} ml, 1 mm mask "
+        f"{converted.geometry['gtv_volume_ml_resampled']:.2f} ml"
+    )
 
 
 def test_lung1_orientation(lung1_series: dicom.CTSeries, lung1_structures) -> None:
@@ -118,8 +122,13 @@ def test_fill_polygon_matches_point_in_polygon(seed: int) -> None:
 def test_rasterize_contours_makes_holes() -> None:
     reference = sitk.Image([40, 40, 3], sitk.sitkUInt8)
     square = lambda half, z: np.array(  # noqa: E731
-        [[20 - half, 20 - half, z], [20 + half, 20 - half, z], [20 + half, 20 + half, z],
-         [20 - half, 20 + half, z]], dtype=float
+        [
+            [20 - half, 20 - half, z],
+            [20 + half, 20 - half, z],
+            [20 + half, 20 + half, z],
+            [20 - half, 20 + half, z],
+        ],
+        dtype=float,
     )
     mask, warnings = dicom.rasterize_contours([square(10.5, 1), square(4.5, 1)], reference)
     layer = sitk.GetArrayViewFromImage(mask)[1]

@@ -12,7 +12,7 @@ from lungsurv.rings import make_rings, ring_name
 
 def sphere(radius_mm: float, spacing_mm: float, pad_mm: float = 12.0) -> sitk.Image:
     """A voxelised sphere (voxel centres within ``radius_mm``) on an isotropic grid."""
-    n = int(round(2 * (radius_mm + pad_mm) / spacing_mm))
+    n = round(2 * (radius_mm + pad_mm) / spacing_mm)
     centre = (n - 1) / 2
     index = np.indices((n, n, n), dtype=float)
     distance = np.sqrt(sum(((index[i] - centre) * spacing_mm) ** 2 for i in range(3)))
@@ -41,7 +41,10 @@ def test_sphere_ring_volume_matches_the_analytic_shell(radius_mm: float, spacing
     for distance, error in errors.items():
         tolerance = spacing_mm / (2 * distance) + 0.01
         assert abs(error) <= tolerance, (distance, error, tolerance)
-    print(f"r={radius_mm} h={spacing_mm}: " + ", ".join(f"{d:g} mm {100 * e:+.2f} %" for d, e in errors.items()))
+    print(
+        f"r={radius_mm} h={spacing_mm}: "
+        + ", ".join(f"{d:g} mm {100 * e:+.2f} %" for d, e in errors.items())
+    )
 
 
 @pytest.mark.parametrize("radius_mm", [10.0, 20.0])

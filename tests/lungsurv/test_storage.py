@@ -77,12 +77,16 @@ def test_cohort_on_s3_validates_and_converts(
     storage.upload(tmp_path / "manifest.csv", "s3://cohort/manifest.csv")
 
     report = load_manifest("s3://cohort/manifest.csv")
-    assert [(p.patient_id, p.column) for p in report.problems] == [(frame.loc[2, "patient_id"], "mask")]
+    assert [(p.patient_id, p.column) for p in report.problems] == [
+        (frame.loc[2, "patient_id"], "mask")
+    ]
     geometry, failures = convert_cohort(report.valid, tmp_path / "out")
     assert failures.empty
     assert sorted(geometry["patient_id"]) == sorted(frame["patient_id"].head(2))
     local = convert_cohort(
-        pd.read_csv(small_cohort_dir / "manifest.csv").head(2).assign(
+        pd.read_csv(small_cohort_dir / "manifest.csv")
+        .head(2)
+        .assign(
             image=lambda f: [str(small_cohort_dir / v) for v in f["image"]],
             mask=lambda f: [str(small_cohort_dir / v) for v in f["mask"]],
         ),

@@ -1,0 +1,72 @@
+"""The KFP pipeline: compiled for a cluster, and run for real through kfp.local."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.compile import compile_pipeline
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
+    root = compiled["root"]["dag"]["tasks"]
+    assert {"prepare-cohort", "for-loop-1", "gather-imaging"} <= set(root)
+    loop = root["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"].startswith(
+        "pipelinechannel--prepare-cohort"
+    )
+    inner = compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert {"convert-shard", "segment-rings"} <= set(inner)
+    gather_inputs = root["gather-imaging"]["inputs"]["artifacts"]
+    assert "geometries" in gather_inputs and "ring_tables" in gather_inputs
+    parameters = compiled["root"]["inputDefinitions"]["parameters"]
+    assert parameters["ring_distances_mm"]["defaultValue"] == [3.0, 6.0, 9.0]
+    assert parameters["mask_interpolation"]["defaultValue"] == "volume"
+
+
+def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
+    executors = compiled["deploymentSpec"]["executors"]
+    convert = executors["exec-convert-shard"]["container"]
+    assert convert["image"].endswith("lungsurv-cpu:0.1.0")
+    assert convert["resources"]["cpuRequest"] == 1.0
+    assert convert["resources"]["memoryLimit"] == 8.0
+
+
+@pytest.mark.slow
+@pytest.mark.pipeline
+def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
+    from kfp import local
+
+    from pipelines.pipeline import lungsurv_pipeline
+
+    manifest = pd.read_csv(small_cohort_dir / "manifest.csv")
+    for column in ("image", "mask"):
+        manifest[column] = [str(small_cohort_dir / v) for v in manifest[column]]
+    manifest.loc[5, "roi"] = "GTV-9"  # one broken patient: reported, the others go on
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    lungsurv_pipeline(cohort_uri=str(tmp_path / "manifest.csv"), shard_size=3)
+
+    gathered = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/gather-imaging/*")}
+    geometry = pd.read_parquet(gathered["geometry"])
+    rings = pd.read_parquet(gathered["rings"])
+    failures = pd.read_parquet(gathered["failures"])
+    broken = manifest.loc[5, "patient_id"]
+    assert sorted(geometry["patient_id"]) == sorted(set(manifest["patient_id"]) - {broken})
+    assert len(rings) == 3 * 7 and set(rings["roi"]) == {"ring_3mm", "ring_6mm", "ring_9mm"}
+    assert list(failures["patient_id"]) == [broken]
+    assert "ROI 'GTV-9' not found" in failures["message"].iloc[0]
+    summary = gathered["summary"].read_text()
+    assert "patients converted: **7**" in summary and broken in summary
+    shards = list((tmp_path / "root").glob("lungsurv-*/for-loop-*-iteration-*/convert-shard"))
+    assert len(shards) == 3
