@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# PyRadiomics builds from source against the environment's numpy (no 3.11 wheel exists).
 	$(PIP) install --quiet -c $(CONSTRAINTS) numpy versioneer
 	$(PIP) install --quiet --no-build-isolation -c $(CONSTRAINTS) pyradiomics-bhklab
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[pipeline,serving,dev]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dl,pipeline,serving,dev]"
 	touch $(STAMP)
 
 test: $(STAMP)
