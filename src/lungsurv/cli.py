@@ -34,6 +34,8 @@ def _synth(args: argparse.Namespace) -> int:
         config = replace(config, n_patients=args.n_patients)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
+    if args.matrix:
+        config = replace(config, matrix=args.matrix)
     summary = generate_cohort(Path(args.out), config, n_jobs=args.jobs)
     summary.pop("config")
     print(json.dumps(summary, indent=2))
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-patients", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--small", action="store_true", help="small volumes, for tests")
+    p.add_argument(
+        "--matrix", type=int, default=None, help="pixels per row (default 256; 512 as scanners do)"
+    )
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=_synth)
 
