@@ -14,6 +14,7 @@ def convert_shard(
     shard_size: int,
     crop_margin_mm: float,
     mask_interpolation: str,
+    workers: int,
     volumes: Output[Dataset],
     geometry: Output[Dataset],
     failures: Output[Dataset],
@@ -29,7 +30,7 @@ def convert_shard(
 
     rows = shard_frame(pd.read_parquet(manifest.path), int(shard_index), shard_size)
     settings = ConvertSettings(crop_margin_mm=crop_margin_mm, mask_interpolation=mask_interpolation)
-    table, failed = convert_cohort(rows, Path(volumes.path), settings)
+    table, failed = convert_cohort(rows, Path(volumes.path), settings, workers=workers)
     write_parquet(table, geometry.path)
     write_parquet(failed, failures.path)
     for _, row in failed.iterrows():

@@ -12,6 +12,7 @@ def segment_rings(
     volumes: Input[Dataset],
     ring_distances_mm: list,
     clip_to_lungs: bool,
+    workers: int,
     rings: Output[Dataset],
     ring_table: Output[Dataset],
     failures: Output[Dataset],
@@ -24,7 +25,11 @@ def segment_rings(
 
     distances = [float(d) for d in ring_distances_mm]
     table, failed = segment_cohort(
-        Path(volumes.path), Path(rings.path), distances, clip_to_lungs=clip_to_lungs
+        Path(volumes.path),
+        Path(rings.path),
+        distances,
+        clip_to_lungs=clip_to_lungs,
+        workers=workers,
     )
     write_parquet(table, ring_table.path)
     write_parquet(failed, failures.path)

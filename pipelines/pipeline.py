@@ -27,6 +27,7 @@ def lungsurv_pipeline(
     mask_interpolation: str = "volume",
     ring_distances_mm: list = [3.0, 6.0, 9.0],  # noqa: B006 (KFP parameter default)
     clip_rings_to_lungs: bool = False,
+    workers: int = 1,
 ):
     cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
     cohort.set_display_name("validate cohort")
@@ -37,6 +38,7 @@ def lungsurv_pipeline(
             shard_size=shard_size,
             crop_margin_mm=crop_margin_mm,
             mask_interpolation=mask_interpolation,
+            workers=workers,
         )
         convert.set_display_name("convert")
         convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
@@ -44,6 +46,7 @@ def lungsurv_pipeline(
             volumes=convert.outputs["volumes"],
             ring_distances_mm=ring_distances_mm,
             clip_to_lungs=clip_rings_to_lungs,
+            workers=workers,
         )
         rings.set_display_name("segment-rings")
         rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")

@@ -418,25 +418,38 @@ def write_patient(converted: ConvertedPatient, out_dir: Path, *, write_qa: bool 
     return folder
 
 
+def _convert_and_write(
+    job: tuple[dict[str, Any], Path, ConvertSettings],
+) -> dict[str, Any] | Failure:
+    row, out_dir, settings = job
+    try:
+        converted = convert_patient(row, settings)
+        write_patient(converted, out_dir, write_qa=settings.write_qa)
+        return converted.geometry
+    except PatientError as error:
+        return Failure.from_exception(str(row["patient_id"]), "convert", error)
+
+
 def convert_cohort(
-    manifest: pd.DataFrame, out_dir: Path, settings: ConvertSettings | None = None
+    manifest: pd.DataFrame,
+    out_dir: Path,
+    settings: ConvertSettings | None = None,
+    *,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Convert every patient of ``manifest`` into ``out_dir``; return (geometry, failures).
 
-    A failing patient is recorded in the failures table and the others go on.
+    A failing patient is recorded in the failures table and the others go on. ``workers`` > 1
+    converts patients in that many processes.
     """
+    from lungsurv.parallel import map_patients
+
     settings = settings or ConvertSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    failures: list[Failure] = []
-    for _, row in manifest.iterrows():
-        pid = str(row["patient_id"])
-        try:
-            converted = convert_patient(row, settings)
-            write_patient(converted, out_dir, write_qa=settings.write_qa)
-            rows.append(converted.geometry)
-        except PatientError as error:
-            failures.append(Failure.from_exception(pid, "convert", error))
+    jobs = [(row.to_dict(), out_dir, settings) for _, row in manifest.iterrows()]
+    results = map_patients(_convert_and_write, jobs, workers=workers)
+    rows = [r for r in results if isinstance(r, dict)]
+    failures = [r for r in results if isinstance(r, Failure)]
     return geometry_frame(rows), failures_frame(failures)
 
 

@@ -161,6 +161,19 @@ def segment_patient(
     return rows
 
 
+def _segment_one(
+    job: tuple[Path, Path, tuple[float, ...], bool, bool],
+) -> list[dict[str, object]] | Failure:
+    patient_dir, out_dir, distances_mm, clip_to_lungs, write_qa = job
+    try:
+        return segment_patient(
+            patient_dir, out_dir, distances_mm, clip_to_lungs=clip_to_lungs, write_qa=write_qa
+        )
+    except (InputError, RuntimeError, OSError) as error:
+        problem = PatientError(patient_dir.name, str(error), stage="segment-rings")
+        return Failure.from_exception(patient_dir.name, "segment-rings", problem)
+
+
 RING_COLUMNS = (
     "patient_id",
     "roi",
@@ -181,24 +194,19 @@ def segment_cohort(
     *,
     clip_to_lungs: bool = False,
     write_qa: bool = True,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rings for every patient folder below ``volumes_dir``; return (rings, failures)."""
-    rows: list[dict[str, object]] = []
-    failures: list[Failure] = []
+    """Rings for every patient folder below ``volumes_dir``; return (rings, failures).
+
+    ``workers`` > 1 segments patients in that many processes.
+    """
+    from lungsurv.parallel import map_patients
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for patient_dir in sorted(p for p in volumes_dir.iterdir() if (p / GTV_FILE).exists()):
-        try:
-            rows.extend(
-                segment_patient(
-                    patient_dir,
-                    out_dir,
-                    distances_mm,
-                    clip_to_lungs=clip_to_lungs,
-                    write_qa=write_qa,
-                )
-            )
-        except (InputError, RuntimeError, OSError) as error:
-            problem = PatientError(patient_dir.name, str(error), stage="segment-rings")
-            failures.append(Failure.from_exception(patient_dir.name, "segment-rings", problem))
+    folders = sorted(p for p in volumes_dir.iterdir() if (p / GTV_FILE).exists())
+    jobs = [(folder, out_dir, tuple(distances_mm), clip_to_lungs, write_qa) for folder in folders]
+    results = map_patients(_segment_one, jobs, workers=workers)
+    rows = [row for r in results if isinstance(r, list) for row in r]
+    failures = [r for r in results if isinstance(r, Failure)]
     frame = pd.DataFrame(rows, columns=list(RING_COLUMNS))
     return frame, failures_frame(failures)

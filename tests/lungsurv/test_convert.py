@@ -143,6 +143,25 @@ def test_no_dicom_identity_reaches_any_output(
         assert {IMAGE_FILE, GTV_FILE, LUNGS_FILE, QA_FILE} <= {p.name for p in folder.iterdir()}
 
 
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_tables(
+    small_manifest: pd.DataFrame, tmp_path: Path
+) -> None:
+    from lungsurv.rings import segment_cohort
+
+    settings = ConvertSettings(write_qa=False)
+    rows = small_manifest.head(3).copy()
+    rows.loc[1, "roi"] = "GTV-404"
+    serial, serial_failures = convert_cohort(rows, tmp_path / "a", settings)
+    parallel, parallel_failures = convert_cohort(rows, tmp_path / "b", settings, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    pd.testing.assert_frame_equal(serial_failures, parallel_failures)
+    assert list(parallel_failures["patient_id"]) == [rows.loc[1, "patient_id"]]
+    rings_serial = segment_cohort(tmp_path / "a", tmp_path / "ra", write_qa=False)[0]
+    rings_parallel = segment_cohort(tmp_path / "b", tmp_path / "rb", write_qa=False, workers=2)[0]
+    pd.testing.assert_frame_equal(rings_serial, rings_parallel)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("spacing_mm", 0.0), ("crop_margin_mm", -1.0), ("mask_interpolation", "cubic")],
