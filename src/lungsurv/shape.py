@@ -20,6 +20,7 @@ Here the same four quantities come out equal to PyRadiomics' own to floating-poi
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import numpy as np
@@ -128,10 +129,8 @@ def _max_in_planes(points: np.ndarray, axis: int) -> float:
             continue
         flat = plane[:, others]
         if len(flat) > 32:
-            try:
+            with contextlib.suppress(QhullError, ValueError):
                 flat = flat[ConvexHull(flat).vertices]
-            except (QhullError, ValueError):
-                pass
         embedded = np.zeros((len(flat), 3))
         embedded[:, others] = flat
         best = max(best, _max_squared_distance_brute(embedded))
@@ -172,7 +171,7 @@ def mesh_coefficients(mask: np.ndarray, spacing: np.ndarray) -> tuple[float, flo
 class FastRadiomicsShape(RadiomicsShape):
     """PyRadiomics' shape feature class with :func:`mesh_coefficients` in place of its C call."""
 
-    def _initSegmentBasedCalculation(self) -> None:  # noqa: N802 (PyRadiomics' name)
+    def _initSegmentBasedCalculation(self) -> None:
         # The parent reads cShape.calculate_coefficients at call time: swap it for this call.
         cShape.calculate_coefficients = mesh_coefficients
         try:
