@@ -1,8 +1,9 @@
 """The lungsurv pipeline: the paper's stages as one KFP DAG.
 
 Now: validate the cohort and cut it into shards, then per shard (``dsl.ParallelFor``) convert
-(CT + GTV to 1 mm volumes) and segment-rings (peritumoral rings), then gather the shards' tables
-(``dsl.Collected``) into one Parquet table each and a summary for the KFP UI.
+(CT + GTV to 1 mm volumes), segment-rings (peritumoral rings) and radiomics (PyRadiomics features
+of the GTV and every ring), then gather the shards' tables (``dsl.Collected``) into one Parquet
+table each and a summary for the KFP UI.
 """
 
 from kfp import dsl
@@ -10,6 +11,7 @@ from kfp import dsl
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
 from components.gather import gather_imaging
+from components.radiomics import extract_radiomics
 from components.rings import segment_rings
 
 PIPELINE_NAME = "lungsurv"
@@ -27,6 +29,8 @@ def lungsurv_pipeline(
     mask_interpolation: str = "volume",
     ring_distances_mm: list = [3.0, 6.0, 9.0],  # noqa: B006 (KFP parameter default)
     clip_rings_to_lungs: bool = False,
+    radiomics_params_uri: str = "",
+    radiomics_normalize_scale: float = 100.0,
     workers: int = 1,
 ):
     cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
@@ -50,11 +54,22 @@ def lungsurv_pipeline(
         )
         rings.set_display_name("segment-rings")
         rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+        radiomics = extract_radiomics(
+            volumes=convert.outputs["volumes"],
+            rings=rings.outputs["rings"],
+            params_uri=radiomics_params_uri,
+            normalize_scale=radiomics_normalize_scale,
+            workers=workers,
+        )
+        radiomics.set_display_name("radiomics")
+        radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
     gather = gather_imaging(
         rejected=cohort.outputs["rejected"],
         geometries=dsl.Collected(convert.outputs["geometry"]),
         ring_tables=dsl.Collected(rings.outputs["ring_table"]),
         convert_failures=dsl.Collected(convert.outputs["failures"]),
         ring_failures=dsl.Collected(rings.outputs["failures"]),
+        feature_tables=dsl.Collected(radiomics.outputs["features"]),
+        radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
     )
     gather.set_display_name("gather imaging tables")

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     run_local(params, args.out)
     outputs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*/gather-imaging/*"))
     latest = {p.name: p for p in outputs}
-    for name in ("summary", "geometry", "rings", "failures"):
+    for name in ("summary", "features", "geometry", "rings", "failures"):
         if name in latest:
             print(f"  {name:9s} {latest[name]}")
     return 0

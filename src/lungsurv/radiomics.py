@@ -127,7 +127,7 @@ def make_extractor(params: Mapping[str, Any]) -> Any:
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
     known_settings = _known_settings()
-    unknown = sorted(set((params.get("setting") or {})) - known_settings)
+    unknown = sorted(set(params.get("setting") or {}) - known_settings)
     if unknown:
         raise InputError(f"unknown radiomics setting(s) {unknown} in the parameter file")
     try:

@@ -22,13 +22,16 @@ def _table(frame: pd.DataFrame, columns: list[str], limit: int = 50) -> str:
 
 
 def imaging_summary_markdown(
-    geometry: pd.DataFrame, rings: pd.DataFrame, failures: pd.DataFrame
+    geometry: pd.DataFrame,
+    rings: pd.DataFrame,
+    failures: pd.DataFrame,
+    features: pd.DataFrame | None = None,
 ) -> str:
     """Convert + segment-rings in a page: counts, volumes per patient, rings, failures."""
     n_ok = len(geometry)
     n_failed = failures["patient_id"].nunique() if len(failures) else 0
     parts = [
-        "# Imaging: convert and segment-rings\n",
+        "# Imaging: convert, segment-rings and radiomics\n",
         f"- patients converted: **{n_ok}**",
         f"- patients failed or rejected: **{n_failed}**",
     ]
@@ -44,6 +47,11 @@ def imaging_summary_markdown(
     if len(rings):
         parts.append(f"- rings clipped by the volume edge: {int(rings['clipped_by_volume'].sum())}")
         parts.append(f"- empty rings: {int(rings['empty'].sum())}")
+    if features is not None and len(features):
+        n_features = features.shape[1] - 3
+        per_roi = features.groupby("roi")["patient_id"].nunique().to_dict()
+        listing = ", ".join(f"{roi} {count}" for roi, count in per_roi.items())
+        parts.append(f"- radiomics: **{n_features}** features per ROI; patients per ROI: {listing}")
     parts.append("\n## Failures\n")
     parts.append(_table(failures, ["patient_id", "stage", "error_type", "message"]))
     parts.append("\n## Patients\n")

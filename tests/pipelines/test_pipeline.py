@@ -25,12 +25,13 @@ def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
         "pipelinechannel--prepare-cohort"
     )
     inner = compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]
-    assert {"convert-shard", "segment-rings"} <= set(inner)
+    assert {"convert-shard", "segment-rings", "extract-radiomics"} <= set(inner)
     gather_inputs = root["gather-imaging"]["inputs"]["artifacts"]
-    assert "geometries" in gather_inputs and "ring_tables" in gather_inputs
+    assert {"geometries", "ring_tables", "feature_tables"} <= set(gather_inputs)
     parameters = compiled["root"]["inputDefinitions"]["parameters"]
     assert parameters["ring_distances_mm"]["defaultValue"] == [3.0, 6.0, 9.0]
     assert parameters["mask_interpolation"]["defaultValue"] == "volume"
+    assert parameters["radiomics_normalize_scale"]["defaultValue"] == 100.0
 
 
 def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
@@ -66,6 +67,10 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     assert len(rings) == 3 * 7 and set(rings["roi"]) == {"ring_3mm", "ring_6mm", "ring_9mm"}
     assert list(failures["patient_id"]) == [broken]
     assert "ROI 'GTV-9' not found" in failures["message"].iloc[0]
+    features = pd.read_parquet(gathered["features"])
+    assert features.shape == (7 * 4, 3 + 1316)
+    assert set(features["roi"]) == {"gtv", "ring_3mm", "ring_6mm", "ring_9mm"}
+    assert not features.drop(columns=["patient_id", "roi"]).isna().any().any()
     summary = gathered["summary"].read_text()
     assert "patients converted: **7**" in summary and broken in summary
     shards = list((tmp_path / "root").glob("lungsurv-*/for-loop-*-iteration-*/convert-shard"))

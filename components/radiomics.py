@@ -1,0 +1,41 @@
+"""The radiomics component: PyRadiomics features for one shard's GTVs and rings."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def extract_radiomics(
+    volumes: Input[Dataset],
+    rings: Input[Dataset],
+    params_uri: str,
+    normalize_scale: float,
+    workers: int,
+    features: Output[Dataset],
+    failures: Output[Dataset],
+):
+    """One row per (patient, ROI) with the parameter file's features (default: the paper's 1316).
+
+    ``params_uri``: a PyRadiomics YAML (path or s3:// URI); empty for the paper's packaged file.
+    ``normalize_scale`` > 0 overrides the file's ``normalizeScale``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from lungsurv import storage
+    from lungsurv.radiomics import extract_cohort, load_params
+    from lungsurv.tables import write_parquet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = storage.localize(params_uri, Path(tmp)) if params_uri else None
+        params = load_params(path, normalize_scale=normalize_scale or None)
+    table, failed = extract_cohort(Path(volumes.path), Path(rings.path), params, workers=workers)
+    write_parquet(table, features.path)
+    write_parquet(failed, failures.path)
+    for _, row in failed.iterrows():
+        print(f"failed: {row['patient_id']}: {row['message']}")
+    features.metadata.update({"rows": len(table), "features": table.shape[1] - 3})
+    failures.metadata.update({"rows": len(failed)})
