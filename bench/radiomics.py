@@ -26,6 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# PyRadiomics package (``import radiomics``): take the folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 LUNG1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nsclc-radiomics" / "LUNG1-001"
 VARIANTS = ("naive", "precrop", "lungsurv")
 
@@ -57,8 +61,18 @@ def run_variant(variant: str, volume_dir: Path, rings_dir: Path) -> dict[str, fl
     else:
         extract_naive(image, rois, params, pre_crop=variant == "precrop")
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mb": peak_mb, "rois": len(rois)}
+    return {"seconds": seconds, "peak_mb": _peak_mb(), "rois": len(rois)}
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory. ru_maxrss would also count the parent's peak, which
+    a child inherits across fork and exec; VmHWM starts afresh with the exec'd image."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(variant: str, volume_dir: Path, rings_dir: Path) -> dict[str, float]:
@@ -82,11 +96,17 @@ def prepare_cases(root: Path, names: list[str]) -> dict[str, Path]:
     cases: dict[str, Path] = {}
     for name in names:
         if name == "lung1":
-            row = {"patient_id": "LUNG1-001", "image": str(LUNG1 / "CT"),
-                   "mask": str(LUNG1 / "RTSTRUCT" / "1-1.dcm"), "roi": "GTV-1"}
+            row = {
+                "patient_id": "LUNG1-001",
+                "image": str(LUNG1 / "CT"),
+                "mask": str(LUNG1 / "RTSTRUCT" / "1-1.dcm"),
+                "roi": "GTV-1",
+            }
         elif name == "large":
             cohort = root / "large-cohort"
-            generate_cohort(cohort, GeneratorConfig(n_patients=1, seed=11, tumour_radius_mm=(30.0, 30.0)))
+            generate_cohort(
+                cohort, GeneratorConfig(n_patients=1, seed=11, tumour_radius_mm=(30.0, 30.0))
+            )
             row = pd.read_csv(cohort / "manifest.csv").iloc[0].to_dict()
             row["image"], row["mask"] = str(cohort / row["image"]), str(cohort / row["mask"])
         else:
@@ -95,8 +115,10 @@ def prepare_cases(root: Path, names: list[str]) -> dict[str, Path]:
         folder = write_patient(converted, root / "volumes", write_qa=False)
         segment_patient(folder, root / "rings", write_qa=False)
         cases[name] = folder
-        print(f"{name}: GTV {converted.geometry['gtv_volume_ml_resampled']:.1f} ml, "
-              f"volume {converted.image.GetSize()}")
+        print(
+            f"{name}: GTV {converted.geometry['gtv_volume_ml_resampled']:.1f} ml, "
+            f"volume {converted.image.GetSize()}"
+        )
     return cases
 
 
@@ -107,7 +129,7 @@ def scaling(root: Path) -> tuple[float, float]:
     from lungsurv.synthetic import GeneratorConfig, generate_cohort
 
     cohort = root / "scaling-cohort"
-    generate_cohort(cohort, GeneratorConfig(n_patients=4, seed=5, tumour_radius_mm=(12.0, 18.0)))
+    generate_cohort(cohort, GeneratorConfig(n_patients=8, seed=5, tumour_radius_mm=(12.0, 18.0)))
     import pandas as pd
 
     manifest = pd.read_csv(cohort / "manifest.csv")
@@ -141,15 +163,19 @@ def main() -> None:
             results = {v: _child(v, folder, root / "rings" / folder.name) for v in VARIANTS}
             print(f"\n{name} (GTV + 3 rings, 1316 features each, one core):")
             for variant, result in results.items():
-                print(f"  ({variant[0]}) {variant:9s} {result['seconds']:7.1f} s/patient  "
-                      f"peak {result['peak_mb']:7.0f} MB")
+                print(
+                    f"  ({variant[0]}) {variant:9s} {result['seconds']:7.1f} s/patient  "
+                    f"peak {result['peak_mb']:7.0f} MB"
+                )
             ours = results["lungsurv"]["seconds"]
             print(f"  speed-up vs naive   {results['naive']['seconds'] / ours:5.2f}x")
             print(f"  speed-up vs precrop {results['precrop']['seconds'] / ours:5.2f}x")
         if not args.skip_scaling:
             one, two = scaling(root)
-            print(f"\ncohort of 4 synthetic patients: 1 worker {one:.1f} s, 2 workers {two:.1f} s "
-                  f"({one / two:.2f}x on {os.cpu_count()} cores)")
+            print(
+                f"\ncohort of 4 synthetic patients: 1 worker {one:.1f} s, 2 workers {two:.1f} s "
+                f"({one / two:.2f}x on {os.cpu_count()} cores)"
+            )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,11 @@ def default_cohort(n_patients: int, seed: int) -> Path:
         generate_cohort(root, config, n_jobs=max(1, min(4, os.cpu_count() or 1)))
         print(f"  done in {time.time() - started:.0f} s")
     summary = json.loads((root / SUMMARY_FILE).read_text())
+    oracle = summary["oracle_c_index"]
     print(
         f"cohort: {root / MANIFEST_FILE} ({summary['n_patients']} patients, "
-        f"{summary['events']} events, oracle C-index {summary['oracle_c_index']:.3f})"
+        f"{summary['events']} events, oracle C-index "
+        f"{'undefined' if oracle is None else f'{oracle:.3f}'})"
     )
     return (root / MANIFEST_FILE).resolve()
 

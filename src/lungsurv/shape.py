@@ -21,7 +21,9 @@ Here the same four quantities come out equal to PyRadiomics' own to floating-poi
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from radiomics import cShape
@@ -65,9 +67,38 @@ def _design(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return counts, sums
 
 
+def _cache_file(spacing: tuple[float, float, float]) -> Path:
+    import radiomics
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lungsurv"
+    key = "-".join(f"{v:.9g}" for v in spacing)
+    return root / f"mesh-tables-pyradiomics{radiomics.__version__}-{key}.npz"
+
+
 @lru_cache(maxsize=16)
 def mesh_tables(spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(area[256], volume_constant[256], volume_linear[3, 256]) for a (z, y, x) spacing."""
+    """(area[256], volume_constant[256], volume_linear[3, 256]) for a (z, y, x) spacing.
+
+    Fitted once per spacing (about 4 s) and kept in ``$XDG_CACHE_HOME/lungsurv`` when writable.
+    """
+    path = _cache_file(spacing)
+    try:
+        with np.load(path) as stored:
+            return stored["area"], stored["constant"], stored["linear"]
+    except (OSError, KeyError, ValueError):
+        pass
+    tables = _fit_tables(spacing)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.npz")
+        np.savez(temporary, area=tables[0], constant=tables[1], linear=tables[2])
+        temporary.replace(path)
+    except OSError:
+        pass  # a read-only home: fit again next time
+    return tables
+
+
+def _fit_tables(spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(_FIT_SEED)
     spacing_array = np.asarray(spacing, dtype=float)
     rows, areas, volumes = [], [], []

@@ -733,9 +733,14 @@ def clinical_frame(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def oracle_c_index(time: np.ndarray, event: np.ndarray, log_hazard: np.ndarray) -> float:
-    """Harrell's C-index of the true log-hazard: the best a model can do on this cohort."""
+    """Harrell's C-index of the true log-hazard: the best a model can do on this cohort.
+
+    NaN when it is undefined: fewer than two patients, or no event.
+    """
     from sksurv.metrics import concordance_index_censored
 
+    if len(time) < 2 or not np.any(event):
+        return float("nan")
     return float(concordance_index_censored(event.astype(bool), time, log_hazard)[0])
 
 
@@ -770,6 +775,8 @@ def generate_cohort(
         ),
         "config": json.loads(json.dumps(asdict(config), default=str)),
     }
+    if not np.isfinite(summary["oracle_c_index"]):
+        summary["oracle_c_index"] = None  # JSON has no NaN
     (root / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -126,6 +126,12 @@ def test_default_cohort_oracle_c_index() -> None:
     assert len({p.center.name for p in patients}) == 3
 
 
+def test_oracle_c_index_undefined_cases() -> None:
+    assert np.isnan(oracle_c_index(np.array([5.0]), np.array([1]), np.array([0.2])))
+    assert np.isnan(oracle_c_index(np.array([5.0, 6.0]), np.array([0, 0]), np.array([0.2, 0.1])))
+    assert oracle_c_index(np.array([5.0, 6.0]), np.array([1, 1]), np.array([0.2, 0.1])) == 1.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
