@@ -11,7 +11,7 @@ its 3/6/9 mm rings are extracted with the paper's 1316-feature settings by
 
 each in a fresh process pinned to one core (SimpleITK limited to one thread), reporting seconds
 per patient and the process's peak memory. Then the cohort path's scaling from 1 to 2 worker
-processes on four synthetic patients. Prints the ratios.
+processes on eight synthetic patients. Prints the ratios.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main() -> None:
         if not args.skip_scaling:
             one, two = scaling(root)
             print(
-                f"\ncohort of 4 synthetic patients: 1 worker {one:.1f} s, 2 workers {two:.1f} s "
+                f"\ncohort of 8 synthetic patients: 1 worker {one:.1f} s, 2 workers {two:.1f} s "
                 f"({one / two:.2f}x on {os.cpu_count()} cores)"
             )
 
