@@ -1,0 +1,276 @@
+"""PCA-fuse: the paper's combined model, and the self-describing bundle that serving loads.
+
+For each feature block (GTV radiomics, the chosen ring's radiomics, deep features) a
+:class:`~lungsurv.selection.CoxSignature` selects features on the training cohort. The selected,
+standardised features of all blocks are concatenated; PCA keeps the fewest components that reach
+95 % cumulative variance; a Cox model (Efron ties) on the components is the combined model, with
+Breslow's baseline survival; the risk cutoff is the median training risk.
+
+Scoring goes through one numpy function, :func:`score`, both for a freshly fitted model and for a
+bundle loaded from disk, so a loaded bundle reproduces the stored risks exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from lungsurv.selection import CoxSignature, survival_arrays
+
+BUNDLE_FILE = "model.json"
+BUNDLE_FORMAT = 1
+
+
+def feature_blocks(
+    features: pd.DataFrame, rois: Sequence[str], *, patients: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Wide blocks (rows: patients, columns: features) from the long radiomics table."""
+    blocks = {}
+    for roi in rois:
+        block = features[features["roi"] == roi].set_index("patient_id")
+        block = block.drop(columns=[c for c in ("roi", "n_voxels") if c in block.columns])
+        if patients is not None:
+            missing = sorted(set(patients) - set(block.index))
+            if missing:
+                raise ValueError(
+                    f"block {roi!r} has no row for {len(missing)} patient(s): {missing[:5]}"
+                )
+            block = block.loc[list(patients)]
+        blocks[roi] = block
+    return blocks
+
+
+@dataclass
+class BlockParameters:
+    """What scoring needs from one block: its selected features and how to standardise them."""
+
+    name: str
+    features: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    signature_coef: np.ndarray
+
+
+@dataclass
+class ModelParameters:
+    """Everything :func:`score` needs; what the bundle stores."""
+
+    blocks: list[BlockParameters]
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+    explained_variance_ratio: np.ndarray
+    cox_coef: np.ndarray
+    baseline_times: np.ndarray
+    baseline_survival: np.ndarray
+    cutoff: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def standardised_block(block: pd.DataFrame, params: BlockParameters) -> np.ndarray:
+    missing = [f for f in params.features if f not in block.columns]
+    if missing:
+        raise ValueError(f"block {params.name!r} lacks feature(s) {missing[:5]}")
+    values = block[params.features].to_numpy(dtype=float)
+    return (values - params.mean) / params.scale
+
+
+def score(blocks: Mapping[str, pd.DataFrame], params: ModelParameters) -> dict[str, np.ndarray]:
+    """Risk, per-block signatures and components for the rows of ``blocks``."""
+    standardised = [standardised_block(blocks[b.name], b) for b in params.blocks]
+    joined = np.concatenate(standardised, axis=1) if standardised else np.zeros((0, 0))
+    components = (joined - params.pca_mean) @ params.pca_components.T
+    risk = components @ params.cox_coef
+    signatures = {
+        b.name: z @ b.signature_coef for b, z in zip(params.blocks, standardised, strict=True)
+    }
+    return {
+        "risk": risk,
+        "components": components,
+        **{f"signature_{k}": v for k, v in signatures.items()},
+    }
+
+
+def survival_at(risk: np.ndarray, times: Sequence[float], params: ModelParameters) -> np.ndarray:
+    """Predicted survival S(t | x) = S0(t) ** exp(risk), rows: patients, columns: ``times``."""
+    index = np.searchsorted(params.baseline_times, np.asarray(times, dtype=float), side="right") - 1
+    s0 = np.where(index >= 0, params.baseline_survival[np.maximum(index, 0)], 1.0)
+    return s0[None, :] ** np.exp(risk)[:, None]
+
+
+class FusionModel(BaseEstimator):
+    """Per-block Cox signatures, PCA over their selected features, Cox on the components.
+
+    ``fit(blocks, y)`` takes a mapping of block name to a DataFrame (rows in the same patient
+    order as ``y``). Fitted attributes: ``signatures_``, ``params_`` (:class:`ModelParameters`),
+    ``n_components_``, ``cutoff_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        variance: float = 0.95,
+        alpha: float = 0.05,
+        n_folds: int = 10,
+        random_state: int = 0,
+    ) -> None:
+        self.variance = variance
+        self.alpha = alpha
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
+        from sklearn.decomposition import PCA
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        if not 0 < self.variance <= 1:
+            raise ValueError(f"variance must be in (0, 1], got {self.variance}")
+        survival_arrays(y)
+        self.signatures_: dict[str, CoxSignature] = {}
+        parameters: list[BlockParameters] = []
+        for name, block in blocks.items():
+            signature = CoxSignature(
+                alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
+            ).fit(block, y)
+            self.signatures_[name] = signature
+            chosen = signature.selected_
+            parameters.append(
+                BlockParameters(
+                    name=name,
+                    features=[str(block.columns[i]) for i in chosen],
+                    mean=signature.scaler_.mean_[chosen],
+                    scale=signature.scaler_.scale_[chosen],
+                    signature_coef=np.asarray(signature.coef_, dtype=float),
+                )
+            )
+        n_selected = sum(len(p.features) for p in parameters)
+        if n_selected == 0:
+            raise ValueError("no block selected any feature: there is nothing to fuse")
+        joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
+        n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
+        pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
+        components = pca.transform(joined)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cox = CoxPHSurvivalAnalysis(ties="efron").fit(components, y)
+        self.n_components_ = int(pca.n_components_)
+        params = ModelParameters(
+            blocks=parameters,
+            pca_mean=pca.mean_,
+            pca_components=pca.components_,
+            explained_variance_ratio=pca.explained_variance_ratio_,
+            cox_coef=np.asarray(cox.coef_, dtype=float),
+            baseline_times=np.asarray(cox.baseline_survival_.x, dtype=float),
+            baseline_survival=np.asarray(cox.baseline_survival_.y, dtype=float),
+            cutoff=0.0,
+        )
+        params.cutoff = float(np.median(score(blocks, params)["risk"]))
+        self.params_ = params
+        self.cutoff_ = params.cutoff
+        return self
+
+    def predict(self, blocks: Mapping[str, pd.DataFrame]) -> np.ndarray:
+        """The combined risk (Cox linear predictor on the components)."""
+        check_is_fitted(self, "params_")
+        return score(blocks, self.params_)["risk"]
+
+    def loadings(self) -> pd.DataFrame:
+        """PCA loadings (rows: ``block:feature``, columns: PC1..PCk), the paper's Figure 5."""
+        check_is_fitted(self, "params_")
+        rows = [f"{b.name}:{f}" for b in self.params_.blocks for f in b.features]
+        columns = [f"PC{i + 1}" for i in range(self.n_components_)]
+        return pd.DataFrame(self.params_.pca_components.T, index=rows, columns=columns)
+
+
+def _array(values: np.ndarray) -> list[Any]:
+    return np.asarray(values, dtype=float).tolist()
+
+
+def save_bundle(
+    params: ModelParameters, folder: Path, *, radiomics_params: Mapping[str, Any] | None = None
+) -> Path:
+    """Write the model as ``folder/model.json`` (plus the radiomics parameter file used)."""
+    import sklearn
+    import sksurv
+    import yaml
+
+    import lungsurv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": BUNDLE_FORMAT,
+        "kind": "lungsurv combined Cox model (PCA over signature features)",
+        "versions": {
+            "lungsurv": lungsurv.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+            "scikit-survival": sksurv.__version__,
+        },
+        "metadata": params.metadata,
+        "blocks": [
+            {
+                "name": b.name,
+                "features": b.features,
+                "mean": _array(b.mean),
+                "scale": _array(b.scale),
+                "signature_coef": _array(b.signature_coef),
+            }
+            for b in params.blocks
+        ],
+        "pca": {
+            "mean": _array(params.pca_mean),
+            "components": np.asarray(params.pca_components, dtype=float).tolist(),
+            "explained_variance_ratio": _array(params.explained_variance_ratio),
+        },
+        "cox": {
+            "coef": _array(params.cox_coef),
+            "baseline_times": _array(params.baseline_times),
+            "baseline_survival": _array(params.baseline_survival),
+        },
+        "cutoff": params.cutoff,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=1))
+    if radiomics_params is not None:
+        (folder / "radiomics_params.yaml").write_text(yaml.safe_dump(dict(radiomics_params)))
+    return folder
+
+
+def load_bundle(folder: Path) -> ModelParameters:
+    """Read a bundle written by :func:`save_bundle`."""
+    path = folder / BUNDLE_FILE
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"not a model bundle: {path}: {error}") from error
+    if document.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"bundle format {document.get('format')!r}, expected {BUNDLE_FORMAT}")
+    return ModelParameters(
+        blocks=[
+            BlockParameters(
+                name=b["name"],
+                features=list(b["features"]),
+                mean=np.asarray(b["mean"]),
+                scale=np.asarray(b["scale"]),
+                signature_coef=np.asarray(b["signature_coef"]),
+            )
+            for b in document["blocks"]
+        ],
+        pca_mean=np.asarray(document["pca"]["mean"]),
+        pca_components=np.asarray(document["pca"]["components"]),
+        explained_variance_ratio=np.asarray(document["pca"]["explained_variance_ratio"]),
+        cox_coef=np.asarray(document["cox"]["coef"]),
+        baseline_times=np.asarray(document["cox"]["baseline_times"]),
+        baseline_survival=np.asarray(document["cox"]["baseline_survival"]),
+        cutoff=float(document["cutoff"]),
+        metadata=dict(document.get("metadata", {})),
+    )
