@@ -1,0 +1,132 @@
+"""From the cohort's feature table to a fitted combined model, without touching the test cohort.
+
+:func:`split_cohort` marks the training patients (the paper trains on one center and tests on
+the others); :func:`fit_combined` fits the :class:`~lungsurv.fusion.FusionModel` on the training
+rows only and scores every patient. Everything fitted (scalers, filters, LASSO, PCA, Cox, cutoff)
+sees training rows only; the tests prove it by perturbing the test rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sksurv.util import Surv
+
+from lungsurv.fusion import FusionModel, feature_blocks, score
+
+DEFAULT_TRAIN_CENTERS: tuple[str, ...] = ("MAASTRO",)
+
+
+def split_cohort(
+    manifest: pd.DataFrame,
+    *,
+    train_centers: Sequence[str] = DEFAULT_TRAIN_CENTERS,
+    split_column: str = "",
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> pd.Series:
+    """A boolean Series (index: patient_id), True for training patients.
+
+    Precedence: ``split_column`` (values ``train``/``test``) when given; else a seeded split
+    stratified by event when ``test_fraction`` > 0; else ``train_centers``.
+    """
+    ids = manifest["patient_id"].astype(str)
+    if split_column:
+        if split_column not in manifest.columns:
+            raise ValueError(f"split column {split_column!r} is not in the manifest")
+        values = manifest[split_column].astype(str).str.lower()
+        bad = sorted(set(values) - {"train", "test"})
+        if bad:
+            raise ValueError(f"split column {split_column!r} holds {bad}; expected train/test")
+        is_train = values == "train"
+    elif test_fraction > 0:
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        from sklearn.model_selection import train_test_split
+
+        train, _ = train_test_split(
+            np.arange(len(manifest)),
+            test_size=test_fraction,
+            random_state=seed,
+            stratify=manifest["event"].astype(int),
+        )
+        is_train = pd.Series(np.isin(np.arange(len(manifest)), train))
+    else:
+        known = set(manifest["center"].astype(str))
+        missing = sorted(set(train_centers) - known)
+        if missing:
+            raise ValueError(
+                f"training center(s) {missing} not in the cohort (it has {sorted(known)})"
+            )
+        is_train = manifest["center"].astype(str).isin(list(train_centers))
+    result = pd.Series(np.asarray(is_train, dtype=bool), index=ids.to_numpy(), name="is_train")
+    if not result.any() or result.all():
+        raise ValueError(
+            f"the split leaves {int(result.sum())} training and {int((~result).sum())} test "
+            "patient(s); both must be non-empty"
+        )
+    return result
+
+
+def fit_combined(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    *,
+    ring: str = "ring_6mm",
+    extra_blocks: dict[str, pd.DataFrame] | None = None,
+    variance: float = 0.95,
+    alpha: float = 0.05,
+    n_folds: int = 10,
+    random_state: int = 0,
+) -> tuple[FusionModel, pd.DataFrame]:
+    """Fit the combined model on the training patients; return it and every patient's scores.
+
+    Patients lacking a row for the GTV or ``ring`` (failed upstream) are left out, and listed in
+    a warning. The scores table has ``patient_id, split, time_days, event, risk, risk_group`` and
+    one ``signature_<block>`` column per block.
+    """
+    rois = ["gtv", ring]
+    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
+    complete = set(outcomes.index)
+    for roi in rois:
+        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
+    for block in (extra_blocks or {}).values():
+        complete &= set(block.index.astype(str))
+    dropped = sorted(set(outcomes.index) - complete)
+    if dropped:
+        warnings.warn(
+            f"{len(dropped)} patient(s) without every feature block are left out: {dropped[:5]}",
+            stacklevel=2,
+        )
+    patients = [p for p in outcomes.index if p in complete]
+    train = [p for p in patients if is_train.get(p, False)]
+    blocks = feature_blocks(features, rois, patients=patients)
+    for name, block in (extra_blocks or {}).items():
+        blocks[name] = block.loc[patients]
+    train_blocks = {name: block.loc[train] for name, block in blocks.items()}
+    y = Surv.from_arrays(
+        outcomes.loc[train, "event"].astype(bool).to_numpy(),
+        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
+    )
+    model = FusionModel(
+        variance=variance, alpha=alpha, n_folds=n_folds, random_state=random_state
+    ).fit(train_blocks, y)
+    scored = score(blocks, model.params_)
+    table = pd.DataFrame(
+        {
+            "patient_id": patients,
+            "split": ["train" if p in set(train) else "test" for p in patients],
+            "time_days": outcomes.loc[patients, "time_days"].astype(float).to_numpy(),
+            "event": outcomes.loc[patients, "event"].astype(int).to_numpy(),
+            "risk": scored["risk"],
+        }
+    )
+    table["risk_group"] = np.where(table["risk"] > model.cutoff_, "high", "low")
+    for key, values in scored.items():
+        if key.startswith("signature_"):
+            table[key] = values
+    return model, table
