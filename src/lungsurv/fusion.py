@@ -87,8 +87,12 @@ def standardised_block(block: pd.DataFrame, params: BlockParameters) -> np.ndarr
 def score(blocks: Mapping[str, pd.DataFrame], params: ModelParameters) -> dict[str, np.ndarray]:
     """Risk, per-block signatures and components for the rows of ``blocks``."""
     standardised = [standardised_block(blocks[b.name], b) for b in params.blocks]
-    joined = np.concatenate(standardised, axis=1) if standardised else np.zeros((0, 0))
-    components = (joined - params.pca_mean) @ params.pca_components.T
+    n_rows = len(next(iter(blocks.values()))) if blocks else 0
+    joined = np.concatenate(standardised, axis=1) if standardised else np.zeros((n_rows, 0))
+    matrix = np.asarray(params.pca_components, dtype=float)
+    if matrix.size == 0:
+        matrix = np.zeros((0, joined.shape[1]))
+    components = (joined - params.pca_mean) @ matrix.T
     risk = components @ params.cox_coef
     signatures = {
         b.name: z @ b.signature_coef for b, z in zip(params.blocks, standardised, strict=True)
@@ -154,7 +158,15 @@ class FusionModel(BaseEstimator):
             )
         n_selected = sum(len(p.features) for p in parameters)
         if n_selected == 0:
-            raise ValueError("no block selected any feature: there is nothing to fuse")
+            warnings.warn(
+                "no block selected any feature: the combined model is the null model "
+                "(risk 0 for everyone, baseline survival only)",
+                stacklevel=2,
+            )
+            self.params_ = _null_model(parameters, y)
+            self.n_components_ = 0
+            self.cutoff_ = 0.0
+            return self
         joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
         n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
         pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
@@ -189,6 +201,25 @@ class FusionModel(BaseEstimator):
         rows = [f"{b.name}:{f}" for b in self.params_.blocks for f in b.features]
         columns = [f"PC{i + 1}" for i in range(self.n_components_)]
         return pd.DataFrame(self.params_.pca_components.T, index=rows, columns=columns)
+
+
+def _null_model(blocks: list[BlockParameters], y: np.ndarray) -> ModelParameters:
+    """No covariate: Breslow's baseline is the Nelson-Aalen estimate, every risk is 0."""
+    event, time = survival_arrays(y)
+    times = np.unique(time)
+    deaths = np.array([np.sum(event & (time == t)) for t in times], dtype=float)
+    at_risk = np.array([np.sum(time >= t) for t in times], dtype=float)
+    survival = np.exp(-np.cumsum(deaths / at_risk))
+    return ModelParameters(
+        blocks=blocks,
+        pca_mean=np.zeros(0),
+        pca_components=np.zeros((0, 0)),
+        explained_variance_ratio=np.zeros(0),
+        cox_coef=np.zeros(0),
+        baseline_times=times,
+        baseline_survival=survival,
+        cutoff=0.0,
+    )
 
 
 def _array(values: np.ndarray) -> list[Any]:
@@ -229,6 +260,7 @@ def save_bundle(
         ],
         "pca": {
             "mean": _array(params.pca_mean),
+            "n_features": int(np.asarray(params.pca_mean).size),
             "components": np.asarray(params.pca_components, dtype=float).tolist(),
             "explained_variance_ratio": _array(params.explained_variance_ratio),
         },
@@ -266,7 +298,10 @@ def load_bundle(folder: Path) -> ModelParameters:
             for b in document["blocks"]
         ],
         pca_mean=np.asarray(document["pca"]["mean"]),
-        pca_components=np.asarray(document["pca"]["components"]),
+        pca_components=np.asarray(document["pca"]["components"], dtype=float).reshape(
+            len(document["pca"]["components"]),
+            int(document["pca"].get("n_features", len(document["pca"]["mean"]))),
+        ),
         explained_variance_ratio=np.asarray(document["pca"]["explained_variance_ratio"]),
         cox_coef=np.asarray(document["cox"]["coef"]),
         baseline_times=np.asarray(document["cox"]["baseline_times"]),

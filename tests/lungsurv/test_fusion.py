@@ -129,6 +129,20 @@ def test_invalid_variance_is_named(cohort, variance: float) -> None:
         FusionModel(variance=variance).fit(blocks, y)
 
 
+def test_nothing_selected_gives_the_null_model(cohort, tmp_path: Path) -> None:
+    blocks, y, _ = cohort
+    noise = {"gtv": blocks["gtv"].iloc[:, 10:14]}
+    with pytest.warns(UserWarning, match="null model"):
+        model = FusionModel(alpha=1e-9).fit(noise, y)
+    assert model.n_components_ == 0
+    risk = model.predict(noise)
+    assert np.array_equal(risk, np.zeros(len(risk)))
+    loaded = load_bundle(save_bundle(model.params_, tmp_path / "null"))
+    assert np.array_equal(score(noise, loaded)["risk"], risk)
+    survival = survival_at(risk, [365, 3650], loaded)
+    assert 0 < survival[0, 1] < survival[0, 0] < 1
+
+
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a model bundle"):
         load_bundle(tmp_path)
