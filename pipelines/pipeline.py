@@ -3,7 +3,8 @@
 Now: validate the cohort and cut it into shards, then per shard (``dsl.ParallelFor``) convert
 (CT + GTV to 1 mm volumes), segment-rings (peritumoral rings) and radiomics (PyRadiomics features
 of the GTV and every ring), then gather the shards' tables (``dsl.Collected``) into one Parquet
-table each and a summary for the KFP UI.
+table each and a summary for the KFP UI; then select-features and PCA-fuse on the training
+patients (``fit-model``): the model bundle, every patient's risk, the PCA loadings and C-indices.
 """
 
 from kfp import dsl
@@ -11,6 +12,7 @@ from kfp import dsl
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
 from components.gather import gather_imaging
+from components.modeling import fit_model
 from components.radiomics import extract_radiomics
 from components.rings import segment_rings
 
@@ -32,6 +34,14 @@ def lungsurv_pipeline(
     radiomics_params_uri: str = "",
     radiomics_normalize_scale: float = 100.0,
     workers: int = 1,
+    combined_ring: str = "ring_6mm",
+    train_centers: list = ["MAASTRO"],  # noqa: B006 (KFP parameter default)
+    split_column: str = "",
+    test_fraction: float = 0.0,
+    seed: int = 20251669,
+    pca_variance: float = 0.95,
+    univariate_alpha: float = 0.05,
+    lasso_folds: int = 10,
 ):
     cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
     cohort.set_display_name("validate cohort")
@@ -73,3 +83,17 @@ def lungsurv_pipeline(
         radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
     )
     gather.set_display_name("gather imaging tables")
+    model = fit_model(
+        manifest=cohort.outputs["manifest"],
+        features=gather.outputs["features"],
+        ring=combined_ring,
+        train_centers=train_centers,
+        split_column=split_column,
+        test_fraction=test_fraction,
+        seed=seed,
+        variance=pca_variance,
+        univariate_alpha=univariate_alpha,
+        lasso_folds=lasso_folds,
+    )
+    model.set_display_name("select-features + PCA-fuse")
+    model.set_cpu_request("1").set_memory_request("4G")

@@ -19,7 +19,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
     root = compiled["root"]["dag"]["tasks"]
-    assert {"prepare-cohort", "for-loop-1", "gather-imaging"} <= set(root)
+    assert {"prepare-cohort", "for-loop-1", "gather-imaging", "fit-model"} <= set(root)
     loop = root["for-loop-1"]
     assert loop["parameterIterator"]["items"]["inputParameter"].startswith(
         "pipelinechannel--prepare-cohort"
@@ -75,3 +75,9 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     assert "patients converted: **7**" in summary and broken in summary
     shards = list((tmp_path / "root").glob("lungsurv-*/for-loop-*-iteration-*/convert-shard"))
     assert len(shards) == 3
+    fitted = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/fit-model/*")}
+    assert (fitted["bundle"] / "model.json").exists()
+    scores = pd.read_parquet(fitted["scores"])
+    assert sorted(scores["patient_id"]) == sorted(geometry["patient_id"])
+    train = set(manifest.loc[manifest["center"] == "MAASTRO", "patient_id"]) - {broken}
+    assert set(scores.loc[scores["split"] == "train", "patient_id"]) == train
