@@ -1,0 +1,89 @@
+"""Survival statistics on the real NSCLC-Radiomics clinical table, against lifelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
+from lifelines.utils import concordance_index
+
+from lungsurv.evaluation import bootstrap_c_index, c_index, hazard_ratio, kaplan_meier, logrank
+
+
+@pytest.fixture(scope="module")
+def clinical(clinical_csv: Path) -> pd.DataFrame:
+    table = pd.read_csv(clinical_csv, na_values="NA")
+    table = table.dropna(subset=["Survival.time", "deadstatus.event", "Overall.Stage", "age"])
+    return table[table["Survival.time"] > 0].reset_index(drop=True)
+
+
+def test_kaplan_meier_by_stage_equals_lifelines(clinical: pd.DataFrame) -> None:
+    for stage, rows in clinical.groupby("Overall.Stage"):
+        ours = kaplan_meier(rows["Survival.time"], rows["deadstatus.event"])
+        fitter = KaplanMeierFitter().fit(rows["Survival.time"], rows["deadstatus.event"])
+        theirs = fitter.survival_function_at_times(ours["time"]).to_numpy()
+        assert np.allclose(ours["survival"], theirs, atol=1e-12), stage
+
+
+def test_logrank_by_stage_equals_lifelines(clinical: pd.DataFrame) -> None:
+    statistic, p = logrank(
+        clinical["Survival.time"], clinical["deadstatus.event"], clinical["Overall.Stage"]
+    )
+    reference = multivariate_logrank_test(
+        clinical["Survival.time"], clinical["Overall.Stage"], clinical["deadstatus.event"]
+    )
+    assert statistic == pytest.approx(reference.test_statistic, rel=1e-8)
+    assert p == pytest.approx(reference.p_value, rel=1e-6)
+    print(
+        f"NSCLC-Radiomics, {len(clinical)} patients: log-rank by overall stage "
+        f"chi2={statistic:.2f}, p={p:.2g}"
+    )
+
+
+def test_hazard_ratio_equals_lifelines(clinical: pd.DataFrame) -> None:
+    stage3 = clinical["Overall.Stage"].str.startswith("III").astype(float)
+    estimate, p = hazard_ratio(clinical["Survival.time"], clinical["deadstatus.event"], stage3)
+    frame = pd.DataFrame(
+        {"x": stage3, "T": clinical["Survival.time"], "E": clinical["deadstatus.event"]}
+    )
+    fitted = CoxPHFitter().fit(frame, "T", "E")
+    summary = fitted.summary.loc["x"]
+    assert estimate.value == pytest.approx(summary["exp(coef)"], rel=1e-5)
+    assert estimate.low == pytest.approx(summary["exp(coef) lower 95%"], rel=1e-5)
+    assert estimate.high == pytest.approx(summary["exp(coef) upper 95%"], rel=1e-5)
+    assert p == pytest.approx(summary["p"], rel=1e-4)
+
+
+def test_c_index_two_implementations_agree(clinical: pd.DataFrame) -> None:
+    risk = clinical["age"].to_numpy()
+    ours = c_index(clinical["Survival.time"], clinical["deadstatus.event"], risk)
+    # lifelines scores concordance of predicted survival times: the negative risk.
+    theirs = concordance_index(clinical["Survival.time"], -risk, clinical["deadstatus.event"])
+    assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_seeded(clinical: pd.DataFrame) -> None:
+    args = (clinical["Survival.time"], clinical["deadstatus.event"], clinical["age"])
+    first = bootstrap_c_index(*args, n_resamples=200, seed=3)
+    assert first.low <= first.value <= first.high
+    assert first == bootstrap_c_index(*args, n_resamples=200, seed=3)
+    assert first != bootstrap_c_index(*args, n_resamples=200, seed=4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"n_resamples": 0}, "n_resamples"), ({"level": 1.5}, "1.5")]
+)
+def test_bootstrap_arguments_are_checked(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bootstrap_c_index(np.array([1.0, 2.0]), np.array([1, 0]), np.array([0.1, 0.2]), **kwargs)
+
+
+def test_single_group_logrank_is_undefined() -> None:
+    statistic, p = logrank(
+        np.array([1.0, 2.0, 3.0]), np.array([1, 1, 0]), np.array(["a", "a", "a"])
+    )
+    assert np.isnan(statistic) and np.isnan(p)
