@@ -9,12 +9,16 @@ use below ``data/``. With ``KFP_HOST`` set (and optionally ``KFP_TOKEN``, ``KFP_
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -53,16 +57,67 @@ def default_cohort(n_patients: int, seed: int) -> Path:
     return (root / MANIFEST_FILE).resolve()
 
 
-def run_local(arguments: dict[str, Any], out: Path) -> Any:
+#: Lines of the local runner's log that are shown as progress; the full log goes to a file.
+PROGRESS = re.compile(r"Running pipeline|Task '.*' finished|Pipeline '.*' finished|ERROR|failed: ")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ProgressStream(io.TextIOBase):
+    """Writes everything to ``log`` and only the progress lines to ``terminal``."""
+
+    def __init__(self, terminal: TextIO, log: TextIO) -> None:
+        self.terminal, self.log, self.pending = terminal, log, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            plain = ANSI.sub("", line).strip()
+            if PROGRESS.search(plain):
+                self.terminal.write(plain + "\n")
+                self.terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+
+@contextlib.contextmanager
+def progress_only(log_path: Path) -> Iterator[None]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        terminal = sys.stdout
+        sys.stdout = ProgressStream(terminal, log)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stdout = terminal
+
+
+def run_local(arguments: dict[str, Any], out: Path, *, verbose: bool = False) -> Any:
     from kfp import local
 
     from pipelines.pipeline import lungsurv_pipeline
 
     root = (out / "artifacts").resolve()
     root.mkdir(parents=True, exist_ok=True)
+    log_path = out.resolve() / "pipeline.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     started = time.time()
-    result = lungsurv_pipeline(**arguments)
+    print(f"running the pipeline locally; full log: {log_path}")
+    quiet = contextlib.nullcontext() if verbose else progress_only(log_path)
+    import warnings
+
+    try:
+        with quiet, warnings.catch_warnings():
+            # Resource requests and display names matter in a cluster, not to the local runner.
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            result = lungsurv_pipeline(**arguments)
+    except Exception:
+        print(f"the pipeline failed: see {log_path}", file=sys.stderr)
+        raise
     print(f"pipeline finished in {time.time() - started:.0f} s; artifacts below {root}")
     return result
 
@@ -95,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n-patients", type=int, help="size of the default synthetic cohort")
     parser.add_argument("--out", type=Path, default=Path("runs/local"))
+    parser.add_argument("--verbose", action="store_true", help="show the runner's full log")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -111,12 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     n_patients = args.n_patients or int(runner.get("synthetic_patients", 60))
     cohort = args.cohort or default_cohort(n_patients, int(runner.get("synthetic_seed", 20251669)))
     params["cohort_uri"] = str(cohort)
-    run_local(params, args.out)
-    outputs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*/gather-imaging/*"))
-    latest = {p.name: p for p in outputs}
-    for name in ("summary", "features", "geometry", "rings", "failures"):
-        if name in latest:
-            print(f"  {name:9s} {latest[name]}")
+    run_local(params, args.out, verbose=args.verbose)
+    runs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*"))
+    latest = runs[-1] if runs else args.out
+    for step, name in (
+        ("gather-imaging", "summary"),
+        ("gather-imaging", "features"),
+        ("gather-imaging", "failures"),
+        ("fit-model", "bundle"),
+        ("fit-model", "scores"),
+    ):
+        path = latest / step / name
+        if path.exists():
+            print(f"  {name:9s} {path}")
     return 0
 
 
