@@ -114,12 +114,20 @@ def run_local(arguments: dict[str, Any], out: Path, *, verbose: bool = False) ->
         with quiet, warnings.catch_warnings():
             # Resource requests and display names matter in a cluster, not to the local runner.
             warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            # The components run here in this environment, which has everything their image has.
+            warnings.filterwarnings("ignore", message=".*non-Python base image")
             result = lungsurv_pipeline(**arguments)
     except Exception:
         print(f"the pipeline failed: see {log_path}", file=sys.stderr)
         raise
-    print(f"pipeline finished in {time.time() - started:.0f} s; artifacts below {root}")
+    say(f"pipeline finished in {time.time() - started:.0f} s; artifacts below {root}")
     return result
+
+
+def say(text: str) -> None:
+    """A line on the terminal (kfp.local leaves ``print`` indenting its output)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def submit(arguments: dict[str, Any], host: str) -> str:
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         path = latest / step / name
         if path.exists():
-            print(f"  {name:9s} {path}")
+            say(f"  {name:9s} {path}")
     return 0
 
 
