@@ -6,6 +6,7 @@ NSCLC-Radiomics clinical table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,3 +103,33 @@ def hazard_ratio(
         float(np.exp(coef[0] + z * se[0])),
     )
     return estimate, float(p[0])
+
+
+def time_dependent_auc(
+    train_time: np.ndarray,
+    train_event: np.ndarray,
+    test_time: np.ndarray,
+    test_event: np.ndarray,
+    risk: np.ndarray,
+    times: Sequence[float],
+) -> pd.DataFrame:
+    """Cumulative/dynamic AUC at ``times`` (scikit-survival's ``cumulative_dynamic_auc``, with
+    censoring weights from the training cohort): cases died by t, controls alive after t.
+
+    A time outside the test cohort's follow-up gives NaN rather than an error.
+    """
+    from sksurv.metrics import cumulative_dynamic_auc
+    from sksurv.util import Surv
+
+    train = Surv.from_arrays(np.asarray(train_event, bool), np.asarray(train_time, float))
+    test = Surv.from_arrays(np.asarray(test_event, bool), np.asarray(test_time, float))
+    test_time = np.asarray(test_time, float)
+    rows = []
+    for t in times:
+        inside = test_time.min() <= t < test_time.max() and t < np.asarray(train_time).max()
+        cases = np.sum((test_time <= t) & np.asarray(test_event, bool))
+        auc = np.nan
+        if inside and cases:
+            auc = float(cumulative_dynamic_auc(train, test, np.asarray(risk, float), [t])[0][0])
+        rows.append({"time": float(t), "auc": auc, "cases": int(cases)})
+    return pd.DataFrame(rows)

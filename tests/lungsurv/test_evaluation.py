@@ -87,3 +87,20 @@ def test_single_group_logrank_is_undefined() -> None:
         np.array([1.0, 2.0, 3.0]), np.array([1, 1, 0]), np.array(["a", "a", "a"])
     )
     assert np.isnan(statistic) and np.isnan(p)
+
+
+def test_time_dependent_auc_without_censoring_is_the_pairwise_probability() -> None:
+    from lungsurv.evaluation import time_dependent_auc
+
+    rng = np.random.default_rng(2)
+    time = rng.exponential(500, 80) + 1
+    event = np.ones(80, bool)
+    risk = -np.log(time) + rng.normal(0, 0.8, 80)
+    table = time_dependent_auc(time, event, time, event, risk, [365, 730, 1e6])
+    for row in table.itertuples():
+        if row.time >= time.max():
+            assert np.isnan(row.auc)
+            continue
+        cases, controls = risk[time <= row.time], risk[time > row.time]
+        pairs = (cases[:, None] > controls[None, :]).mean()
+        assert row.auc == pytest.approx(pairs, abs=1e-12)
