@@ -133,3 +133,85 @@ def time_dependent_auc(
             auc = float(cumulative_dynamic_auc(train, test, np.asarray(risk, float), [t])[0][0])
         rows.append({"time": float(t), "auc": auc, "cases": int(cases)})
     return pd.DataFrame(rows)
+
+
+def status_at(time: np.ndarray, event: np.ndarray, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Binary status at ``horizon``: (known, died). Known means died by the horizon, or followed
+    beyond it; a patient censored before the horizon has no known status and is left out."""
+    time, event = np.asarray(time, float), np.asarray(event, bool)
+    died = event & (time <= horizon)
+    known = died | (time > horizon)
+    return known, died
+
+
+def _placements(cases: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components: per case and per control, the share of the other group
+    it beats (ties count half)."""
+    greater = (cases[:, None] > controls[None, :]).astype(float)
+    greater += 0.5 * (cases[:, None] == controls[None, :])
+    return greater.mean(axis=1), greater.mean(axis=0)
+
+
+def delong_test(
+    died: np.ndarray, score_a: np.ndarray, score_b: np.ndarray
+) -> tuple[float, float, float]:
+    """DeLong's test of two correlated ROC AUCs on the same patients.
+
+    ``died``: the binary status (cases True). Returns (AUC of a, AUC of b, two-sided p-value).
+    """
+    died = np.asarray(died, bool)
+    if died.all() or not died.any():
+        raise ValueError("DeLong's test needs both cases and controls")
+    scores = [np.asarray(s, float) for s in (score_a, score_b)]
+    components = [_placements(s[died], s[~died]) for s in scores]
+    aucs = np.array([v10.mean() for v10, _ in components])
+    v10 = np.array([c[0] for c in components])
+    v01 = np.array([c[1] for c in components])
+    s10, s01 = np.cov(v10), np.cov(v01)
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / died.sum() + (
+        s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]
+    ) / (~died).sum()
+    if variance <= 0:
+        return float(aucs[0]), float(aucs[1]), 1.0
+    z = (aucs[0] - aucs[1]) / np.sqrt(variance)
+    return float(aucs[0]), float(aucs[1]), float(2 * stats.norm.sf(abs(z)))
+
+
+def calibration(
+    time: np.ndarray,
+    event: np.ndarray,
+    predicted_survival: np.ndarray,
+    horizon: float,
+    *,
+    n_groups: int = 4,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predicted against Kaplan-Meier observed survival at ``horizon``, by quantile group of the
+    predicted survival, with percentile bootstrap intervals of the observed value."""
+    time, event = np.asarray(time, float), np.asarray(event, bool)
+    predicted = np.asarray(predicted_survival, float)
+    groups = pd.qcut(predicted, n_groups, labels=False, duplicates="drop")
+    rng = np.random.default_rng(seed)
+
+    def observed(rows: np.ndarray) -> float:
+        curve = kaplan_meier(time[rows], event[rows])
+        before = curve[curve["time"] <= horizon]
+        return float(before["survival"].iloc[-1]) if len(before) else 1.0
+
+    result = []
+    for group in sorted(np.unique(groups)):
+        rows = np.flatnonzero(groups == group)
+        draws = [observed(rng.choice(rows, len(rows))) for _ in range(n_resamples)]
+        low, high = np.quantile(draws, [0.025, 0.975])
+        result.append(
+            {
+                "group": int(group) + 1,
+                "patients": len(rows),
+                "predicted": float(predicted[rows].mean()),
+                "observed": observed(rows),
+                "observed_low": float(low),
+                "observed_high": float(high),
+            }
+        )
+    return pd.DataFrame(result)
