@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,27 @@ def fit_combined(
 
     Patients lacking a row for the GTV or ``ring`` (failed upstream) are left out, and listed in
     a warning. The scores table has ``patient_id, split, time_days, event, risk, risk_group`` and
-    one ``signature_<block>`` column per block.
+    one ``signature_<block>`` column per block. ``ring="auto"`` picks the ring whose signature
+    has the highest training C-index (:func:`choose_ring`), recorded in the model's metadata.
     """
+    chosen_automatically = ring == "auto"
+    if chosen_automatically:
+        rings = sorted(
+            {r for r in features["roi"].unique() if str(r).startswith("ring_")},
+            key=lambda r: float(str(r).removeprefix("ring_").removesuffix("mm")),
+        )
+        if not rings:
+            raise ValueError("ring='auto' but the feature table has no ring ROI")
+        _, signature_scores = fit_signatures(
+            features,
+            manifest,
+            is_train,
+            rings=rings,
+            alpha=alpha,
+            n_folds=n_folds,
+            random_state=random_state,
+        )
+        ring = choose_ring(signature_scores, manifest, rings)
     rois = ["gtv", ring]
     outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
     complete = set(outcomes.index)
@@ -115,6 +135,7 @@ def fit_combined(
     model = FusionModel(
         variance=variance, alpha=alpha, n_folds=n_folds, random_state=random_state
     ).fit(train_blocks, y)
+    model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
     scored = score(blocks, model.params_)
     table = pd.DataFrame(
         {
@@ -130,3 +151,84 @@ def fit_combined(
         if key.startswith("signature_"):
             table[key] = values
     return model, table
+
+
+def signature_name(rois: Sequence[str]) -> str:
+    """The paper's names: ``Rad`` (GTV), ``Rad_6mm`` (a ring), ``Rad+Rad_6mm``, ``DL``."""
+    parts = []
+    for roi in rois:
+        if roi == "gtv":
+            parts.append("Rad")
+        elif roi.startswith("ring_"):
+            parts.append("Rad_" + roi.removeprefix("ring_"))
+        else:
+            parts.append(roi.upper() if roi == "dl" else roi)
+    return "+".join(parts)
+
+
+def fit_signatures(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    *,
+    rings: Sequence[str] = ("ring_3mm", "ring_6mm", "ring_9mm"),
+    alpha: float = 0.05,
+    n_folds: int = 10,
+    random_state: int = 0,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The paper's radiomics signatures, each fitted on the training patients only: ``Rad``,
+    ``Rad_<d>mm`` per ring and ``Rad+Rad_<d>mm`` (GTV and ring features in one signature).
+
+    Returns the fitted :class:`~lungsurv.selection.CoxSignature` objects by name and a table of
+    every patient's signature scores (``patient_id``, ``split``, one column per signature).
+    """
+    from lungsurv.selection import CoxSignature
+
+    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
+    rois = ["gtv", *rings]
+    complete = set(outcomes.index)
+    for roi in rois:
+        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
+    patients = [p for p in outcomes.index if p in complete]
+    train = [p for p in patients if is_train.get(p, False)]
+    blocks = feature_blocks(features, rois, patients=patients)
+    combos: list[list[str]] = [["gtv"]] + [[r] for r in rings] + [["gtv", r] for r in rings]
+    y = Surv.from_arrays(
+        outcomes.loc[train, "event"].astype(bool).to_numpy(),
+        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
+    )
+    fitted: dict[str, Any] = {}
+    table = pd.DataFrame(
+        {
+            "patient_id": patients,
+            "split": ["train" if p in set(train) else "test" for p in patients],
+        }
+    )
+    for combo in combos:
+        joined = pd.concat([blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signature = CoxSignature(alpha=alpha, n_folds=n_folds, random_state=random_state)
+            signature.fit(joined.loc[train], y)
+        name = signature_name(combo)
+        fitted[name] = signature
+        table[name] = signature.predict(joined)
+    return fitted, table
+
+
+def choose_ring(
+    signature_scores: pd.DataFrame, manifest: pd.DataFrame, rings: Sequence[str]
+) -> str:
+    """The ring whose signature has the highest training C-index (ties: the smaller distance)."""
+    from lungsurv.evaluation import c_index
+
+    outcomes = manifest.set_index(manifest["patient_id"].astype(str))
+    train = signature_scores[signature_scores["split"] == "train"]
+    time = outcomes.loc[train["patient_id"], "time_days"].to_numpy(float)
+    event = outcomes.loc[train["patient_id"], "event"].to_numpy(bool)
+    scores = {}
+    for ring in rings:
+        column = signature_name([ring])
+        risk = train[column].to_numpy()
+        scores[ring] = 0.5 if np.ptp(risk) == 0 else c_index(time, event, risk)
+    return max(rings, key=lambda r: (round(scores[r], 12), -rings.index(r)))

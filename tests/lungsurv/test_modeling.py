@@ -96,3 +96,21 @@ def test_patients_missing_a_block_are_left_out_and_named() -> None:
     with pytest.warns(UserWarning, match="P007"):
         _, scores = fit_combined(features, manifest, split_cohort(manifest))
     assert "P007" not in set(scores["patient_id"]) and len(scores) == 149
+
+
+def test_the_papers_signatures_and_the_ring_choice() -> None:
+    from lungsurv.modeling import choose_ring, fit_signatures
+
+    features, manifest = _cohort()
+    is_train = split_cohort(manifest)
+    rings = ("ring_3mm", "ring_6mm")
+    fitted, table = fit_signatures(features, manifest, is_train, rings=rings)
+    assert list(fitted) == ["Rad", "Rad_3mm", "Rad_6mm", "Rad+Rad_3mm", "Rad+Rad_6mm"]
+    assert {"Rad", "Rad+Rad_6mm"} <= set(table.columns) and len(table) == 150
+    # The planted ring signal lives in ring_6mm feature 1; the 3 mm ring is noise.
+    assert "ring_6mm:original_firstorder_F1" in fitted["Rad_6mm"].selected_features_
+    assert choose_ring(table, manifest, list(rings)) == "ring_6mm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = fit_combined(features, manifest, is_train, ring="auto")
+    assert model.params_.metadata == {"ring": "ring_6mm", "ring_chosen_automatically": True}
