@@ -22,6 +22,7 @@ def fit_model(
     bundle: Output[Model],
     scores: Output[Dataset],
     loadings: Output[Dataset],
+    signature_scores: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """Fit the combined model on the training patients; write the bundle and every risk."""
@@ -31,7 +32,7 @@ def fit_model(
     from sksurv.metrics import concordance_index_censored
 
     from lungsurv.fusion import save_bundle
-    from lungsurv.modeling import fit_combined, split_cohort
+    from lungsurv.modeling import fit_combined, fit_signatures, split_cohort
     from lungsurv.tables import write_parquet
 
     cohort = pd.read_parquet(manifest.path)
@@ -53,6 +54,21 @@ def fit_model(
         random_state=seed,
     )
     save_bundle(model.params_, Path(bundle.path))
+    rings = sorted(
+        r
+        for r in pd.read_parquet(features.path, columns=["roi"])["roi"].unique()
+        if r.startswith("ring_")
+    )
+    _, signatures = fit_signatures(
+        pd.read_parquet(features.path),
+        cohort,
+        is_train,
+        rings=rings,
+        alpha=univariate_alpha,
+        n_folds=lasso_folds,
+        random_state=seed,
+    )
+    write_parquet(signatures, signature_scores.path)
     write_parquet(table, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
     for split, rows in table.groupby("split"):

@@ -11,6 +11,7 @@ from kfp import dsl
 
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
+from components.evaluation import evaluate
 from components.gather import gather_imaging
 from components.modeling import fit_model
 from components.radiomics import extract_radiomics
@@ -42,6 +43,7 @@ def lungsurv_pipeline(
     pca_variance: float = 0.95,
     univariate_alpha: float = 0.05,
     lasso_folds: int = 10,
+    n_bootstrap: int = 1000,
 ):
     cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
     cohort.set_display_name("validate cohort")
@@ -97,3 +99,12 @@ def lungsurv_pipeline(
     )
     model.set_display_name("select-features + PCA-fuse")
     model.set_cpu_request("1").set_memory_request("4G")
+    report = evaluate(
+        cohort_uri=cohort_uri,
+        bundle=model.outputs["bundle"],
+        scores=model.outputs["scores"],
+        signature_scores=model.outputs["signature_scores"],
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    report.set_display_name("evaluate")

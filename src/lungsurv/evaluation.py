@@ -116,14 +116,21 @@ def time_dependent_auc(
     """Cumulative/dynamic AUC at ``times`` (scikit-survival's ``cumulative_dynamic_auc``, with
     censoring weights from the training cohort): cases died by t, controls alive after t.
 
-    A time outside the test cohort's follow-up gives NaN rather than an error.
+    A time outside the test cohort's follow-up gives NaN rather than an error. Test patients
+    followed beyond the training cohort's last time are censored just before it: the censoring
+    weights are not defined past it, and at every horizon before it they are controls either way.
     """
     from sksurv.metrics import cumulative_dynamic_auc
     from sksurv.util import Surv
 
     train = Surv.from_arrays(np.asarray(train_event, bool), np.asarray(train_time, float))
-    test = Surv.from_arrays(np.asarray(test_event, bool), np.asarray(test_time, float))
-    test_time = np.asarray(test_time, float)
+    test_time = np.asarray(test_time, float).copy()
+    test_event = np.asarray(test_event, bool).copy()
+    limit = float(np.max(train_time))
+    beyond = test_time >= limit
+    test_time[beyond] = np.nextafter(limit, 0.0)
+    test_event[beyond] = False
+    test = Surv.from_arrays(test_event, test_time)
     rows = []
     for t in times:
         inside = test_time.min() <= t < test_time.max() and t < np.asarray(train_time).max()
