@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         ("gather-imaging", "failures"),
         ("fit-model", "bundle"),
         ("fit-model", "scores"),
+        ("evaluate", "report"),
+        ("evaluate", "tables"),
     ):
         path = latest / step / name
         if path.exists():
