@@ -29,13 +29,13 @@ def fit_model(
     from pathlib import Path
 
     import pandas as pd
-    from sksurv.metrics import concordance_index_censored
 
+    from lungsurv.evaluation import c_index
     from lungsurv.fusion import save_bundle
-    from lungsurv.modeling import fit_combined, fit_signatures, split_cohort
+    from lungsurv.modeling import fit_combined, fit_signatures, ring_rois, split_cohort
     from lungsurv.tables import write_parquet
 
-    cohort = pd.read_parquet(manifest.path)
+    cohort, table_of_features = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     is_train = split_cohort(
         cohort,
         train_centers=train_centers,
@@ -44,7 +44,7 @@ def fit_model(
         seed=seed,
     )
     model, table = fit_combined(
-        pd.read_parquet(features.path),
+        table_of_features,
         cohort,
         is_train,
         ring=ring,
@@ -54,16 +54,11 @@ def fit_model(
         random_state=seed,
     )
     save_bundle(model.params_, Path(bundle.path))
-    rings = sorted(
-        r
-        for r in pd.read_parquet(features.path, columns=["roi"])["roi"].unique()
-        if r.startswith("ring_")
-    )
     _, signatures = fit_signatures(
-        pd.read_parquet(features.path),
+        table_of_features,
         cohort,
         is_train,
-        rings=rings,
+        rings=ring_rois(table_of_features),
         alpha=univariate_alpha,
         n_folds=lasso_folds,
         random_state=seed,
@@ -73,10 +68,8 @@ def fit_model(
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
     for split, rows in table.groupby("split"):
         if rows["event"].any() and rows["risk"].nunique() > 1:
-            c_index = concordance_index_censored(
-                rows["event"] == 1, rows["time_days"], rows["risk"]
-            )
-            metrics.log_metric(f"{split}_c_index", round(float(c_index[0]), 4))
+            value = c_index(rows["time_days"], rows["event"], rows["risk"])
+            metrics.log_metric(f"{split}_c_index", round(value, 4))
         metrics.log_metric(f"{split}_patients", len(rows))
     metrics.log_metric("pca_components", model.n_components_)
-    bundle.metadata.update({"ring": ring, "components": model.n_components_})
+    bundle.metadata.update(model.params_.metadata | {"components": model.n_components_})

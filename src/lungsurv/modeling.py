@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,60 @@ def split_cohort(
     return result
 
 
+def ring_rois(features: pd.DataFrame) -> list[str]:
+    """The ring ROIs of a feature table, by distance (``ring_3mm`` before ``ring_12mm``)."""
+    rings = {str(r) for r in features["roi"].unique() if str(r).startswith("ring_")}
+    return sorted(rings, key=lambda r: float(r.removeprefix("ring_").removesuffix("mm")))
+
+
+@dataclass
+class _Cohort:
+    """The patients with every requested block, their blocks, and the training target."""
+
+    outcomes: pd.DataFrame
+    patients: list[str]
+    train: list[str]
+    blocks: dict[str, pd.DataFrame]
+    y: np.ndarray
+
+    def split_column(self) -> list[str]:
+        train = set(self.train)
+        return ["train" if p in train else "test" for p in self.patients]
+
+
+def _assemble(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    rois: Sequence[str],
+    extra_blocks: dict[str, pd.DataFrame] | None = None,
+) -> _Cohort:
+    """Patients with a row for every ROI and extra block (the others are named in a warning),
+    their wide blocks, and the survival target of the training patients."""
+    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
+    complete = set(outcomes.index)
+    for roi in rois:
+        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
+    for block in (extra_blocks or {}).values():
+        complete &= set(block.index.astype(str))
+    dropped = sorted(set(outcomes.index) - complete)
+    if dropped:
+        warnings.warn(
+            f"{len(dropped)} patient(s) without every feature block are left out: {dropped[:5]}",
+            stacklevel=3,
+        )
+    patients = [p for p in outcomes.index if p in complete]
+    train = [p for p in patients if is_train.get(p, False)]
+    blocks = feature_blocks(features, list(rois), patients=patients)
+    for name, block in (extra_blocks or {}).items():
+        blocks[name] = block.loc[patients]
+    y = Surv.from_arrays(
+        outcomes.loc[train, "event"].astype(bool).to_numpy(),
+        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
+    )
+    return _Cohort(outcomes, patients, train, blocks, y)
+
+
 def fit_combined(
     features: pd.DataFrame,
     manifest: pd.DataFrame,
@@ -93,10 +148,7 @@ def fit_combined(
     """
     chosen_automatically = ring == "auto"
     if chosen_automatically:
-        rings = sorted(
-            {r for r in features["roi"].unique() if str(r).startswith("ring_")},
-            key=lambda r: float(str(r).removeprefix("ring_").removesuffix("mm")),
-        )
+        rings = ring_rois(features)
         if not rings:
             raise ValueError("ring='auto' but the feature table has no ring ROI")
         _, signature_scores = fit_signatures(
@@ -109,38 +161,18 @@ def fit_combined(
             random_state=random_state,
         )
         ring = choose_ring(signature_scores, manifest, rings)
-    rois = ["gtv", ring]
-    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
-    complete = set(outcomes.index)
-    for roi in rois:
-        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
-    for block in (extra_blocks or {}).values():
-        complete &= set(block.index.astype(str))
-    dropped = sorted(set(outcomes.index) - complete)
-    if dropped:
-        warnings.warn(
-            f"{len(dropped)} patient(s) without every feature block are left out: {dropped[:5]}",
-            stacklevel=2,
-        )
-    patients = [p for p in outcomes.index if p in complete]
-    train = [p for p in patients if is_train.get(p, False)]
-    blocks = feature_blocks(features, rois, patients=patients)
-    for name, block in (extra_blocks or {}).items():
-        blocks[name] = block.loc[patients]
-    train_blocks = {name: block.loc[train] for name, block in blocks.items()}
-    y = Surv.from_arrays(
-        outcomes.loc[train, "event"].astype(bool).to_numpy(),
-        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
-    )
+    cohort = _assemble(features, manifest, is_train, ["gtv", ring], extra_blocks)
+    patients, outcomes = cohort.patients, cohort.outcomes
+    train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
     model = FusionModel(
         variance=variance, alpha=alpha, n_folds=n_folds, random_state=random_state
-    ).fit(train_blocks, y)
+    ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
-    scored = score(blocks, model.params_)
+    scored = score(cohort.blocks, model.params_)
     table = pd.DataFrame(
         {
             "patient_id": patients,
-            "split": ["train" if p in set(train) else "test" for p in patients],
+            "split": cohort.split_column(),
             "time_days": outcomes.loc[patients, "time_days"].astype(float).to_numpy(),
             "event": outcomes.loc[patients, "event"].astype(int).to_numpy(),
             "risk": scored["risk"],
@@ -184,32 +216,16 @@ def fit_signatures(
     """
     from lungsurv.selection import CoxSignature
 
-    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
-    rois = ["gtv", *rings]
-    complete = set(outcomes.index)
-    for roi in rois:
-        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
-    patients = [p for p in outcomes.index if p in complete]
-    train = [p for p in patients if is_train.get(p, False)]
-    blocks = feature_blocks(features, rois, patients=patients)
+    cohort = _assemble(features, manifest, is_train, ["gtv", *rings])
     combos: list[list[str]] = [["gtv"]] + [[r] for r in rings] + [["gtv", r] for r in rings]
-    y = Surv.from_arrays(
-        outcomes.loc[train, "event"].astype(bool).to_numpy(),
-        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
-    )
     fitted: dict[str, Any] = {}
-    table = pd.DataFrame(
-        {
-            "patient_id": patients,
-            "split": ["train" if p in set(train) else "test" for p in patients],
-        }
-    )
+    table = pd.DataFrame({"patient_id": cohort.patients, "split": cohort.split_column()})
     for combo in combos:
-        joined = pd.concat([blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
+        joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             signature = CoxSignature(alpha=alpha, n_folds=n_folds, random_state=random_state)
-            signature.fit(joined.loc[train], y)
+            signature.fit(joined.loc[cohort.train], cohort.y)
         name = signature_name(combo)
         fitted[name] = signature
         table[name] = signature.predict(joined)

@@ -114,3 +114,10 @@ def test_the_papers_signatures_and_the_ring_choice() -> None:
         warnings.simplefilter("ignore")
         model, _ = fit_combined(features, manifest, is_train, ring="auto")
     assert model.params_.metadata == {"ring": "ring_6mm", "ring_chosen_automatically": True}
+
+
+def test_ring_rois_are_ordered_by_distance() -> None:
+    from lungsurv.modeling import ring_rois
+
+    table = pd.DataFrame({"roi": ["gtv", "ring_12mm", "ring_3mm", "ring_6mm", "ring_3mm"]})
+    assert ring_rois(table) == ["ring_3mm", "ring_6mm", "ring_12mm"]
