@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -458,7 +458,3 @@ def geometry_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({"patient_id": pd.Series(dtype=str)})
     return frame
-
-
-def settings_dict(settings: ConvertSettings) -> dict[str, Any]:
-    return asdict(settings)
