@@ -171,7 +171,7 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: np.ndarray) -> LassoCoxSelector:
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import KFold, StratifiedKFold
         from sksurv.linear_model import CoxnetSurvivalAnalysis
 
         if self.n_folds < 2:
@@ -190,8 +190,7 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
             self.coef_ = np.ones(X.shape[1]) * np.nan
             self.n_splits_ = 0
             return self
-        n_splits = min(self.n_folds, n_events, int((~event).sum()) or n_events)
-        n_splits = max(n_splits, 2)
+        n_splits = max(2, min(self.n_folds, n_events))
         if n_splits < self.n_folds:
             warnings.warn(
                 f"{n_events} events: {n_splits}-fold instead of {self.n_folds}-fold "
@@ -203,12 +202,16 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         ).fit(X, y)
         alphas = path.alphas_
         scores = np.full((n_splits, len(alphas)), np.nan)
-        stratify = event if n_splits <= min(n_events, int((~event).sum())) else None
-        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        splits = folds.split(X, stratify if stratify is not None else np.zeros(len(X)))
-        for k, (train, test) in enumerate(splits):
+        # Stratify by event when both classes fill every fold; otherwise plain shuffled folds.
+        stratified = min(n_events, int((~event).sum())) >= n_splits
+        folds = (StratifiedKFold if stratified else KFold)(
+            n_splits, shuffle=True, random_state=self.random_state
+        )
+        for k, (train, test) in enumerate(folds.split(X, event)):
             scores[k] = _fold_scores(X, y, train, test, alphas)
-        mean = np.nanmean(np.where(np.isnan(scores), np.nan, scores), axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an alpha no fold could score
+            mean = np.nanmean(scores, axis=0)
         best = int(np.nanargmax(np.round(mean, 12))) if np.any(np.isfinite(mean)) else 0
         self.alphas_, self.cv_scores_, self.alpha_ = alphas, mean, float(alphas[best])
         self.coef_ = _coefficients_at(path, self.alpha_)
