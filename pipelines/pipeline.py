@@ -3,8 +3,10 @@
 Now: validate the cohort and cut it into shards, then per shard (``dsl.ParallelFor``) convert
 (CT + GTV to 1 mm volumes), segment-rings (peritumoral rings) and radiomics (PyRadiomics features
 of the GTV and every ring), then gather the shards' tables (``dsl.Collected``) into one Parquet
-table each and a summary for the KFP UI; then select-features and PCA-fuse on the training
-patients (``fit-model``): the model bundle, every patient's risk, the PCA loadings and C-indices.
+table each and a summary for the KFP UI; then select-features (the paper's signatures and a TNM
+baseline) and PCA-fuse (the combined model bundle, every patient's risk, the PCA loadings) on the
+training patients, and evaluate (the paper's tables and figures as an HTML report, a Markdown
+summary and metrics).
 """
 
 from kfp import dsl
@@ -12,10 +14,11 @@ from kfp import dsl
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
 from components.evaluation import evaluate
+from components.fusion import pca_fuse
 from components.gather import gather_imaging
-from components.modeling import fit_model
 from components.radiomics import extract_radiomics
 from components.rings import segment_rings
+from components.selection import select_features
 
 PIPELINE_NAME = "lungsurv"
 
@@ -43,6 +46,8 @@ def lungsurv_pipeline(
     pca_variance: float = 0.95,
     univariate_alpha: float = 0.05,
     lasso_folds: int = 10,
+    lasso_scoring: str = "deviance",
+    lasso_rule: str = "1se",
     n_bootstrap: int = 1000,
 ):
     cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
@@ -85,26 +90,40 @@ def lungsurv_pipeline(
         radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
     )
     gather.set_display_name("gather imaging tables")
-    model = fit_model(
+    selection = select_features(
         manifest=cohort.outputs["manifest"],
         features=gather.outputs["features"],
-        ring=combined_ring,
+        combined_ring=combined_ring,
         train_centers=train_centers,
         split_column=split_column,
         test_fraction=test_fraction,
         seed=seed,
-        variance=pca_variance,
         univariate_alpha=univariate_alpha,
         lasso_folds=lasso_folds,
+        lasso_scoring=lasso_scoring,
+        lasso_rule=lasso_rule,
     )
-    model.set_display_name("select-features + PCA-fuse")
-    model.set_cpu_request("1").set_memory_request("4G")
+    selection.set_display_name("select-features")
+    selection.set_cpu_request("1").set_memory_request("4G")
+    fusion = pca_fuse(
+        manifest=cohort.outputs["manifest"],
+        features=gather.outputs["features"],
+        selection=selection.outputs["selection"],
+        signature_scores=selection.outputs["signature_scores"],
+        variance=pca_variance,
+        seed=seed,
+    )
+    fusion.set_display_name("PCA-fuse")
+    fusion.set_cpu_request("1").set_memory_request("2G")
     report = evaluate(
         cohort_uri=cohort_uri,
-        bundle=model.outputs["bundle"],
-        scores=model.outputs["scores"],
-        signature_scores=model.outputs["signature_scores"],
+        manifest=cohort.outputs["manifest"],
+        bundle=fusion.outputs["bundle"],
+        scores=fusion.outputs["scores"],
+        signature_scores=selection.outputs["signature_scores"],
+        selection=selection.outputs["selection"],
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
     report.set_display_name("evaluate")
+    report.set_cpu_request("1").set_memory_request("2G")

@@ -182,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         ("gather-imaging", "summary"),
         ("gather-imaging", "features"),
         ("gather-imaging", "failures"),
-        ("fit-model", "bundle"),
-        ("fit-model", "scores"),
+        ("select-features", "selection"),
+        ("pca-fuse", "bundle"),
+        ("pca-fuse", "scores"),
         ("evaluate", "report"),
+        ("evaluate", "summary"),
         ("evaluate", "tables"),
     ):
         path = latest / step / name

@@ -198,7 +198,8 @@ def calibration(
     predicted survival, with percentile bootstrap intervals of the observed value."""
     time, event = np.asarray(time, float), np.asarray(event, bool)
     predicted = np.asarray(predicted_survival, float)
-    groups = pd.qcut(predicted, n_groups, labels=False, duplicates="drop")
+    groups = np.asarray(pd.qcut(predicted, n_groups, labels=False, duplicates="drop"), float)
+    groups = np.nan_to_num(groups, nan=0.0)  # constant predictions (a null model): one group
     rng = np.random.default_rng(seed)
 
     def observed(rows: np.ndarray) -> float:

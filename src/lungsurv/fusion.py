@@ -39,6 +39,9 @@ def feature_blocks(
     for roi in rois:
         block = features[features["roi"] == roi].set_index("patient_id")
         block = block.drop(columns=[c for c in ("roi", "n_voxels") if c in block.columns])
+        # A table holding several kinds of block (radiomics and deep features) leaves the other
+        # kinds' columns empty in each block's rows.
+        block = block.loc[:, block.notna().any(axis=0)] if len(block) else block
         if patients is not None:
             missing = sorted(set(patients) - set(block.index))
             if missing:
@@ -115,8 +118,10 @@ class FusionModel(BaseEstimator):
     """Per-block Cox signatures, PCA over their selected features, Cox on the components.
 
     ``fit(blocks, y)`` takes a mapping of block name to a DataFrame (rows in the same patient
-    order as ``y``). Fitted attributes: ``signatures_``, ``params_`` (:class:`ModelParameters`),
-    ``n_components_``, ``cutoff_``.
+    order as ``y``). ``block_parameters``: signatures already selected on the same training rows
+    (select-features' output); fusion then uses their features as they are instead of selecting
+    again. Fitted attributes: ``signatures_`` (empty with ``block_parameters``), ``params_``
+    (:class:`ModelParameters`), ``n_components_``, ``cutoff_``.
     """
 
     def __init__(
@@ -126,11 +131,13 @@ class FusionModel(BaseEstimator):
         alpha: float = 0.05,
         n_folds: int = 10,
         random_state: int = 0,
+        block_parameters: Sequence[BlockParameters] | None = None,
     ) -> None:
         self.variance = variance
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
+        self.block_parameters = block_parameters
 
     def fit(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
         from sklearn.decomposition import PCA
@@ -141,7 +148,12 @@ class FusionModel(BaseEstimator):
         survival_arrays(y)
         self.signatures_: dict[str, CoxSignature] = {}
         parameters: list[BlockParameters] = []
-        for name, block in blocks.items():
+        if self.block_parameters is not None:
+            parameters = list(self.block_parameters)
+            missing = [p.name for p in parameters if p.name not in blocks]
+            if missing:
+                raise ValueError(f"block_parameters name block(s) {missing} not given to fit")
+        for name, block in blocks.items() if self.block_parameters is None else ():
             signature = CoxSignature(
                 alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
             ).fit(block, y)
@@ -198,9 +210,16 @@ class FusionModel(BaseEstimator):
     def loadings(self) -> pd.DataFrame:
         """PCA loadings (rows: ``block:feature``, columns: PC1..PCk), the paper's Figure 5."""
         check_is_fitted(self, "params_")
-        rows = [f"{b.name}:{f}" for b in self.params_.blocks for f in b.features]
-        columns = [f"PC{i + 1}" for i in range(self.n_components_)]
-        return pd.DataFrame(self.params_.pca_components.T, index=rows, columns=columns)
+        return loadings_frame(self.params_)
+
+
+def loadings_frame(params: ModelParameters) -> pd.DataFrame:
+    """PCA loadings of a fitted or loaded model (rows: ``block:feature``, columns: PCs)."""
+    rows = [f"{b.name}:{f}" for b in params.blocks for f in b.features]
+    components = np.asarray(params.pca_components, dtype=float)
+    components = components.reshape(-1, len(rows)) if rows else np.zeros((0, 0))
+    columns = [f"PC{i + 1}" for i in range(components.shape[0])]
+    return pd.DataFrame(components.T, index=rows, columns=columns)
 
 
 def _null_model(blocks: list[BlockParameters], y: np.ndarray) -> ModelParameters:
@@ -227,7 +246,11 @@ def _array(values: np.ndarray) -> list[Any]:
 
 
 def save_bundle(
-    params: ModelParameters, folder: Path, *, radiomics_params: Mapping[str, Any] | None = None
+    params: ModelParameters,
+    folder: Path,
+    *,
+    radiomics_params: Mapping[str, Any] | None = None,
+    selection_settings: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the model as ``folder/model.json`` (plus the radiomics parameter file used)."""
     import sklearn
@@ -248,6 +271,7 @@ def save_bundle(
             "scikit-survival": sksurv.__version__,
         },
         "metadata": params.metadata,
+        "selection": dict(selection_settings or {}),
         "blocks": [
             {
                 "name": b.name,

@@ -1,8 +1,18 @@
-"""Human-readable summaries of a stage's tables (Markdown for the KFP UI)."""
+"""The evaluate stage's tables, and human-readable reports of a stage's tables for the KFP UI
+(Markdown summaries, the self-contained HTML evaluation report)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from lungsurv.fusion import ModelParameters
 
 
 def _table(frame: pd.DataFrame, columns: list[str], limit: int = 50) -> str:
@@ -93,8 +103,8 @@ def discrimination_table(
     rows = []
     for model in models:
         for split in ("train", "test"):
-            part = scores[scores["split"] == split]
-            if part.empty or part[model].nunique() < 2:
+            part = scores[(scores["split"] == split) & scores[model].notna()]
+            if part.empty or part[model].nunique() < 2 or not part["event"].any():
                 continue
             estimate = bootstrap_c_index(
                 part["time_days"], part["event"], part[model], n_resamples=n_resamples, seed=seed
@@ -114,129 +124,447 @@ def discrimination_table(
     )
 
 
-def auc_table(scores: pd.DataFrame, horizons: tuple[int, ...] = HORIZONS_DAYS) -> pd.DataFrame:
-    """Time-dependent AUC per model at each horizon on the test cohort (Table 4 layout)."""
+MODEL_ID_COLUMNS = frozenset({"patient_id", "split", "time_days", "event"})
+
+
+def model_columns(scores: pd.DataFrame) -> list[str]:
+    """The score columns of a per-model scores table (everything but the id and outcome)."""
+    return [c for c in scores.columns if c not in MODEL_ID_COLUMNS]
+
+
+def auc_table(
+    scores: pd.DataFrame,
+    horizons: tuple[int, ...] = HORIZONS_DAYS,
+    *,
+    n_resamples: int = 0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Time-dependent AUC per model, cohort and horizon (Table 4 layout), with percentile
+    bootstrap CIs over ``n_resamples`` resamples of the cohort's patients (0: no CI).
+
+    Censoring weights come from the training cohort (both for the training and the test AUC).
+    """
+    train = scores[scores["split"] == "train"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split in ("train", "test"):
+        part = scores[scores["split"] == split]
+        draws = [rng.integers(0, len(part), len(part)) for _ in range(n_resamples)]
+        for model in model_columns(scores):
+            known = part[part[model].notna()]
+            if known.empty:
+                continue
+
+            point = _auc(train, known, model, horizons)
+            resampled = np.full((len(draws), len(horizons)), np.nan)
+            for k, draw in enumerate(draws):
+                sample = part.iloc[draw]
+                sample = sample[sample[model].notna()]
+                if sample["event"].any() and sample[model].nunique() > 1:
+                    resampled[k] = _auc(train, sample, model, horizons)["auc"].to_numpy()
+            for h, row in enumerate(point.itertuples()):
+                low, high = _interval(resampled[:, h])
+                rows.append(
+                    {
+                        "model": model,
+                        "cohort": split,
+                        "horizon_days": int(row.time),
+                        "auc": row.auc,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "cases": row.cases,
+                        "patients": len(known),
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(AUC_COLUMNS))
+
+
+def _auc(
+    train: pd.DataFrame, rows: pd.DataFrame, model: str, horizons: tuple[int, ...]
+) -> pd.DataFrame:
     from lungsurv.evaluation import time_dependent_auc
 
-    train, test = scores[scores["split"] == "train"], scores[scores["split"] == "test"]
-    models = [c for c in scores.columns if c not in {"patient_id", "split", "time_days", "event"}]
-    rows = []
-    for model in models:
-        table = time_dependent_auc(
-            train["time_days"],
-            train["event"],
-            test["time_days"],
-            test["event"],
-            test[model],
-            horizons,
-        )
-        for row in table.itertuples():
-            rows.append(
-                {"model": model, "horizon_days": int(row.time), "auc": row.auc, "cases": row.cases}
-            )
-    return pd.DataFrame(rows, columns=["model", "horizon_days", "auc", "cases"])
+    return time_dependent_auc(
+        train["time_days"], train["event"], rows["time_days"], rows["event"], rows[model], horizons
+    )
 
 
-def risk_group_table(scores: pd.DataFrame, cutoff: float) -> pd.DataFrame:
-    """High vs low risk (training median cutoff) per cohort: log-rank p and hazard ratio."""
-    from lungsurv.evaluation import hazard_ratio, logrank
+AUC_COLUMNS = ("model", "cohort", "horizon_days", "auc", "ci_low", "ci_high", "cases", "patients")
+
+
+def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def delong_table(
+    scores: pd.DataFrame,
+    horizons: tuple[int, ...] = HORIZONS_DAYS,
+    reference: str = "Combined",
+) -> pd.DataFrame:
+    """DeLong's test of each model's AUC against ``reference`` at each horizon and cohort.
+
+    Definition: at horizon t a patient is a case if they died by t and a control if they were
+    followed beyond t; patients censored before t have no known status and are left out (as are
+    patients a model cannot score). The AUCs here are these binary ROC AUCs, not the weighted
+    cumulative/dynamic AUCs of :func:`auc_table`.
+    """
+    from lungsurv.evaluation import delong_test, status_at
 
     rows = []
     for split in ("train", "test"):
         part = scores[scores["split"] == split]
-        high = (part["risk"] > cutoff).to_numpy()
-        if part.empty or high.all() or not high.any():
+        for horizon in horizons:
+            known, died = status_at(part["time_days"], part["event"], horizon)
+            for model in model_columns(scores):
+                if model == reference:
+                    continue
+                usable = known & part[model].notna().to_numpy()
+                cases = int(died[usable].sum())
+                row: dict[str, Any] = {
+                    "cohort": split,
+                    "horizon_days": horizon,
+                    "model": model,
+                    "reference": reference,
+                    "patients": int(usable.sum()),
+                    "cases": cases,
+                }
+                if 0 < cases < usable.sum():
+                    auc, auc_reference, p_value = delong_test(
+                        died[usable],
+                        part[model].to_numpy()[usable],
+                        part[reference].to_numpy()[usable],
+                    )
+                    row |= {"auc": auc, "auc_reference": auc_reference, "p_value": p_value}
+                rows.append(row)
+    columns = ["cohort", "horizon_days", "model", "reference", "patients", "cases", "auc"]
+    return pd.DataFrame(rows, columns=[*columns, "auc_reference", "p_value"])
+
+
+def calibration_table(
+    scores: pd.DataFrame,
+    predicted_survival: Callable[[np.ndarray, float], np.ndarray],
+    horizons: tuple[int, ...] = HORIZONS_DAYS,
+    *,
+    n_groups: int = 4,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predicted (Cox + Breslow) against Kaplan-Meier observed survival at each horizon, in
+    ``n_groups`` quantile groups of predicted survival per cohort, bootstrap CIs (Figure 7)."""
+    from lungsurv.evaluation import calibration
+
+    frames = []
+    for split in ("train", "test"):
+        part = scores[scores["split"] == split]
+        if len(part) < n_groups:
             continue
-        _, p_value = logrank(part["time_days"], part["event"], high)
-        hr, _ = hazard_ratio(part["time_days"], part["event"], high.astype(float))
-        rows.append(
-            {
+        for horizon in horizons:
+            predicted = predicted_survival(part["risk"].to_numpy(float), float(horizon))
+            table = calibration(
+                part["time_days"],
+                part["event"],
+                predicted,
+                horizon,
+                n_groups=n_groups,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+            table.insert(0, "horizon_days", horizon)
+            table.insert(0, "cohort", split)
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+#: Smallest subgroup (per cohort) whose risk groups are compared; smaller ones are skipped.
+MIN_SUBGROUP_PATIENTS = 10
+
+
+def subgroups(manifest: pd.DataFrame) -> dict[tuple[str, str], set[str]]:
+    """The paper's subgroups (Figures 9-12) as patient-id sets: overall stage I-II vs III,
+    adenocarcinoma vs squamous cell carcinoma, male vs female, age < 65 vs >= 65. A variable
+    the manifest lacks gives no subgroup; stage IV and other histologies fall in none."""
+    from lungsurv.modeling import overall_stage_number
+
+    ids = manifest["patient_id"].astype(str)
+    groups: dict[tuple[str, str], pd.Series] = {}
+    if "overall_stage" in manifest.columns:
+        stage = overall_stage_number(manifest["overall_stage"])
+        groups[("stage", "I-II")] = stage <= 2
+        groups[("stage", "III")] = stage.between(3, 4)
+    if "histology" in manifest.columns:
+        histology = manifest["histology"].astype("string").str.lower()
+        groups[("histology", "adenocarcinoma")] = histology.str.contains("adeno", na=False)
+        groups[("histology", "squamous")] = histology.str.contains("squamous", na=False)
+    if "sex" in manifest.columns:
+        sex = manifest["sex"].astype("string").str.lower().str[:1]
+        groups[("sex", "male")] = sex == "m"
+        groups[("sex", "female")] = sex == "f"
+    if "age" in manifest.columns:
+        age = pd.to_numeric(manifest["age"], errors="coerce")
+        groups[("age", "<65")] = age < 65
+        groups[("age", ">=65")] = age >= 65
+    return {key: set(ids[mask.fillna(False).to_numpy(bool)]) for key, mask in groups.items()}
+
+
+RISK_GROUP_COLUMNS = (
+    "cohort",
+    "subgroup",
+    "level",
+    "patients",
+    "high",
+    "low",
+    "logrank_p",
+    "hr",
+    "hr_low",
+    "hr_high",
+    "note",
+)
+
+
+def risk_group_table(
+    scores: pd.DataFrame, cutoff: float, manifest: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """High vs low risk (training median cutoff) per cohort, and within each subgroup of
+    :func:`subgroups` when ``manifest`` is given: log-rank p and the hazard ratio (high vs low)
+    with its 95 % CI (Figures 8-12). A subgroup with fewer than ``MIN_SUBGROUP_PATIENTS``
+    patients, no event, or one risk group only is listed with a note and no estimate; so is a
+    hazard ratio that cannot be estimated (no death in one risk group)."""
+    from lungsurv.evaluation import hazard_ratio, logrank
+
+    strata: dict[tuple[str, str], set[str] | None] = {("all", "all"): None}
+    if manifest is not None:
+        strata |= subgroups(manifest)
+    rows = []
+    for split in ("train", "test"):
+        cohort = scores[scores["split"] == split]
+        for (subgroup, level), members in strata.items():
+            part = cohort if members is None else cohort[cohort["patient_id"].isin(members)]
+            high = (part["risk"] > cutoff).to_numpy()
+            row: dict[str, Any] = {
                 "cohort": split,
+                "subgroup": subgroup,
+                "level": level,
+                "patients": len(part),
                 "high": int(high.sum()),
                 "low": int((~high).sum()),
-                "logrank_p": p_value,
-                "hr": hr.value,
-                "hr_low": hr.low,
-                "hr_high": hr.high,
+                "note": "",
             }
-        )
-    return pd.DataFrame(
-        rows, columns=["cohort", "high", "low", "logrank_p", "hr", "hr_low", "hr_high"]
-    )
-
-
-def kaplan_meier_png(scores: pd.DataFrame, cutoff: float) -> bytes:
-    """Kaplan-Meier curves of the high- and low-risk groups, train and test side by side."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lungsurv.evaluation import kaplan_meier
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for ax, split in zip(axes, ("train", "test"), strict=True):
-        part = scores[scores["split"] == split]
-        for label, rows, colour in (
-            ("high risk", part[part["risk"] > cutoff], "#d62728"),
-            ("low risk", part[part["risk"] <= cutoff], "#1f77b4"),
-        ):
-            if rows.empty:
+            if part.empty:
                 continue
-            curve = kaplan_meier(rows["time_days"], rows["event"])
-            ax.step(
-                [0, *curve["time"]],
-                [1.0, *curve["survival"]],
-                where="post",
-                color=colour,
-                label=f"{label} (n={len(rows)})",
-            )
-        ax.set_title(f"{split} cohort")
-        ax.set_xlabel("days")
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("overall survival")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+            if members is not None and len(part) < MIN_SUBGROUP_PATIENTS:
+                row["note"] = f"skipped: {len(part)} patients (< {MIN_SUBGROUP_PATIENTS})"
+            elif not part["event"].any():
+                row["note"] = "skipped: no death"
+            elif high.all() or not high.any():
+                row["note"] = "skipped: a single risk group"
+            else:
+                _, p_value = logrank(part["time_days"], part["event"], high)
+                hr, _ = hazard_ratio(part["time_days"], part["event"], high.astype(float))
+                row |= {"logrank_p": p_value, "hr": hr.value, "hr_low": hr.low, "hr_high": hr.high}
+                if not np.isfinite(hr.value):
+                    row["note"] = "no hazard ratio: the Cox fit diverges (no death in one group)"
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(RISK_GROUP_COLUMNS))
 
 
-def evaluation_html(
-    discrimination: pd.DataFrame,
-    auc: pd.DataFrame,
-    groups: pd.DataFrame,
-    km_png: bytes,
+def number_at_risk(
+    scores: pd.DataFrame, cutoff: float, times: tuple[int, ...] = (0, 365, 730, 1095, 1460, 1825)
+) -> pd.DataFrame:
+    """Patients still at risk at ``times`` per cohort and risk group (Figure 8's table)."""
+    rows = []
+    for split in ("train", "test"):
+        part = scores[scores["split"] == split]
+        for group, members in (("high", part["risk"] > cutoff), ("low", part["risk"] <= cutoff)):
+            follow_up = part.loc[members, "time_days"].to_numpy(float)
+            for t in times:
+                rows.append(
+                    {
+                        "cohort": split,
+                        "risk_group": group,
+                        "day": t,
+                        "at_risk": int(np.sum(follow_up >= t)),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["cohort", "risk_group", "day", "at_risk"])
+
+
+@dataclass
+class Evaluation:
+    """The evaluate stage's output: Parquet-ready tables, PNG figures, headline metrics."""
+
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, bytes]
+    metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_models(
+    scores: pd.DataFrame,
+    signature_scores: pd.DataFrame,
+    params: ModelParameters,
     *,
+    manifest: pd.DataFrame | None = None,
+    selected: pd.DataFrame | None = None,
+    horizons: tuple[int, ...] = HORIZONS_DAYS,
+    n_resamples: int = 1000,
+    seed: int = 0,
     oracle_c_index: float | None = None,
-) -> str:
-    """A self-contained HTML report (figures embedded as data URIs)."""
-    import base64
+) -> Evaluation:
+    """Every table and figure of the paper's evaluation for the combined model (``scores``
+    from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
+    select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings)."""
+    from lungsurv import figures
+    from lungsurv.fusion import loadings_frame, survival_at
 
-    image = base64.b64encode(km_png).decode()
-    auc_wide = auc.pivot_table(index="model", columns="horizon_days", values="auc")
+    per_model = scores[["patient_id", "split", "time_days", "event", "risk"]].rename(
+        columns={"risk": "Combined"}
+    )
+    per_model = per_model.merge(signature_scores.drop(columns="split"), on="patient_id")
+    models = model_columns(per_model)
+    cutoff = params.cutoff
+    tables = {
+        "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),
+        "auc": auc_table(per_model, horizons, n_resamples=n_resamples, seed=seed),
+        "delong": delong_table(per_model, horizons),
+        "calibration": calibration_table(
+            scores,
+            lambda risk, t: survival_at(risk, [t], params)[:, 0],
+            horizons,
+            n_resamples=n_resamples,
+            seed=seed,
+        ),
+        "risk_groups": risk_group_table(scores, cutoff, manifest),
+        "number_at_risk": number_at_risk(scores, cutoff),
+        "loadings": loadings_frame(params).reset_index(names="feature"),
+    }
+    if selected is not None:
+        tables["selected_features"] = selected
+    groups = subgroups(manifest) if manifest is not None else {}
+    combined_signatures = [s for s in ("Rad", *_ring_signatures(models), "DL") if s in models]
+    drawn = {
+        "roc": figures.roc_png(per_model, models, horizons),
+        "calibration": figures.calibration_png(tables["calibration"]),
+        "kaplan_meier": figures.kaplan_meier_png(scores, cutoff),
+        "subgroups": figures.subgroup_kaplan_meier_png(scores, cutoff, groups),
+        "coefficients": figures.coefficients_png(selected, combined_signatures)
+        if selected is not None
+        else None,
+        "loadings": figures.loadings_png(loadings_frame(params)),
+    }
+    metrics: dict[str, float] = {}
+    c_table = tables["c_index"]
+    for row in c_table[c_table["model"].isin(["Combined", "TNM"])].itertuples():
+        metrics[f"{row.cohort}_{row.model.lower()}_c_index"] = round(float(row.c_index), 4)
+    auc = tables["auc"]
+    for row in auc[(auc["model"] == "Combined") & (auc["cohort"] == "test")].itertuples():
+        if np.isfinite(row.auc):
+            metrics[f"test_auc_{row.horizon_days // 365}y"] = round(float(row.auc), 4)
+    overall = tables["risk_groups"]
+    overall = overall[(overall["subgroup"] == "all") & (overall["cohort"] == "test")]
+    if len(overall) and np.isfinite(overall["hr"].iloc[0]):
+        metrics["test_hazard_ratio"] = round(float(overall["hr"].iloc[0]), 4)
+    if oracle_c_index is not None:
+        metrics["test_oracle_c_index"] = round(float(oracle_c_index), 4)
+    metrics["pca_components"] = int(np.asarray(params.cox_coef).size)
+    return Evaluation(
+        tables=tables,
+        figures={k: v for k, v in drawn.items() if v is not None},
+        metrics=metrics,
+        notes=[f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [],
+    )
+
+
+def write_tables(evaluation: Evaluation, folder: Path) -> None:
+    """Each table as ``folder/<name>.parquet``."""
+    from lungsurv.tables import write_parquet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in evaluation.tables.items():
+        write_parquet(table, folder / f"{name}.parquet")
+
+
+def _ring_signatures(models: list[str]) -> list[str]:
+    return [m for m in models if m.startswith("Rad_")]
+
+
+_SECTIONS: tuple[tuple[str, str, str | None], ...] = (
+    ("c_index", "Table 3. Harrell's C-index (95 % bootstrap CI)", None),
+    ("auc", "Table 4. Time-dependent AUC at 1, 2 and 3 years (95 % bootstrap CI)", "roc"),
+    ("delong", "DeLong's test: each model's AUC against the combined model's", None),
+    ("calibration", "Figure 7. Calibration: predicted vs Kaplan-Meier observed", "calibration"),
+    ("risk_groups", "Figures 8-12. Risk groups at the training median", "kaplan_meier"),
+    ("number_at_risk", "Number at risk", "subgroups"),
+    ("selected_features", "Figure 3. Selected features and coefficients", "coefficients"),
+    ("loadings", "Figure 5. PCA loadings", "loadings"),
+)
+
+_DEFINITIONS = """<p>Definitions. C-index: Harrell's, per cohort, CIs from patient resampling.
+Time-dependent AUC: scikit-survival's cumulative/dynamic AUC (cases died by t, controls alive
+after t) with censoring weights from the training cohort. ROC curves and DeLong's test: at
+horizon t a case died by t, a control was followed beyond t; patients censored before t are left
+out. Risk groups: high if the combined risk exceeds the training median; hazard ratio high vs low
+(Cox, Wald 95 % CI); log-rank p. TNM: a Cox model on the ordinal overall stage, fitted on the
+training cohort.</p>"""
+
+
+def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation") -> str:
+    """A self-contained HTML report (figures embedded as data URIs, readable offline), one
+    section per paper table or figure."""
+    import base64
+    import html
+
     style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}"
     )
-    oracle = (
-        f"<p>Oracle C-index of the synthetic cohort's true log-hazard: {oracle_c_index:.3f}</p>"
-        if oracle_c_index is not None
-        else ""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>Overall-survival model: evaluation</h1>",
+        "<h2>Headline</h2><ul>"
+        + "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in evaluation.metrics.items())
+        + "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
+        + "</ul>",
+        _DEFINITIONS,
+    ]
+    for key, heading, figure in _SECTIONS:
+        table = evaluation.tables.get(key)
+        if table is None and figure not in evaluation.figures:
+            continue
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if figure in evaluation.figures:
+            data = base64.b64encode(evaluation.figures[figure]).decode()
+            parts.append(f"<img alt='{figure}' src='data:image/png;base64,{data}'>")
+        if table is not None:
+            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def evaluation_markdown(evaluation: Evaluation) -> str:
+    """The headline numbers and Table 3 as Markdown for the KFP UI's Markdown viewer."""
+    parts = ["# Overall-survival model: evaluation\n"]
+    parts += [f"- {k}: **{v}**" for k, v in evaluation.metrics.items()]
+    parts += [f"- {n}" for n in evaluation.notes]
+    parts.append("\n## C-index (95 % bootstrap CI)\n")
+    parts.append(
+        _table(evaluation.tables["c_index"], ["model", "cohort", "c_index", "ci_low", "ci_high"])
     )
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>lungsurv evaluation</title>
-<style>{style}</style></head><body>
-<h1>Overall-survival model: evaluation</h1>{oracle}
-<h2>Discrimination: Harrell's C-index (95 % bootstrap CI)</h2>
-{discrimination.to_html(index=False, float_format=lambda v: f"{v:.3f}")}
-<h2>Time-dependent AUC on the test cohort</h2>
-{auc_wide.to_html(float_format=lambda v: f"{v:.3f}")}
-<h2>Risk groups (training median cutoff)</h2>
-{groups.to_html(index=False, float_format=lambda v: f"{v:.3g}")}
-<img alt="Kaplan-Meier curves by risk group" src="data:image/png;base64,{image}">
-</body></html>"""
+    groups = evaluation.tables["risk_groups"]
+    parts.append("\n## Risk groups (high vs low)\n")
+    parts.append(
+        _table(
+            groups,
+            ["cohort", "subgroup", "level", "patients", "logrank_p", "hr", "hr_low", "hr_high"],
+        )
+    )
+    parts.append("\nThe full report, with every figure, is the HTML artifact of this step.")
+    return "\n".join(parts)
 
 
 def oracle_c_index_for(cohort_uri: str, scores: pd.DataFrame, split: str = "test") -> float | None:

@@ -156,3 +156,12 @@ def test_calibration_of_a_true_model_is_close() -> None:
     assert np.all(
         (table["observed_low"] <= table["observed"]) & (table["observed"] <= table["observed_high"])
     )
+
+
+def test_calibration_of_constant_predictions_is_one_group() -> None:
+    from lungsurv.evaluation import calibration
+
+    rng = np.random.default_rng(2)
+    time = rng.exponential(500, 40)
+    table = calibration(time, np.ones(40, bool), np.full(40, 0.6), 365, n_resamples=20)
+    assert table["group"].tolist() == [1] and table["patients"].tolist() == [40]

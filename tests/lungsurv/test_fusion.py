@@ -134,7 +134,7 @@ def test_nothing_selected_gives_the_null_model(cohort, tmp_path: Path) -> None:
     noise = {"gtv": blocks["gtv"].iloc[:, 10:14]}
     with pytest.warns(UserWarning, match="null model"):
         model = FusionModel(alpha=1e-9).fit(noise, y)
-    assert model.n_components_ == 0
+    assert model.n_components_ == 0 and model.loadings().shape == (0, 0)
     risk = model.predict(noise)
     assert np.array_equal(risk, np.zeros(len(risk)))
     loaded = load_bundle(save_bundle(model.params_, tmp_path / "null"))

@@ -19,7 +19,14 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
     root = compiled["root"]["dag"]["tasks"]
-    assert {"prepare-cohort", "for-loop-1", "gather-imaging", "fit-model"} <= set(root)
+    assert {
+        "prepare-cohort",
+        "for-loop-1",
+        "gather-imaging",
+        "select-features",
+        "pca-fuse",
+        "evaluate",
+    } <= set(root)
     loop = root["for-loop-1"]
     assert loop["parameterIterator"]["items"]["inputParameter"].startswith(
         "pipelinechannel--prepare-cohort"
@@ -56,7 +63,7 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    lungsurv_pipeline(cohort_uri=str(tmp_path / "manifest.csv"), shard_size=3)
+    lungsurv_pipeline(cohort_uri=str(tmp_path / "manifest.csv"), shard_size=3, n_bootstrap=20)
 
     gathered = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/gather-imaging/*")}
     geometry = pd.read_parquet(gathered["geometry"])
@@ -75,9 +82,23 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     assert "patients converted: **7**" in summary and broken in summary
     shards = list((tmp_path / "root").glob("lungsurv-*/for-loop-*-iteration-*/convert-shard"))
     assert len(shards) == 3
-    fitted = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/fit-model/*")}
+
+    def outputs(step: str) -> dict[str, Path]:
+        return {p.name: p for p in (tmp_path / "root").glob(f"lungsurv-*/{step}/*")}
+
+    selected = outputs("select-features")
+    assert (selected["selection"] / "selected_features.parquet").exists()
+    signatures = pd.read_parquet(selected["signature_scores"])
+    assert {"Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= set(signatures.columns)
+    fitted = outputs("pca-fuse")
     assert (fitted["bundle"] / "model.json").exists()
     scores = pd.read_parquet(fitted["scores"])
     assert sorted(scores["patient_id"]) == sorted(geometry["patient_id"])
     train = set(manifest.loc[manifest["center"] == "MAASTRO", "patient_id"]) - {broken}
     assert set(scores.loc[scores["split"] == "train", "patient_id"]) == train
+    evaluated = outputs("evaluate")
+    tables = {p.stem for p in evaluated["tables"].glob("*.parquet")}
+    assert {"c_index", "auc", "delong", "calibration", "risk_groups", "loadings"} <= tables
+    report = evaluated["report"].read_text()
+    assert report.count("data:image/png;base64,") >= 3 and "Table 3" in report
+    assert "C-index" in evaluated["summary"].read_text()

@@ -1,0 +1,43 @@
+"""The PCA-fuse component: PCA over the selected features and the combined Cox model."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def pca_fuse(
+    manifest: Input[Dataset],
+    features: Input[Dataset],
+    selection: Input[Dataset],
+    signature_scores: Input[Dataset],
+    variance: float,
+    seed: int,
+    bundle: Output[Model],
+    scores: Output[Dataset],
+    loadings: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Fit the combined model on the training rows; write the bundle, every risk, the loadings."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lungsurv.fusion import save_bundle
+    from lungsurv.modeling import Selection, fit_combined
+    from lungsurv.tables import write_parquet
+
+    cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
+    chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
+    split = chosen.scores.set_index("patient_id")["split"] == "train"
+    model, risks = fit_combined(
+        table, cohort, split, selection=chosen, variance=variance, random_state=seed
+    )
+    save_bundle(model.params_, Path(bundle.path), selection_settings=chosen.settings)
+    write_parquet(risks, scores.path)
+    write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
+    metrics.log_metric("pca_components", model.n_components_)
+    metrics.log_metric("selected_features", sum(len(b.features) for b in model.params_.blocks))
+    bundle.metadata.update(model.params_.metadata | {"components": model.n_components_})

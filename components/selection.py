@@ -1,0 +1,56 @@
+"""The select-features component: the paper's signatures and a TNM baseline, on training rows."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def select_features(
+    manifest: Input[Dataset],
+    features: Input[Dataset],
+    combined_ring: str,
+    train_centers: list,
+    split_column: str,
+    test_fraction: float,
+    seed: int,
+    univariate_alpha: float,
+    lasso_folds: int,
+    lasso_scoring: str,
+    lasso_rule: str,
+    selection: Output[Dataset],
+    signature_scores: Output[Dataset],
+):
+    """z-score, univariate Cox, LASSO-Cox per signature; selected features and every score."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lungsurv.modeling import select_features as select
+    from lungsurv.modeling import split_cohort
+    from lungsurv.tables import write_parquet
+
+    cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
+    is_train = split_cohort(
+        cohort,
+        train_centers=train_centers,
+        split_column=split_column,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    result = select(
+        table,
+        cohort,
+        is_train,
+        combined_ring=combined_ring,
+        alpha=univariate_alpha,
+        n_folds=lasso_folds,
+        cv_scoring=lasso_scoring,
+        cv_rule=lasso_rule,
+        random_state=seed,
+    )
+    result.save(Path(selection.path))
+    write_parquet(result.scores, signature_scores.path)
+    selection.metadata.update({"ring": result.ring, "combined_blocks": result.combined_blocks})
