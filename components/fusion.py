@@ -1,6 +1,8 @@
 """The PCA-fuse component: PCA over the selected features and the combined Cox model."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -19,6 +21,7 @@ def pca_fuse(
     scores: Output[Dataset],
     loadings: Output[Dataset],
     metrics: Output[Metrics],
+    deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
 ):
     """Fit the combined model on the training rows; write the bundle, every risk, the loadings."""
     from pathlib import Path
@@ -30,6 +33,8 @@ def pca_fuse(
     from lungsurv.tables import write_parquet
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
+    if deep_features is not None:
+        table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
     split = chosen.scores.set_index("patient_id")["split"] == "train"
     model, risks = fit_combined(

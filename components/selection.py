@@ -1,6 +1,8 @@
 """The select-features component: the paper's signatures and a TNM baseline, on training rows."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
@@ -22,6 +24,7 @@ def select_features(
     lasso_rule: str,
     selection: Output[Dataset],
     signature_scores: Output[Dataset],
+    deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
 ):
     """z-score, univariate Cox, LASSO-Cox per signature; selected features and every score."""
     from pathlib import Path
@@ -33,6 +36,8 @@ def select_features(
     from lungsurv.tables import write_parquet
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
+    if deep_features is not None:  # one more block, same schema
+        table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
     is_train = split_cohort(
         cohort,
         train_centers=train_centers,

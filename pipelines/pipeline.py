@@ -9,7 +9,7 @@ training patients, and evaluate (the paper's tables and figures as an HTML repor
 summary and metrics).
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
@@ -19,111 +19,166 @@ from components.gather import gather_imaging
 from components.radiomics import extract_radiomics
 from components.rings import segment_rings
 from components.selection import select_features
+from components.training import train_se_resnet
 
 PIPELINE_NAME = "lungsurv"
+#: Schedules the training pod on GPU nodes; label and taint of NVIDIA's GPU operator / GKE.
+DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+DEFAULT_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="NSCLC overall survival from planning CTs: intratumoral/peritumoral radiomics "
-    "and 3D SE-ResNet deep features (Liu et al. 2025)",
-)
-def lungsurv_pipeline(
-    cohort_uri: str,
-    shard_size: int = 8,
-    crop_margin_mm: float = 35.0,
-    mask_interpolation: str = "volume",
-    ring_distances_mm: list = [3.0, 6.0, 9.0],  # noqa: B006 (KFP parameter default)
-    clip_rings_to_lungs: bool = False,
-    radiomics_params_uri: str = "",
-    radiomics_normalize_scale: float = 100.0,
-    workers: int = 1,
-    combined_ring: str = "ring_6mm",
-    train_centers: list = ["MAASTRO"],  # noqa: B006 (KFP parameter default)
-    split_column: str = "",
-    test_fraction: float = 0.0,
-    seed: int = 20251669,
-    pca_variance: float = 0.95,
-    univariate_alpha: float = 0.05,
-    lasso_folds: int = 10,
-    lasso_scoring: str = "deviance",
-    lasso_rule: str = "1se",
-    n_bootstrap: int = 1000,
-):
-    cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
-    cohort.set_display_name("validate cohort")
-    with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
-        convert = convert_shard(
+def build_pipeline(*, deep_learning: bool = True):
+    """The pipeline, with or without the deep-learning stage (decided at compile time: KFP's
+    local runner cannot select between a conditional branch's outputs, and a radiomics-only run
+    should not ask for a GPU node)."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="NSCLC overall survival from planning CTs: intratumoral/peritumoral radiomics "
+        "and 3D SE-ResNet deep features (Liu et al. 2025)",
+    )
+    def pipeline(
+        cohort_uri: str,
+        shard_size: int = 8,
+        crop_margin_mm: float = 35.0,
+        mask_interpolation: str = "volume",
+        ring_distances_mm: list = [3.0, 6.0, 9.0],  # noqa: B006 (KFP parameter default)
+        clip_rings_to_lungs: bool = False,
+        radiomics_params_uri: str = "",
+        radiomics_normalize_scale: float = 100.0,
+        workers: int = 1,
+        combined_ring: str = "ring_6mm",
+        train_centers: list = ["MAASTRO"],  # noqa: B006 (KFP parameter default)
+        split_column: str = "",
+        test_fraction: float = 0.0,
+        seed: int = 20251669,
+        pca_variance: float = 0.95,
+        univariate_alpha: float = 0.05,
+        lasso_folds: int = 10,
+        lasso_scoring: str = "deviance",
+        lasso_rule: str = "1se",
+        n_bootstrap: int = 1000,
+        dl_input_size: int = 64,
+        dl_max_epochs: int = 100,
+        dl_batch_size: int = 32,
+        dl_learning_rate: float = 1e-4,
+        dl_patience: int = 15,
+        dl_units_per_stage: int = 2,
+        se_ablation: bool = False,
+        dl_checkpoint_dir: str = "",
+        gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
+        gpu_toleration: dict = DEFAULT_GPU_TOLERATION,
+    ):
+        cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
+        cohort.set_display_name("validate cohort")
+        with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
+            convert = convert_shard(
+                manifest=cohort.outputs["manifest"],
+                shard_index=shard_index,
+                shard_size=shard_size,
+                crop_margin_mm=crop_margin_mm,
+                mask_interpolation=mask_interpolation,
+                workers=workers,
+            )
+            convert.set_display_name("convert")
+            convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+            rings = segment_rings(
+                volumes=convert.outputs["volumes"],
+                ring_distances_mm=ring_distances_mm,
+                clip_to_lungs=clip_rings_to_lungs,
+                workers=workers,
+            )
+            rings.set_display_name("segment-rings")
+            rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+            radiomics = extract_radiomics(
+                volumes=convert.outputs["volumes"],
+                rings=rings.outputs["rings"],
+                params_uri=radiomics_params_uri,
+                normalize_scale=radiomics_normalize_scale,
+                workers=workers,
+            )
+            radiomics.set_display_name("radiomics")
+            radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+        gather = gather_imaging(
+            rejected=cohort.outputs["rejected"],
+            geometries=dsl.Collected(convert.outputs["geometry"]),
+            ring_tables=dsl.Collected(rings.outputs["ring_table"]),
+            convert_failures=dsl.Collected(convert.outputs["failures"]),
+            ring_failures=dsl.Collected(rings.outputs["failures"]),
+            feature_tables=dsl.Collected(radiomics.outputs["features"]),
+            radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
+        )
+        gather.set_display_name("gather imaging tables")
+        deep: dict = {}
+        if deep_learning:
+            train = train_se_resnet(
+                manifest=cohort.outputs["manifest"],
+                volumes=dsl.Collected(convert.outputs["volumes"]),
+                train_centers=train_centers,
+                split_column=split_column,
+                test_fraction=test_fraction,
+                seed=seed,
+                input_size=dl_input_size,
+                max_epochs=dl_max_epochs,
+                batch_size=dl_batch_size,
+                learning_rate=dl_learning_rate,
+                patience=dl_patience,
+                units_per_stage=dl_units_per_stage,
+                se_ablation=se_ablation,
+                checkpoint_dir=dl_checkpoint_dir,
+            )
+            train.set_display_name("train-3D-SE-ResNet")
+            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            train.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+            kubernetes.add_node_selector_json(train, gpu_node_selector)
+            kubernetes.add_toleration_json(train, gpu_toleration)
+            # Data-loader workers share batches through /dev/shm: a memory-backed volume.
+            kubernetes.empty_dir_mount(
+                train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi"
+            )
+            deep = {"deep_features": train.outputs["deep_features"]}
+        selection = select_features(
             manifest=cohort.outputs["manifest"],
-            shard_index=shard_index,
-            shard_size=shard_size,
-            crop_margin_mm=crop_margin_mm,
-            mask_interpolation=mask_interpolation,
-            workers=workers,
+            features=gather.outputs["features"],
+            combined_ring=combined_ring,
+            train_centers=train_centers,
+            split_column=split_column,
+            test_fraction=test_fraction,
+            seed=seed,
+            univariate_alpha=univariate_alpha,
+            lasso_folds=lasso_folds,
+            lasso_scoring=lasso_scoring,
+            lasso_rule=lasso_rule,
+            **deep,
         )
-        convert.set_display_name("convert")
-        convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
-        rings = segment_rings(
-            volumes=convert.outputs["volumes"],
-            ring_distances_mm=ring_distances_mm,
-            clip_to_lungs=clip_rings_to_lungs,
-            workers=workers,
+        selection.set_display_name("select-features")
+        selection.set_cpu_request("1").set_memory_request("4G")
+        fusion = pca_fuse(
+            manifest=cohort.outputs["manifest"],
+            features=gather.outputs["features"],
+            selection=selection.outputs["selection"],
+            signature_scores=selection.outputs["signature_scores"],
+            variance=pca_variance,
+            seed=seed,
+            **deep,
         )
-        rings.set_display_name("segment-rings")
-        rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
-        radiomics = extract_radiomics(
-            volumes=convert.outputs["volumes"],
-            rings=rings.outputs["rings"],
-            params_uri=radiomics_params_uri,
-            normalize_scale=radiomics_normalize_scale,
-            workers=workers,
+        fusion.set_display_name("PCA-fuse")
+        fusion.set_cpu_request("1").set_memory_request("2G")
+        report = evaluate(
+            cohort_uri=cohort_uri,
+            manifest=cohort.outputs["manifest"],
+            bundle=fusion.outputs["bundle"],
+            scores=fusion.outputs["scores"],
+            signature_scores=selection.outputs["signature_scores"],
+            selection=selection.outputs["selection"],
+            n_bootstrap=n_bootstrap,
+            seed=seed,
         )
-        radiomics.set_display_name("radiomics")
-        radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
-    gather = gather_imaging(
-        rejected=cohort.outputs["rejected"],
-        geometries=dsl.Collected(convert.outputs["geometry"]),
-        ring_tables=dsl.Collected(rings.outputs["ring_table"]),
-        convert_failures=dsl.Collected(convert.outputs["failures"]),
-        ring_failures=dsl.Collected(rings.outputs["failures"]),
-        feature_tables=dsl.Collected(radiomics.outputs["features"]),
-        radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
-    )
-    gather.set_display_name("gather imaging tables")
-    selection = select_features(
-        manifest=cohort.outputs["manifest"],
-        features=gather.outputs["features"],
-        combined_ring=combined_ring,
-        train_centers=train_centers,
-        split_column=split_column,
-        test_fraction=test_fraction,
-        seed=seed,
-        univariate_alpha=univariate_alpha,
-        lasso_folds=lasso_folds,
-        lasso_scoring=lasso_scoring,
-        lasso_rule=lasso_rule,
-    )
-    selection.set_display_name("select-features")
-    selection.set_cpu_request("1").set_memory_request("4G")
-    fusion = pca_fuse(
-        manifest=cohort.outputs["manifest"],
-        features=gather.outputs["features"],
-        selection=selection.outputs["selection"],
-        signature_scores=selection.outputs["signature_scores"],
-        variance=pca_variance,
-        seed=seed,
-    )
-    fusion.set_display_name("PCA-fuse")
-    fusion.set_cpu_request("1").set_memory_request("2G")
-    report = evaluate(
-        cohort_uri=cohort_uri,
-        manifest=cohort.outputs["manifest"],
-        bundle=fusion.outputs["bundle"],
-        scores=fusion.outputs["scores"],
-        signature_scores=selection.outputs["signature_scores"],
-        selection=selection.outputs["selection"],
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
-    report.set_display_name("evaluate")
-    report.set_cpu_request("1").set_memory_request("2G")
+        report.set_display_name("evaluate")
+        report.set_cpu_request("1").set_memory_request("2G")
+
+    return pipeline
+
+
+lungsurv_pipeline = build_pipeline(deep_learning=True)
+lungsurv_radiomics_pipeline = build_pipeline(deep_learning=False)

@@ -25,7 +25,17 @@ import yaml
 DEFAULT_PARAMS = Path("params/demo.yaml")
 DATA_DIR = Path("data")
 #: Keys of a parameter file that steer this script rather than the pipeline.
-RUNNER_KEYS = ("synthetic_patients", "synthetic_seed")
+RUNNER_KEYS = ("synthetic_patients", "synthetic_seed", "deep_learning")
+
+
+def pipeline_for(runner: dict[str, Any]) -> Any:
+    """The pipeline with the deep-learning stage unless the parameters say
+    ``deep_learning: false`` (then no GPU is asked for)."""
+    from pipelines.pipeline import lungsurv_pipeline, lungsurv_radiomics_pipeline
+
+    if runner.get("deep_learning", True):
+        return lungsurv_pipeline
+    return lungsurv_radiomics_pipeline
 
 
 def load_params(path: Path | None) -> dict[str, Any]:
@@ -96,11 +106,14 @@ def progress_only(log_path: Path) -> Iterator[None]:
             sys.stdout = terminal
 
 
-def run_local(arguments: dict[str, Any], out: Path, *, verbose: bool = False) -> Any:
+def run_local(
+    arguments: dict[str, Any], out: Path, *, verbose: bool = False, pipeline: Any = None
+) -> Any:
     from kfp import local
 
     from pipelines.pipeline import lungsurv_pipeline
 
+    pipeline = pipeline or lungsurv_pipeline
     root = (out / "artifacts").resolve()
     root.mkdir(parents=True, exist_ok=True)
     log_path = out.resolve() / "pipeline.log"
@@ -116,7 +129,7 @@ def run_local(arguments: dict[str, Any], out: Path, *, verbose: bool = False) ->
             warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
             # The components run here in this environment, which has everything their image has.
             warnings.filterwarnings("ignore", message=".*non-Python base image")
-            result = lungsurv_pipeline(**arguments)
+            result = pipeline(**arguments)
     except Exception:
         print(f"the pipeline failed: see {log_path}", file=sys.stderr)
         raise
@@ -130,7 +143,7 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def submit(arguments: dict[str, Any], host: str) -> str:
+def submit(arguments: dict[str, Any], host: str, *, pipeline: Any = None) -> str:
     """Compile and submit to the Kubeflow Pipelines API at ``host``; return the run's URL."""
     import kfp
 
@@ -142,7 +155,7 @@ def submit(arguments: dict[str, Any], host: str) -> str:
         namespace=os.environ.get("KFP_NAMESPACE", "kubeflow"),
     )
     run = client.create_run_from_pipeline_func(
-        lungsurv_pipeline,
+        pipeline or lungsurv_pipeline,
         arguments=arguments,
         experiment_name=os.environ.get("KFP_EXPERIMENT", PIPELINE_NAME),
         run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -170,18 +183,20 @@ def main(argv: list[str] | None = None) -> int:
                 "KFP_HOST is set: give the cohort with COHORT=s3://bucket/manifest.csv"
             )
         params["cohort_uri"] = args.cohort
-        print(f"submitted: {submit(params, host)}")
+        print(f"submitted: {submit(params, host, pipeline=pipeline_for(runner))}")
         return 0
     n_patients = args.n_patients or int(runner.get("synthetic_patients", 60))
     cohort = args.cohort or default_cohort(n_patients, int(runner.get("synthetic_seed", 20251669)))
     params["cohort_uri"] = str(cohort)
-    run_local(params, args.out, verbose=args.verbose)
+    run_local(params, args.out, verbose=args.verbose, pipeline=pipeline_for(runner))
     runs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*"))
     latest = runs[-1] if runs else args.out
     for step, name in (
         ("gather-imaging", "summary"),
         ("gather-imaging", "features"),
         ("gather-imaging", "failures"),
+        ("train-se-resnet", "curves"),
+        ("train-se-resnet", "deep_features"),
         ("select-features", "selection"),
         ("pca-fuse", "bundle"),
         ("pca-fuse", "scores"),

@@ -14,7 +14,15 @@ from pipelines.compile import compile_pipeline
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
-    return yaml.safe_load(path.read_text())
+    return _load(path)
+
+
+def _load(path: Path) -> dict:
+    """The pipeline spec, with the Kubernetes platform spec (a second YAML document) merged."""
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    for document in platform:
+        spec.update(document)
+    return spec
 
 
 def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
@@ -41,6 +49,45 @@ def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
     assert parameters["radiomics_normalize_scale"]["defaultValue"] == 100.0
 
 
+def test_training_runs_on_a_gpu_node(compiled: dict) -> None:
+    """train-3D-SE-ResNet asks for one GPU, is pinned to GPU nodes by a node selector and a
+    toleration taken from pipeline parameters, and mounts a memory-backed /dev/shm."""
+    container = compiled["deploymentSpec"]["executors"]["exec-train-se-resnet"]["container"]
+    assert container["image"].endswith("lungsurv-gpu:0.1.0")
+    accelerator = container["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert int(accelerator["resourceCount"]) == 1
+    assert container["resources"]["cpuRequest"] == 4.0
+    assert container["resources"]["memoryRequest"] == 16.0
+    platform = compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    spec = platform["exec-train-se-resnet"]
+    assert spec["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == (
+        "gpu_node_selector"
+    )
+    assert spec["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_toleration"
+    shm = spec["emptyDirMounts"][0]
+    assert (shm["mountPath"], shm["medium"], shm["volumeName"]) == ("/dev/shm", "Memory", "dshm")
+    parameters = compiled["root"]["inputDefinitions"]["parameters"]
+    assert parameters["gpu_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
+    assert parameters["gpu_toleration"]["defaultValue"]["key"] == "nvidia.com/gpu"
+    assert parameters["se_ablation"]["defaultValue"] is False
+    # Deep features join select-features and PCA-fuse as one more block.
+    root = compiled["root"]["dag"]["tasks"]
+    for task in ("select-features", "pca-fuse"):
+        source = root[task]["inputs"]["artifacts"]["deep_features"]["taskOutputArtifact"]
+        assert source == {"outputArtifactKey": "deep_features", "producerTask": "train-se-resnet"}
+
+
+def test_the_radiomics_only_pipeline_asks_for_no_gpu(tmp_path: Path) -> None:
+    path = compile_pipeline(tmp_path / "radiomics.yaml", deep_learning=False)
+    compiled = _load(path)
+    assert "exec-train-se-resnet" not in compiled["deploymentSpec"]["executors"]
+    assert (
+        "deep_features"
+        not in compiled["root"]["dag"]["tasks"]["select-features"]["inputs"]["artifacts"]
+    )
+
+
 def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
     executors = compiled["deploymentSpec"]["executors"]
     convert = executors["exec-convert-shard"]["container"]
@@ -63,7 +110,15 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    lungsurv_pipeline(cohort_uri=str(tmp_path / "manifest.csv"), shard_size=3, n_bootstrap=20)
+    lungsurv_pipeline(
+        cohort_uri=str(tmp_path / "manifest.csv"),
+        shard_size=3,
+        n_bootstrap=20,
+        dl_input_size=16,
+        dl_max_epochs=2,
+        dl_batch_size=4,
+        se_ablation=True,
+    )
 
     gathered = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/gather-imaging/*")}
     geometry = pd.read_parquet(gathered["geometry"])
@@ -86,6 +141,10 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     def outputs(step: str) -> dict[str, Path]:
         return {p.name: p for p in (tmp_path / "root").glob(f"lungsurv-*/{step}/*")}
 
+    trained = outputs("train-se-resnet")
+    deep = pd.read_parquet(trained["deep_features"])
+    assert deep.shape == (7, 3 + 512) and set(deep["roi"]) == {"dl"}
+    assert (trained["model"] / "model.pt").exists() and "3D-ResNet" in trained["curves"].read_text()
     selected = outputs("select-features")
     assert (selected["selection"] / "selected_features.parquet").exists()
     signatures = pd.read_parquet(selected["signature_scores"])

@@ -1,0 +1,63 @@
+"""The train-3D-SE-ResNet component: the paper's network on a GPU node, and its deep features."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE)
+def train_se_resnet(
+    manifest: Input[Dataset],
+    volumes: Input[list[Dataset]],
+    train_centers: list,
+    split_column: str,
+    test_fraction: float,
+    seed: int,
+    input_size: int,
+    max_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    patience: int,
+    units_per_stage: int,
+    se_ablation: bool,
+    checkpoint_dir: str,
+    model: Output[Model],
+    deep_features: Output[Dataset],
+    failures: Output[Dataset],
+    curves: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Train on the training patients (Cox loss), write the weights and every patient's
+    512 deep features; with ``se_ablation`` also the network without SE, side by side."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lungsurv import training
+    from lungsurv.modeling import split_cohort
+    from lungsurv.tables import write_parquet
+
+    cohort = pd.read_parquet(manifest.path)
+    is_train = split_cohort(
+        cohort, train_centers=train_centers, split_column=split_column,
+        test_fraction=test_fraction, seed=seed,
+    )  # fmt: skip
+    config = training.TrainConfig(
+        input_size=input_size, max_epochs=max_epochs, batch_size=batch_size,
+        learning_rate=learning_rate, patience=patience, units_per_stage=units_per_stage,
+        seed=seed,
+    )  # fmt: skip
+    run = training.train_cohort(
+        [Path(v.path) for v in volumes], cohort, is_train, config, ablation=se_ablation,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+    )  # fmt: skip
+    training.save_model(run.result, Path(model.path))
+    write_parquet(run.features, deep_features.path)
+    write_parquet(run.failures, failures.path)
+    Path(curves.path).write_text(training.curves_html(run))
+    for row in run.c_index_table().itertuples():
+        metrics.log_metric(f"{row.cohort}_c_index_{row.model}", round(float(row.c_index), 4))
+    metrics.log_metric("best_epoch", run.result.best_epoch)
+    metrics.log_metric("parameters", run.result.parameters)
