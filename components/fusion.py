@@ -17,6 +17,8 @@ def pca_fuse(
     signature_scores: Input[Dataset],
     variance: float,
     seed: int,
+    radiomics_params_uri: str,
+    radiomics_normalize_scale: float,
     bundle: Output[Model],
     scores: Output[Dataset],
     loadings: Output[Dataset],
@@ -30,6 +32,7 @@ def pca_fuse(
 
     from lungsurv.fusion import save_bundle
     from lungsurv.modeling import Selection, fit_combined
+    from lungsurv.radiomics import resolve_params
     from lungsurv.tables import write_parquet
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
@@ -40,7 +43,12 @@ def pca_fuse(
     model, risks = fit_combined(
         table, cohort, split, selection=chosen, variance=variance, random_state=seed
     )
-    save_bundle(model.params_, Path(bundle.path), selection_settings=chosen.settings)
+    save_bundle(
+        model.params_,
+        Path(bundle.path),
+        radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
+        selection_settings=chosen.settings,
+    )
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
     metrics.log_metric("pca_components", model.n_components_)

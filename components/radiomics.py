@@ -22,16 +22,12 @@ def extract_radiomics(
     ``params_uri``: a PyRadiomics YAML (path or s3:// URI); empty for the paper's packaged file.
     ``normalize_scale`` > 0 overrides the file's ``normalizeScale``.
     """
-    import tempfile
     from pathlib import Path
 
-    from lungsurv import storage
-    from lungsurv.radiomics import extract_cohort, load_params
+    from lungsurv.radiomics import extract_cohort, resolve_params
     from lungsurv.tables import write_parquet
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = storage.localize(params_uri, Path(tmp)) if params_uri else None
-        params = load_params(path, normalize_scale=normalize_scale or None)
+    params = resolve_params(params_uri, normalize_scale)
     table, failed = extract_cohort(Path(volumes.path), Path(rings.path), params, workers=workers)
     write_parquet(table, features.path)
     write_parquet(failed, failures.path)

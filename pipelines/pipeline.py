@@ -160,6 +160,8 @@ def build_pipeline(*, deep_learning: bool = True):
             signature_scores=selection.outputs["signature_scores"],
             variance=pca_variance,
             seed=seed,
+            radiomics_params_uri=radiomics_params_uri,
+            radiomics_normalize_scale=radiomics_normalize_scale,
             **deep,
         )
         fusion.set_display_name("PCA-fuse")

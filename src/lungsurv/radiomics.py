@@ -122,6 +122,18 @@ def load_params(
     return params
 
 
+def resolve_params(params_uri: str = "", normalize_scale: float = 0.0) -> dict[str, Any]:
+    """The pipeline's radiomics parameters: the file at ``params_uri`` (a path or an s3:// URI;
+    empty: the paper's packaged file) with ``normalize_scale`` (0: the file's own)."""
+    import tempfile
+
+    from lungsurv import storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = storage.localize(params_uri, Path(tmp)) if params_uri else None
+        return load_params(path, normalize_scale=normalize_scale or None)
+
+
 def make_extractor(params: Mapping[str, Any]) -> Any:
     """A ``RadiomicsFeatureExtractor`` for ``params``; invalid parameters raise InputError."""
     from radiomics.featureextractor import RadiomicsFeatureExtractor

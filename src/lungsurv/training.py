@@ -59,7 +59,8 @@ class TrainConfig:
     ties: str = "efron"
     augment: bool = True
     seed: int = 0
-    num_workers: int = 4
+    #: Loader worker processes; None: 4 on CUDA, none (the main process) on CPU.
+    num_workers: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -217,15 +218,16 @@ def train(
     )
     augment = paper_augmentations(seed=config.seed) if config.augment else None
     generator = torch.Generator().manual_seed(config.seed)
+    workers = config.num_workers if config.num_workers is not None else (4 if cuda else 0)
     loader = DataLoader(
         _Volumes(inputs[train_rows], time[train_rows], event[train_rows], augment),
         batch_size=config.batch_size,
         shuffle=True,
         generator=generator,
-        num_workers=config.num_workers if cuda else 0,
+        num_workers=workers,
         pin_memory=cuda,
-        worker_init_fn=_worker_seed if cuda and config.num_workers else None,
-        persistent_workers=bool(cuda and config.num_workers),
+        worker_init_fn=_worker_seed if workers else None,
+        persistent_workers=bool(workers),
     )
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "history": []}
     if checkpoint_dir is not None:

@@ -168,3 +168,12 @@ def test_saved_model_scores_and_features_like_the_trained_one(tmp_path: Path) ->
     frame = deep_feature_frame([f"P{i}" for i in range(24)], features, [100] * 24)
     assert list(frame.columns[:4]) == ["patient_id", "roi", "n_voxels", "dl_000"]
     assert set(frame["roi"]) == {"dl"} and frame.shape == (24, 3 + 8)
+
+
+def test_loader_workers_seed_their_augmentations() -> None:
+    """The GPU path's worker processes (exercised here on CPU) repeat for the same seed."""
+    volumes, time, event = _synthetic(24, 16, seed=3)
+    config = replace(TINY, max_epochs=1, num_workers=2)
+    first = _weights(train(volumes, time, event, config, log=lambda _: None).model)
+    again = _weights(train(volumes, time, event, config, log=lambda _: None).model)
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -151,6 +151,8 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     assert {"Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= set(signatures.columns)
     fitted = outputs("pca-fuse")
     assert (fitted["bundle"] / "model.json").exists()
+    bundled = yaml.safe_load((fitted["bundle"] / "radiomics_params.yaml").read_text())
+    assert bundled["setting"]["normalizeScale"] == 100.0 and bundled["setting"]["binWidth"] == 25
     scores = pd.read_parquet(fitted["scores"])
     assert sorted(scores["patient_id"]) == sorted(geometry["patient_id"])
     train = set(manifest.loc[manifest["center"] == "MAASTRO", "patient_id"]) - {broken}
