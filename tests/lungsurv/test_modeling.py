@@ -13,31 +13,48 @@ from lungsurv.fusion import save_bundle
 from lungsurv.modeling import fit_combined, split_cohort
 
 
-def _cohort(seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    n, p = 150, 30
-    ids = [f"P{i:03d}" for i in range(n)]
-    centers = np.where(np.arange(n) < 100, "MAASTRO", np.where(np.arange(n) < 125, "PLAGH", "SDPH"))
-    rows = []
-    values = {roi: rng.standard_normal((n, p)) for roi in ("gtv", "ring_3mm", "ring_6mm")}
-    eta = 0.7 * values["gtv"][:, 0] - 0.6 * values["ring_6mm"][:, 1]
+def _survival_table(
+    values: dict[str, np.ndarray],
+    eta: np.ndarray,
+    centers: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    column: str,
+    scale: float,
+    censor: tuple[float, float],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long feature table of ``values`` (ROI -> patients x features) and a manifest whose
+    exponential survival times follow the log-hazard ``eta``, uniformly censored."""
+    ids = [f"P{i:03d}" for i in range(len(eta))]
+    frames = []
     for roi, matrix in values.items():
-        frame = pd.DataFrame(matrix, columns=[f"original_firstorder_F{j}" for j in range(p)])
+        frame = pd.DataFrame(matrix, columns=[column.format(j) for j in range(matrix.shape[1])])
         frame.insert(0, "n_voxels", 100)
         frame.insert(0, "roi", roi)
         frame.insert(0, "patient_id", ids)
-        rows.append(frame)
-    time = rng.exponential(np.exp(-eta)) * 500 + 1
-    censor = rng.uniform(100, 2000, n)
+        frames.append(frame)
+    time = rng.exponential(np.exp(-eta)) * scale + 1
+    censored_at = rng.uniform(*censor, len(eta))
     manifest = pd.DataFrame(
         {
             "patient_id": ids,
             "center": centers,
-            "time_days": np.round(np.minimum(time, censor)),
-            "event": (time <= censor).astype(int),
+            "time_days": np.round(np.minimum(time, censored_at)),
+            "event": (time <= censored_at).astype(int),
         }
     )
-    return pd.concat(rows, ignore_index=True), manifest
+    return pd.concat(frames, ignore_index=True), manifest
+
+
+def _cohort(seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    n, p = 150, 30
+    centers = np.where(np.arange(n) < 100, "MAASTRO", np.where(np.arange(n) < 125, "PLAGH", "SDPH"))
+    values = {roi: rng.standard_normal((n, p)) for roi in ("gtv", "ring_3mm", "ring_6mm")}
+    eta = 0.7 * values["gtv"][:, 0] - 0.6 * values["ring_6mm"][:, 1]
+    return _survival_table(
+        values, eta, centers, rng, column="original_firstorder_F{}", scale=500, censor=(100, 2000)
+    )
 
 
 def _bundle_text(model, tmp_path: Path, name: str) -> str:
@@ -208,28 +225,14 @@ def _planted_table(
     features in the GTV and 6 mm ring, the rest noise; the first ``n_train`` patients train.
     The combined model fuses the GTV and 6 mm blocks: 5 planted among 395 noise features."""
     rng = np.random.default_rng(seed)
-    ids = [f"P{i:03d}" for i in range(n)]
     rois = ("gtv", "ring_3mm", "ring_6mm", "ring_9mm")
     values = {roi: rng.standard_normal((n, p)) for roi in rois}
     eta = sum(beta * values[roi][:, j] for (roi, j), beta in PLANTED.items())
-    frames = []
-    for roi, matrix in values.items():
-        frame = pd.DataFrame(matrix, columns=[f"original_glcm_F{j:03d}" for j in range(p)])
-        frame.insert(0, "n_voxels", 100)
-        frame.insert(0, "roi", roi)
-        frame.insert(0, "patient_id", ids)
-        frames.append(frame)
-    time = rng.exponential(np.exp(-eta)) * 600 + 1
-    censor = rng.uniform(200, 3000, n)
-    manifest = pd.DataFrame(
-        {
-            "patient_id": ids,
-            "center": np.where(np.arange(n) < n_train, "MAASTRO", "OTHER"),
-            "time_days": np.round(np.minimum(time, censor)),
-            "event": (time <= censor).astype(int),
-        }
+    centers = np.where(np.arange(n) < n_train, "MAASTRO", "OTHER")
+    features, manifest = _survival_table(
+        values, eta, centers, rng, column="original_glcm_F{:03d}", scale=600, censor=(200, 3000)
     )
-    return pd.concat(frames, ignore_index=True), manifest, pd.Series(eta, index=ids)
+    return features, manifest, pd.Series(eta, index=manifest["patient_id"].to_numpy())
 
 
 def test_planted_features_are_recovered_and_the_model_nears_the_oracle() -> None:
