@@ -71,6 +71,10 @@ def build_pipeline(*, deep_learning: bool = True):
     ):
         cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
         cohort.set_display_name("validate cohort")
+        # The manifest behind cohort_uri can change while the URI stays the same: always read it.
+        # Every later step is a function of its input artifacts and parameters (seeded), so KFP
+        # may reuse its cached outputs: changing only an evaluation parameter re-runs evaluate.
+        cohort.set_caching_options(False)
         with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
             convert = convert_shard(
                 manifest=cohort.outputs["manifest"],

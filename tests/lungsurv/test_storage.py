@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from lungsurv import storage
 from lungsurv.cohort import load_manifest
 from lungsurv.convert import convert_cohort
 from lungsurv.errors import InputError
+from lungsurv.tables import write_parquet
 from tests.s3 import moto_server
 
 
@@ -93,6 +96,18 @@ def test_cohort_on_s3_validates_and_converts(
         tmp_path / "local",
     )[0]
     assert list(geometry["gtv_volume_ml_resampled"]) == list(local["gtv_volume_ml_resampled"])
+    # The stage's table as an artifact in the bucket, read back over S3 by pyarrow.
+    write_parquet(geometry, tmp_path / "geometry.parquet")
+    storage.upload(tmp_path / "geometry.parquet", "s3://cohort/artifacts/geometry.parquet")
+    filesystem = pafs.S3FileSystem(
+        endpoint_override=s3["S3_ENDPOINT"].removeprefix("http://"),
+        scheme="http",
+        access_key=s3["AWS_ACCESS_KEY_ID"],
+        secret_key=s3["AWS_SECRET_ACCESS_KEY"],
+        region=s3["AWS_REGION"],
+    )
+    table = pq.read_table("cohort/artifacts/geometry.parquet", filesystem=filesystem)
+    pd.testing.assert_frame_equal(table.to_pandas(), geometry)
 
 
 def test_unreachable_object_is_reported(s3: dict[str, str]) -> None:

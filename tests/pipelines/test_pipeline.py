@@ -49,6 +49,18 @@ def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
     assert parameters["radiomics_normalize_scale"]["defaultValue"] == 100.0
 
 
+def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
+    root = dict(compiled["root"]["dag"]["tasks"])
+    tasks = {**root, **compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]}
+    del tasks["for-loop-1"]  # the loop itself runs nothing
+    caching = {
+        name: (t.get("cachingOptions") or {}).get("enableCache", False) for name, t in tasks.items()
+    }
+    assert caching.pop("prepare-cohort") is False
+    assert all(caching.values()), caching
+    assert {"convert-shard", "extract-radiomics", "train-se-resnet", "evaluate"} <= set(caching)
+
+
 def test_training_runs_on_a_gpu_node(compiled: dict) -> None:
     """train-3D-SE-ResNet asks for one GPU, is pinned to GPU nodes by a node selector and a
     toleration taken from pipeline parameters, and mounts a memory-backed /dev/shm."""
