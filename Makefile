@@ -10,10 +10,18 @@ STAMP := $(VENV)/.installed
 
 COHORT ?=
 PARAMS ?=
+# Container images: `make images REGISTRY=ghcr.io/you TAG=0.1.0` builds and pushes; the
+# components read the same two values (components/images.py) when the pipeline is compiled.
+REGISTRY ?= ghcr.io/lungsurv
+TAG ?= 0.1.0
+export LUNGSURV_IMAGE_REGISTRY := $(REGISTRY)
+export LUNGSURV_IMAGE_TAG := $(TAG)
+# Kubernetes: the overlay `make deploy-infra` applies (standalone: its own MinIO; kubeflow).
+OVERLAY ?= standalone
 N_PATIENTS ?=
 OUT ?= runs/local
 
-.PHONY: venv test test-fast lint format run-pipeline compile synth clean
+.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra clean
 
 venv: $(STAMP)
 
@@ -51,6 +59,24 @@ compile: $(STAMP)
 
 synth: $(STAMP)
 	$(VENV)/bin/lungsurv synth --out data/synthetic-default
+
+images:
+	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/lungsurv-cpu:$(TAG) .
+	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/lungsurv-gpu:$(TAG) .
+	docker push $(REGISTRY)/lungsurv-cpu:$(TAG)
+	docker push $(REGISTRY)/lungsurv-gpu:$(TAG)
+
+# Writes the credential files from their templates on first use (a random MinIO password, the
+# same in the pipeline's S3 Secret), then applies the overlay. The files stay git-ignored.
+deploy-infra:
+	@minio=manifests/base/minio/credentials.env; s3=manifests/base/pipeline/s3.env; \
+	if [ ! -f $$minio ]; then \
+	  password=$$(openssl rand -hex 24); \
+	  sed "s/CHANGE_ME/$$password/" $$minio.example > $$minio; \
+	  sed "s/CHANGE_ME/$$password/" $$s3.example > $$s3; \
+	  echo "wrote $$minio and $$s3 (git-ignored)"; \
+	fi
+	kubectl apply -k manifests/overlays/$(OVERLAY)
 
 clean:
 	rm -rf runs local_outputs .pytest_cache

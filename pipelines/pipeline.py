@@ -25,6 +25,20 @@ PIPELINE_NAME = "lungsurv"
 #: Schedules the training pod on GPU nodes; label and taint of NVIDIA's GPU operator / GKE.
 DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 DEFAULT_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+#: Environment the components read s3:// cohorts with, from the Secret manifests/ creates.
+S3_SECRET_KEYS = ("S3_ENDPOINT", "S3_USE_HTTPS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_SECRET_KEYS += ("AWS_REGION",)
+
+
+def _with_s3_credentials(task: dsl.PipelineTask, secret_name: str) -> None:
+    """S3 endpoint and credentials from a Kubernetes Secret, never from code; optional, so a
+    cohort on a mounted volume needs no Secret."""
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=secret_name,
+        secret_key_to_env={k: k for k in S3_SECRET_KEYS},
+        optional=True,
+    )
 
 
 def build_pipeline(*, deep_learning: bool = True):
@@ -68,6 +82,7 @@ def build_pipeline(*, deep_learning: bool = True):
         dl_checkpoint_dir: str = "",
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
         gpu_toleration: dict = DEFAULT_GPU_TOLERATION,
+        s3_secret_name: str = "lungsurv-s3",
     ):
         cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
         cohort.set_display_name("validate cohort")
@@ -75,6 +90,7 @@ def build_pipeline(*, deep_learning: bool = True):
         # Every later step is a function of its input artifacts and parameters (seeded), so KFP
         # may reuse its cached outputs: changing only an evaluation parameter re-runs evaluate.
         cohort.set_caching_options(False)
+        _with_s3_credentials(cohort, s3_secret_name)
         with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
             convert = convert_shard(
                 manifest=cohort.outputs["manifest"],
@@ -85,6 +101,7 @@ def build_pipeline(*, deep_learning: bool = True):
                 workers=workers,
             )
             convert.set_display_name("convert")
+            _with_s3_credentials(convert, s3_secret_name)
             convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
             rings = segment_rings(
                 volumes=convert.outputs["volumes"],
@@ -102,6 +119,7 @@ def build_pipeline(*, deep_learning: bool = True):
                 workers=workers,
             )
             radiomics.set_display_name("radiomics")
+            _with_s3_credentials(radiomics, s3_secret_name)
             radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
         gather = gather_imaging(
             rejected=cohort.outputs["rejected"],
@@ -169,6 +187,7 @@ def build_pipeline(*, deep_learning: bool = True):
             **deep,
         )
         fusion.set_display_name("PCA-fuse")
+        _with_s3_credentials(fusion, s3_secret_name)
         fusion.set_cpu_request("1").set_memory_request("2G")
         report = evaluate(
             cohort_uri=cohort_uri,

@@ -61,6 +61,18 @@ def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
     assert {"convert-shard", "extract-radiomics", "train-se-resnet", "evaluate"} <= set(caching)
 
 
+def test_s3_credentials_come_from_a_secret(compiled: dict) -> None:
+    platform = compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("prepare-cohort", "convert-shard", "extract-radiomics", "pca-fuse"):
+        (secret,) = platform[f"exec-{executor}"]["secretAsEnv"]
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("s3_secret_name")
+        assert secret["optional"] is True
+        names = {pair["envVar"] for pair in secret["keyToEnv"]}
+        assert {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names
+    defaults = compiled["root"]["inputDefinitions"]["parameters"]
+    assert defaults["s3_secret_name"]["defaultValue"] == "lungsurv-s3"
+
+
 def test_training_runs_on_a_gpu_node(compiled: dict) -> None:
     """train-3D-SE-ResNet asks for one GPU, is pinned to GPU nodes by a node selector and a
     toleration taken from pipeline parameters, and mounts a memory-backed /dev/shm."""
