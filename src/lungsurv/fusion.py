@@ -141,7 +141,6 @@ class FusionModel(BaseEstimator):
 
     def fit(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
         from sklearn.decomposition import PCA
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
 
         if not 0 < self.variance <= 1:
             raise ValueError(f"variance must be in (0, 1], got {self.variance}")
@@ -176,6 +175,7 @@ class FusionModel(BaseEstimator):
                 stacklevel=2,
             )
             self.params_ = _null_model(parameters, y)
+            self.ridge_alpha_ = 0.0
             self.n_components_ = 0
             self.cutoff_ = 0.0
             return self
@@ -183,9 +183,7 @@ class FusionModel(BaseEstimator):
         n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
         pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
         components = pca.transform(joined)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cox = CoxPHSurvivalAnalysis(ties="efron").fit(components, y)
+        cox, self.ridge_alpha_ = _fit_cox(components, y)
         self.n_components_ = int(pca.n_components_)
         params = ModelParameters(
             blocks=parameters,
@@ -197,6 +195,8 @@ class FusionModel(BaseEstimator):
             baseline_survival=np.asarray(cox.baseline_survival_.y, dtype=float),
             cutoff=0.0,
         )
+        if self.ridge_alpha_:
+            params.metadata["cox_ridge_alpha"] = self.ridge_alpha_
         params.cutoff = float(np.median(score(blocks, params)["risk"]))
         self.params_ = params
         self.cutoff_ = params.cutoff
@@ -220,6 +220,37 @@ def loadings_frame(params: ModelParameters) -> pd.DataFrame:
     components = components.reshape(-1, len(rows)) if rows else np.zeros((0, 0))
     columns = [f"PC{i + 1}" for i in range(components.shape[0])]
     return pd.DataFrame(components.T, index=rows, columns=columns)
+
+
+#: Ridge penalties tried, in order, when the plain Cox fit on the components does not converge.
+RIDGE_ALPHAS: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _fit_cox(components: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
+    """The paper's (unpenalised) Cox model on the components. With few patients and many
+    components the likelihood can be monotone (a perfect split) and Newton's method diverges;
+    then the smallest ridge penalty that converges is used, with a warning naming it."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    for alpha in RIDGE_ALPHAS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cox = CoxPHSurvivalAnalysis(ties="efron", alpha=alpha).fit(components, y)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            continue
+        if np.all(np.isfinite(cox.coef_)):
+            if alpha:
+                warnings.warn(
+                    f"the Cox model on {components.shape[1]} components did not converge "
+                    f"unpenalised ({len(y)} patients); fitted with ridge penalty {alpha:g}",
+                    stacklevel=3,
+                )
+            return cox, alpha
+    raise ValueError(
+        f"the Cox model on {components.shape[1]} components did not converge even with a "
+        f"ridge penalty of {RIDGE_ALPHAS[-1]:g}"
+    )
 
 
 def _null_model(blocks: list[BlockParameters], y: np.ndarray) -> ModelParameters:

@@ -1,0 +1,247 @@
+"""The KServe predictor, served for real on 127.0.0.1: V1 and V2, health, the pipeline's risk,
+and a 400 with a reason for every bad request, after which the server still answers."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from lungsurv.convert import ConvertSettings, convert_cohort, load_patient
+from lungsurv.fusion import BlockParameters, ModelParameters, feature_blocks, save_bundle, score
+from lungsurv.radiomics import extract_cohort, load_params
+from lungsurv.rings import segment_cohort
+from tests.s3 import free_port
+
+FEATURES = {
+    "gtv": ["original_firstorder_Mean", "original_shape_Sphericity", "wavelet-LLH_glcm_Contrast"],
+    "ring_6mm": ["log-sigma-2-0-mm-3D_firstorder_Median", "original_glrlm_RunEntropy"],
+}
+MODEL = "lungsurv"
+
+
+@pytest.fixture(scope="module")
+def patients(small_cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Three patients as a user would send them: CT and GTV as NIfTI files."""
+    root = tmp_path_factory.mktemp("requests")
+    manifest = pd.read_csv(small_cohort_dir / "manifest.csv").head(3)
+    rows = []
+    for row in manifest.to_dict("records"):
+        row["image"], row["mask"] = (str(small_cohort_dir / row[c]) for c in ("image", "mask"))
+        loaded = load_patient(row, ConvertSettings(), root)
+        folder = root / row["patient_id"]
+        folder.mkdir()
+        sitk.WriteImage(loaded.image, str(folder / "ct.nii.gz"))
+        sitk.WriteImage(loaded.gtv, str(folder / "gtv.nii.gz"))
+        rows.append(
+            {
+                **row,
+                "image": str(folder / "ct.nii.gz"),
+                "mask": str(folder / "gtv.nii.gz"),
+                "roi": "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def bundle_and_reference(
+    patients: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, pd.Series]:
+    """A bundle over five features of the GTV and the 6 mm ring, and the pipeline's risks:
+    convert_cohort -> segment_cohort -> extract_cohort (all 1316 features) -> score."""
+    root = tmp_path_factory.mktemp("pipeline")
+    convert_cohort(patients, root / "volumes")
+    segment_cohort(root / "volumes", root / "rings", write_qa=False)
+    radiomics = load_params(normalize_scale=100.0)
+    table, failures = extract_cohort(root / "volumes", root / "rings", radiomics)
+    assert failures.empty
+    blocks = feature_blocks(table, ["gtv", "ring_6mm"])
+    parameters = []
+    for name, features in FEATURES.items():
+        values = blocks[name][features]
+        parameters.append(
+            BlockParameters(
+                name=name,
+                features=features,
+                mean=values.mean().to_numpy(),
+                scale=values.std().to_numpy() + 1e-9,
+                signature_coef=np.ones(len(features)),
+            )
+        )
+    rng = np.random.default_rng(0)
+    components = np.linalg.qr(rng.standard_normal((5, 5)))[0][:4]
+    params = ModelParameters(
+        blocks=parameters,
+        pca_mean=np.zeros(5),
+        pca_components=components,
+        explained_variance_ratio=np.full(4, 0.24),
+        cox_coef=np.array([0.4, -0.3, 0.2, 0.1]),
+        baseline_times=np.array([100.0, 400.0, 800.0, 1200.0]),
+        baseline_survival=np.array([0.95, 0.8, 0.6, 0.45]),
+        cutoff=0.0,
+        metadata={"ring": "ring_6mm"},
+    )
+    folder = save_bundle(params, root / "bundle", radiomics_params=radiomics)
+    reference = pd.Series(score(blocks, params)["risk"], index=blocks["gtv"].index)
+    return folder, reference
+
+
+def _call(url: str, body: Any | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def server(bundle_and_reference: tuple[Path, pd.Series]) -> Iterator[str]:
+    """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.predictor",
+            "--model_name",
+            MODEL,
+            "--model_dir",
+            str(bundle_and_reference[0]),
+            "--host",
+            "127.0.0.1",
+            "--http_port",
+            str(port),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if process.poll() is not None:
+                pytest.fail(f"the model server exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                if _call(f"{url}/v2/health/ready")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.25)
+        else:
+            pytest.fail("the model server did not become ready in 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _b64(path: str | Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _instance(row: pd.Series) -> dict[str, Any]:
+    return {
+        "ct": {"b64": _b64(row["image"])},
+        "gtv": {"b64": _b64(row["mask"])},
+        "patient_id": row["patient_id"],
+    }
+
+
+def test_health_and_model_readiness(server: str) -> None:
+    assert _call(f"{server}/v2/health/live")[0] == 200
+    assert _call(f"{server}/v2/models/{MODEL}/ready")[0] == 200
+    status, body = _call(f"{server}/v1/models/{MODEL}")
+    assert status == 200 and body["ready"] is True
+
+
+def test_v1_risk_equals_the_pipelines(
+    server: str, patients: pd.DataFrame, bundle_and_reference: tuple[Path, pd.Series]
+) -> None:
+    _, reference = bundle_and_reference
+    status, body = _call(
+        f"{server}/v1/models/{MODEL}:predict",
+        {"instances": [_instance(row) for _, row in patients.head(2).iterrows()]},
+    )
+    assert status == 200, body
+    for prediction in body["predictions"]:
+        expected = reference[prediction["patient_id"]]
+        assert abs(prediction["risk"] - expected) <= 1e-9
+        assert sum(prediction["contributions"].values()) == pytest.approx(prediction["risk"])
+        assert prediction["risk_group"] == ("high" if expected > 0 else "low")
+        survival = [prediction["survival"][k] for k in ("1y", "2y", "3y")]
+        assert 1 >= survival[0] >= survival[1] >= survival[2] > 0
+        assert prediction["qa"]["gtv_volume_ml"] > 0
+
+
+def test_v2_infer(server: str, patients: pd.DataFrame, bundle_and_reference) -> None:
+    _, reference = bundle_and_reference
+    row = patients.iloc[2]
+    request = {
+        "inputs": [
+            {"name": "ct", "shape": [1], "datatype": "BYTES", "data": [_b64(row["image"])]},
+            {"name": "gtv", "shape": [1], "datatype": "BYTES", "data": [_b64(row["mask"])]},
+            {"name": "patient_id", "shape": [1], "datatype": "BYTES", "data": [row["patient_id"]]},
+        ]
+    }
+    status, body = _call(f"{server}/v2/models/{MODEL}/infer", request)
+    assert status == 200, body
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert abs(outputs["risk"]["data"][0] - reference[row["patient_id"]]) <= 1e-9
+    assert json.loads(outputs["prediction"]["data"][0])["patient_id"] == row["patient_id"]
+
+
+def _bad_requests(patients: pd.DataFrame, tmp_path: Path) -> dict[str, tuple[Any, str]]:
+    row = patients.iloc[0]
+    good = _instance(row)
+    empty = sitk.ReadImage(row["mask"]) * 0
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    shifted = sitk.ReadImage(row["mask"])
+    shifted = sitk.Crop(shifted, [0, 0, 2], [0, 0, 0])
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    text = base64.b64encode(gzip.compress(b"not an image at all" * 30)).decode()
+    return {
+        "no instances": ({"rows": []}, "'instances'"),
+        "missing mask": ({"instances": [{"ct": good["ct"]}]}, "missing ['gtv']"),
+        "bad base64": ({"instances": [{**good, "ct": {"b64": "%%%not base64"}}]}, "invalid base64"),
+        "not an image": ({"instances": [{**good, "gtv": {"b64": text}}]}, "not a NIfTI"),
+        "empty mask": (
+            {"instances": [{**good, "gtv": {"b64": _b64(tmp_path / "empty.nii.gz")}}]},
+            "zero voxels",
+        ),
+        "geometry mismatch": (
+            {"instances": [{**good, "gtv": {"b64": _b64(tmp_path / "shifted.nii.gz")}}]},
+            "geometry",
+        ),
+    }
+
+
+def test_bad_requests_get_a_400_with_the_reason(
+    server: str, patients: pd.DataFrame, tmp_path: Path
+) -> None:
+    url = f"{server}/v1/models/{MODEL}:predict"
+    status, body = _call(url, raw=b"{not json")
+    assert 400 <= status < 500, body
+    for name, (request, reason) in _bad_requests(patients, tmp_path).items():
+        status, body = _call(url, request)
+        assert status == 400, (name, status, body)
+        assert reason in json.dumps(body), (name, body)
+        # The server is still ready and answers a good request.
+        assert _call(f"{server}/v2/health/ready")[0] == 200
+    status, body = _call(url, {"instances": [_instance(patients.iloc[1])]})
+    assert status == 200 and body["predictions"][0]["risk_group"] in ("high", "low")
