@@ -18,10 +18,13 @@ export LUNGSURV_IMAGE_REGISTRY := $(REGISTRY)
 export LUNGSURV_IMAGE_TAG := $(TAG)
 # Kubernetes: the overlay `make deploy-infra` applies (standalone: its own MinIO; kubeflow).
 OVERLAY ?= standalone
+# make serve-local BUNDLE=runs/local/artifacts/<run>/pca-fuse/bundle [PORT=8080]
+BUNDLE ?=
+PORT ?= 8080
 N_PATIENTS ?=
 OUT ?= runs/local
 
-.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra clean
+.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra serve-local clean
 
 venv: $(STAMP)
 
@@ -64,7 +67,9 @@ images:
 	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/lungsurv-cpu:$(TAG) .
 	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/lungsurv-gpu:$(TAG) .
 	docker push $(REGISTRY)/lungsurv-cpu:$(TAG)
+	docker build -f images/serving.Dockerfile -t $(REGISTRY)/lungsurv-serving:$(TAG) .
 	docker push $(REGISTRY)/lungsurv-gpu:$(TAG)
+	docker push $(REGISTRY)/lungsurv-serving:$(TAG)
 
 # Writes the credential files from their templates on first use (a random MinIO password, the
 # same in the pipeline's S3 Secret), then applies the overlay. The files stay git-ignored.
@@ -77,6 +82,10 @@ deploy-infra:
 	  echo "wrote $$minio and $$s3 (git-ignored)"; \
 	fi
 	kubectl apply -k manifests/overlays/$(OVERLAY)
+
+serve-local: $(STAMP)
+	@test -n "$(BUNDLE)" || { echo "give the model bundle: make serve-local BUNDLE=path/to/bundle"; exit 2; }
+	$(PY) -m serving.predictor --model_name lungsurv --model_dir $(BUNDLE) --host 127.0.0.1 --http_port $(PORT)
 
 clean:
 	rm -rf runs local_outputs .pytest_cache

@@ -146,3 +146,18 @@ def test_nothing_selected_gives_the_null_model(cohort, tmp_path: Path) -> None:
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a model bundle"):
         load_bundle(tmp_path)
+
+
+def test_a_diverging_cox_fit_falls_back_to_the_smallest_ridge_penalty() -> None:
+    """Collinear components of a perfectly ordered cohort make Newton's method diverge; the fit
+    takes the smallest ridge penalty that converges and says so."""
+    from lungsurv.fusion import _fit_cox
+
+    time = np.arange(1, 11, dtype=float)
+    components = np.column_stack([time, 2 * time, np.sin(time)])
+    y = Surv.from_arrays(np.ones(10, bool), time)
+    with pytest.warns(UserWarning, match="ridge penalty 0.0001"):
+        cox, alpha = _fit_cox(components, y)
+    assert alpha == 1e-4 and np.all(np.isfinite(cox.coef_))
+    _, plain = _fit_cox(components[:, [0, 2]] + np.random.default_rng(1).normal(0, 3, (10, 2)), y)
+    assert plain == 0.0

@@ -1,0 +1,28 @@
+# The serving image: the lungsurv library, PyRadiomics and the KServe model server, running
+# serving/predictor.py. The bundle comes from KServe's storage initializer in /mnt/models.
+# Build from the repository root:
+#   docker build -f images/serving.Dockerfile -t REGISTRY/lungsurv-serving:TAG .
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY requirements/constraints.txt requirements/constraints.txt
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
+    && pip install -c requirements/constraints.txt numpy versioneer \
+    && pip install --no-build-isolation -c requirements/constraints.txt pyradiomics-bhklab
+COPY pyproject.toml README.md ./
+COPY src src
+RUN pip install -c requirements/constraints.txt ".[serving]"
+
+FROM python:3.11.11-slim-bookworm
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+RUN useradd --create-home --uid 1000 lungsurv
+USER 1000
+WORKDIR /home/lungsurv
+COPY --chown=1000 serving serving
+RUN python -c "import lungsurv.inference, radiomics, kserve; import serving.predictor"
+ENTRYPOINT ["python", "-m", "serving.predictor", "--model_name", "lungsurv", "--model_dir", "/mnt/models"]
