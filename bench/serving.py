@@ -48,7 +48,8 @@ def build_request(root: Path) -> tuple[dict, Path]:
         "roi": "GTV-1",
     }
     loaded = load_patient(row, ConvertSettings(), root)
-    sitk.WriteImage(loaded.image, str(root / "ct.nii.gz"))
+    # Integer HU, as a CT is stored: the request carries what a user would send.
+    sitk.WriteImage(sitk.Cast(loaded.image, sitk.sitkInt16), str(root / "ct.nii.gz"))
     sitk.WriteImage(loaded.gtv, str(root / "gtv.nii.gz"))
     blocks = [
         BlockParameters(

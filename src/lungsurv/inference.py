@@ -166,8 +166,14 @@ def predict_patient(
         rois[ring_name(ring.distance_mm)] = ring.mask
     blocks: dict[str, pd.DataFrame] = {}
     if model.radiomics_params is not None:
-        wanted = {b: rois[b] for b in model.radiomics_blocks}
-        values, failures = extract_patient(image, wanted, model.radiomics_params)
+        # Each ROI computes only its own block's features, on the image types they come from.
+        features = {b.name: set(b.features) for b in model.params.blocks}
+        values, failures = extract_patient(
+            image,
+            {b: rois[b] for b in model.radiomics_blocks},
+            model.radiomics_params,
+            wanted={b: features[b] for b in model.radiomics_blocks},
+        )
         if failures:
             raise InputError("; ".join(failures.values()))
         for block, features in values.items():

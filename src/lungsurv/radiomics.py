@@ -236,6 +236,23 @@ def _union_box(
     return lower, upper
 
 
+def _wanted_classes(
+    wanted: Mapping[str, set[str]] | None, roi: str, image_type: str
+) -> dict[str, list[str]] | None:
+    """The feature classes and names ``wanted`` asks of ``roi`` on ``image_type`` (None: all
+    enabled ones; an empty mapping: nothing)."""
+    if wanted is None:
+        return None
+    classes: dict[str, list[str]] = {}
+    prefix = f"{image_type}_"
+    for name in sorted(wanted.get(roi, ())):
+        if name.startswith(prefix):
+            feature_class, feature = name[len(prefix) :].split("_", 1)
+            if not feature_class.startswith("shape"):
+                classes.setdefault(feature_class, []).append(feature)
+    return classes
+
+
 def _features_on(
     extractor: Any,
     filtered: sitk.Image,
@@ -245,26 +262,42 @@ def _features_on(
     image_type: str,
     kwargs: dict[str, Any],
     out: dict[str, dict[str, float]],
+    wanted: Mapping[str, set[str]] | None = None,
 ) -> None:
     from radiomics import imageoperations
 
+    enabled = extractor.enabledFeatures
     for roi in rois:
+        classes = _wanted_classes(wanted, roi.name, image_type)
+        if classes is not None and not classes:
+            continue  # nothing of this image type for this ROI
         mask = _crop(roi.mask, lower, upper)
         bbox = roi.bbox.copy()
         bbox[0::2] -= lower
         bbox[1::2] -= lower
         image, cropped = imageoperations.cropToTumorMask(filtered, mask, bbox)
-        with shared_binning():
-            out[roi.name].update(extractor.computeFeatures(image, cropped, image_type, **kwargs))
+        extractor.enabledFeatures = enabled if classes is None else classes
+        try:
+            with shared_binning():
+                values = extractor.computeFeatures(image, cropped, image_type, **kwargs)
+        finally:
+            extractor.enabledFeatures = enabled
+        out[roi.name].update(values)
 
 
 def extract_patient(
-    image: sitk.Image, rois: Mapping[str, sitk.Image], params: Mapping[str, Any]
+    image: sitk.Image,
+    rois: Mapping[str, sitk.Image],
+    params: Mapping[str, Any],
+    *,
+    wanted: Mapping[str, set[str]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Features of every ROI of one patient in one pass; returns (features by ROI, ROI failures).
 
     An ROI PyRadiomics refuses (too few voxels, a single slice, empty) is reported in the second
-    mapping with the reason; the others are extracted.
+    mapping with the reason; the others are extracted. ``wanted`` (ROI -> full feature names,
+    e.g. ``wavelet-LLH_glcm_Contrast``) computes only those, for serving; the values are the
+    same, since every feature class computes its matrices whatever features it is asked for.
     """
     from radiomics import imageoperations
 
@@ -286,7 +319,14 @@ def extract_patient(
     if not checked:
         return results, failures
     for roi in checked:
-        results[roi.name].update(_shape(extractor, image, roi, settings))
+        shape_names = None
+        if wanted is not None:
+            shape_names = [
+                n.removeprefix("original_shape_")
+                for n in sorted(wanted.get(roi.name, ()))
+                if n.startswith("original_shape_")
+            ]
+        results[roi.name].update(_shape(extractor, image, roi, settings, shape_names))
     size = np.asarray(image.GetSize())
     for image_type, custom in extractor.enabledImagetypes.items():
         kwargs = settings | dict(custom)
@@ -301,6 +341,7 @@ def extract_patient(
                 "original",
                 kwargs,
                 results,
+                wanted,
             )
         elif image_type == "Wavelet":
             lower, upper = _union_box(checked, size, np.full(3, WAVELET_MARGIN_VOXELS))
@@ -309,7 +350,7 @@ def extract_patient(
                 cropped, _crop(checked[0].mask, lower, upper), **kwargs
             ):
                 _features_on(
-                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results
+                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results, wanted
                 )
         elif image_type == "LoG":
             lower, upper = np.zeros(3, dtype=int), size - 1
@@ -317,7 +358,7 @@ def extract_patient(
                 image, checked[0].mask, **kwargs
             ):
                 _features_on(
-                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results
+                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results, wanted
                 )
         else:
             raise InputError(f"image type {image_type!r} is not supported by the fast path")
@@ -325,17 +366,21 @@ def extract_patient(
 
 
 def _shape(
-    extractor: Any, image: sitk.Image, roi: _Roi, settings: dict[str, Any]
+    extractor: Any,
+    image: sitk.Image,
+    roi: _Roi,
+    settings: dict[str, Any],
+    names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     from radiomics import imageoperations
 
     from lungsurv.shape import FastRadiomicsShape
 
-    if "shape" not in extractor.enabledFeatures:
+    if "shape" not in extractor.enabledFeatures or (names is not None and not names):
         return {}
     cropped_image, cropped_mask = imageoperations.cropToTumorMask(image, roi.mask, roi.bbox)
     shape = FastRadiomicsShape(cropped_image, cropped_mask, **settings)
-    for feature in extractor.enabledFeatures["shape"] or []:
+    for feature in names if names is not None else extractor.enabledFeatures["shape"] or []:
         shape.enableFeatureByName(feature)
     return {f"original_shape_{k}": v for k, v in shape.execute().items()}
 

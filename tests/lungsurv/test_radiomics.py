@@ -228,3 +228,21 @@ def test_constant_roi_gives_documented_values(params: dict) -> None:
     assert values["original_glcm_JointEntropy"] == pytest.approx(0, abs=1e-12)
     assert values["original_glszm_ZoneEntropy"] == pytest.approx(0, abs=1e-12)
     assert not np.isnan(values["original_firstorder_Mean"])
+
+
+def test_wanted_features_only_are_computed_with_the_same_values(
+    small_cohort_dir: Path, tmp_path: Path, params: dict
+) -> None:
+    """Serving asks each ROI for a few features; they equal the full extraction's exactly."""
+    image, rois = _patient(small_cohort_dir, tmp_path, 1)
+    rois = {k: rois[k] for k in ("gtv", "ring_6mm")}
+    full, _ = extract_patient(image, rois, params)
+    wanted = {
+        "gtv": {"original_shape_Sphericity", "wavelet-HLL_glszm_ZoneEntropy"},
+        "ring_6mm": {"log-sigma-3-0-mm-3D_firstorder_Mean", "original_gldm_DependenceEntropy"},
+    }
+    some, failures = extract_patient(image, rois, params, wanted=wanted)
+    assert not failures
+    for roi, names in wanted.items():
+        assert set(some[roi]) == names
+        assert all(some[roi][n] == full[roi][n] for n in names)
