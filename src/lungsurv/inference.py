@@ -140,9 +140,12 @@ def predict_patient(
     *,
     roi: str | None = None,
     patient_id: str = "patient",
+    only_used_features: bool = True,
 ) -> dict[str, Any]:
     """Risk, risk group, survival at 1/2/3 years, block contributions and QA for one patient
-    (a CT and a GTV as NIfTI/NRRD files, or a DICOM folder and an RTSTRUCT with ``roi``)."""
+    (a CT and a GTV as NIfTI/NRRD files, or a DICOM folder and an RTSTRUCT with ``roi``).
+    ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
+    does (``bench/serving.py`` measures what restricting saves)."""
     from lungsurv.convert import GTV_FILE, IMAGE_FILE, convert_patient, write_patient
     from lungsurv.errors import PatientError
     from lungsurv.radiomics import GTV_ROI, extract_patient
@@ -172,7 +175,7 @@ def predict_patient(
             image,
             {b: rois[b] for b in model.radiomics_blocks},
             model.radiomics_params,
-            wanted={b: features[b] for b in model.radiomics_blocks},
+            wanted={b: features[b] for b in model.radiomics_blocks} if only_used_features else None,
         )
         if failures:
             raise InputError("; ".join(failures.values()))
