@@ -128,7 +128,15 @@ def count_non_finite(path: Path, image: sitk.Image) -> int:
     if path.name.lower().endswith((".nii", ".nii.gz")):
         import nibabel
 
-        values = np.asanyarray(nibabel.load(str(path)).dataobj)
+        stored = nibabel.load(str(path))
+        # Integers cannot hold NaN (unless scaled by a NaN slope): no second read needed.
+        slope, intercept = stored.dataobj.slope, stored.dataobj.inter
+        if (
+            np.issubdtype(stored.get_data_dtype(), np.integer)
+            and np.isfinite([slope, intercept]).all()
+        ):
+            return 0
+        values = np.asanyarray(stored.dataobj)
     return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 

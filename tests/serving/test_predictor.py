@@ -245,3 +245,27 @@ def test_bad_requests_get_a_400_with_the_reason(
         assert _call(f"{server}/v2/health/ready")[0] == 200
     status, body = _call(url, {"instances": [_instance(patients.iloc[1])]})
     assert status == 200 and body["predictions"][0]["risk_group"] in ("high", "low")
+
+
+@pytest.mark.slow
+def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> None:
+    """LUNG1-001 (TCIA, ../shared) as a user would send it: integer-HU CT and GTV as NIfTI."""
+    loaded = load_patient(lung1_row, ConvertSettings(), tmp_path)
+    sitk.WriteImage(sitk.Cast(loaded.image, sitk.sitkInt16), str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(loaded.gtv, str(tmp_path / "gtv.nii.gz"))
+    row = pd.Series(
+        {
+            "image": tmp_path / "ct.nii.gz",
+            "mask": tmp_path / "gtv.nii.gz",
+            "patient_id": "LUNG1-001",
+        }
+    )
+    status, body = _call(f"{server}/v1/models/{MODEL}:predict", {"instances": [_instance(row)]})
+    assert status == 200, body
+    (prediction,) = body["predictions"]
+    assert prediction["qa"]["original_spacing_mm"][0] == pytest.approx(0.977, abs=1e-3)
+    assert prediction["qa"]["gtv_volume_ml"] == pytest.approx(156.35, abs=0.1)
+    assert np.isfinite(prediction["risk"]) and set(prediction["contributions"]) == {
+        "gtv",
+        "ring_6mm",
+    }
