@@ -11,6 +11,10 @@ V1 (``POST /v1/models/<name>:predict``)::
     {"instances": [{"ct": {"b64": "<base64 .nii.gz>"}, "gtv": {"b64": "<base64 .nii.gz>"},
                     "patient_id": "P1"}]}
 
+or per instance ``{"dicom_zip": {"b64": "<base64 zip of the CT series + RTSTRUCT>"},
+"roi": "GTV-1"}``, or ``{"ct": "s3://bucket/ct.nii.gz", "gtv": "s3://bucket/gtv.nii.gz"}``
+(``s3://`` URIs of a DICOM folder and an RTSTRUCT work too, with ``roi``).
+
 V2 (``POST /v2/models/<name>/infer``): BYTES inputs ``ct`` and ``gtv`` (base64 text, one element
 per patient), optional ``patient_id``. Outputs ``risk`` (FP64) and ``prediction`` (BYTES: the
 JSON of :func:`~lungsurv.inference.predict_patient`).
@@ -40,8 +44,15 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from lungsurv.errors import InputError
-from lungsurv.inference import ServingModel, load_serving_model, predict_patient
+from lungsurv.inference import (
+    ServingModel,
+    load_serving_model,
+    predict_patient,
+    unpack_dicom_zip,
+)
 
+#: The request fields of one patient (V1 instance keys, V2 input names).
+KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id"})
 #: Largest decoded CT or mask accepted, per instance (a 512x512x300 int16 CT is about 150 MB).
 MAX_IMAGE_BYTES = 512 * 2**20
 
@@ -93,24 +104,40 @@ class LungSurvModel(kserve.Model):
         return self.ready
 
     def predict_instance(self, instance: Any, index: int) -> dict[str, Any]:
+        """One patient: ``ct`` + ``gtv`` (base64 NIfTI/NRRD, or ``s3://`` URIs), or
+        ``dicom_zip`` (base64 zip of the CT series and its RTSTRUCT) + ``roi``."""
         if not isinstance(instance, dict):
             raise InvalidInput(f"instance {index}: expected an object with 'ct' and 'gtv'")
-        missing = [k for k in ("ct", "gtv") if k not in instance]
-        if missing:
-            raise InvalidInput(f"instance {index}: missing {missing}")
-        ct = decode_image(instance["ct"], f"instance {index} ct")
-        gtv = decode_image(instance["gtv"], f"instance {index} gtv")
         patient_id = str(instance.get("patient_id") or f"instance-{index}")
+        roi = instance.get("roi")
+        if roi is not None and not isinstance(roi, str):
+            raise InvalidInput(f"instance {index}: 'roi' must be a string")
         assert self.model is not None
         with tempfile.TemporaryDirectory(prefix="lungsurv-request-") as tmp:
-            image_path = Path(tmp) / f"ct{image_suffix(ct)}"
-            mask_path = Path(tmp) / f"gtv{image_suffix(gtv)}"
-            image_path.write_bytes(ct)
-            mask_path.write_bytes(gtv)
             try:
-                return predict_patient(image_path, mask_path, self.model, patient_id=patient_id)
+                image, mask = self._inputs(instance, index, Path(tmp))
+                return predict_patient(image, mask, self.model, roi=roi, patient_id=patient_id)
             except InputError as error:
                 raise InvalidInput(f"instance {index} ({patient_id}): {error}") from error
+
+    def _inputs(self, instance: dict[str, Any], index: int, workdir: Path) -> tuple[Any, Any]:
+        if "dicom_zip" in instance:
+            archive = decode_image(instance["dicom_zip"], f"instance {index} dicom_zip")
+            return unpack_dicom_zip(archive, workdir)
+        missing = [k for k in ("ct", "gtv") if k not in instance]
+        if missing:
+            raise InvalidInput(f"instance {index}: missing {missing} (or give 'dicom_zip')")
+        paths = []
+        for key in ("ct", "gtv"):
+            value = instance[key]
+            if isinstance(value, str) and value.startswith("s3://"):
+                paths.append(value)  # read by the pipeline's storage layer
+                continue
+            data = decode_image(value, f"instance {index} {key}")
+            path = workdir / f"{key}{image_suffix(data)}"
+            path.write_bytes(data)
+            paths.append(path)
+        return paths[0], paths[1]
 
     def predict(
         self,
@@ -128,18 +155,16 @@ class LungSurvModel(kserve.Model):
         return {"predictions": [self.predict_instance(x, i) for i, x in enumerate(instances)]}
 
     def _predict_v2(self, request: InferRequest) -> InferResponse:
-        inputs = {i.name: i for i in request.inputs}
-        missing = [k for k in ("ct", "gtv") if k not in inputs]
-        if missing:
-            raise InvalidInput(f"missing V2 input(s) {missing}: BYTES tensors 'ct' and 'gtv'")
-        columns = {name: list(tensor.data) for name, tensor in inputs.items()}
-        if len(columns["ct"]) != len(columns["gtv"]):
-            raise InvalidInput("inputs 'ct' and 'gtv' hold different numbers of patients")
+        columns = {tensor.name: list(tensor.data) for tensor in request.inputs}
+        images = [k for k in ("ct", "gtv", "dicom_zip") if k in columns]
+        if not ({"ct", "gtv"} <= set(images) or "dicom_zip" in images):
+            raise InvalidInput("V2 inputs: BYTES tensors 'ct' and 'gtv', or 'dicom_zip' (+ 'roi')")
+        counts = {k: len(v) for k, v in columns.items()}
+        if len(set(counts.values())) != 1:
+            raise InvalidInput(f"inputs hold different numbers of patients: {counts}")
         results = []
-        for i in range(len(columns["ct"])):
-            instance = {"ct": columns["ct"][i], "gtv": columns["gtv"][i]}
-            if "patient_id" in columns:
-                instance["patient_id"] = columns["patient_id"][i]
+        for i in range(next(iter(counts.values()))):
+            instance = {k: v[i] for k, v in columns.items() if k in KNOWN_INPUTS}
             results.append(self.predict_instance(instance, i))
         return InferResponse(
             response_id=request.id or "",

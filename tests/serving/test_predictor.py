@@ -269,3 +269,97 @@ def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> No
         "gtv",
         "ring_6mm",
     }
+
+
+def _dicom_zip(small_cohort_dir: Path, index: int, *, with_rtstruct: bool = True) -> str:
+    """A patient's CT series and RTSTRUCT zipped in nested folders, as a PACS export might."""
+    import io
+    import zipfile
+
+    row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[index]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((small_cohort_dir / row["image"]).iterdir()):
+            archive.write(path, f"export/{row['patient_id']}/CT/{path.name}")
+        if with_rtstruct:
+            archive.write(small_cohort_dir / row["mask"], "export/RS/structures.dcm")
+        archive.writestr("README.txt", "not DICOM: ignored")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_dicom_zip_scores_like_the_dicom_folder(
+    server: str, small_cohort_dir: Path, bundle_and_reference: tuple[Path, pd.Series]
+) -> None:
+    from lungsurv.inference import load_serving_model, predict_patient
+
+    row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[4]
+    expected = predict_patient(
+        small_cohort_dir / row["image"],
+        small_cohort_dir / row["mask"],
+        load_serving_model(bundle_and_reference[0]),
+        roi=row["roi"],
+    )
+    instance = {"dicom_zip": {"b64": _dicom_zip(small_cohort_dir, 4)}, "roi": row["roi"]}
+    status, body = _call(f"{server}/v1/models/{MODEL}:predict", {"instances": [instance]})
+    assert status == 200, body
+    assert abs(body["predictions"][0]["risk"] - expected["risk"]) <= 1e-9
+    assert body["predictions"][0]["qa"]["source"] == "dicom"
+    request = {
+        "inputs": [
+            {
+                "name": "dicom_zip",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": [instance["dicom_zip"]["b64"]],
+            },
+            {"name": "roi", "shape": [1], "datatype": "BYTES", "data": [row["roi"]]},
+        ]
+    }
+    status, body = _call(f"{server}/v2/models/{MODEL}/infer", request)
+    assert status == 200, body
+    assert abs(body["outputs"][0]["data"][0] - expected["risk"]) <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("not a zip", "not a zip archive"),
+        ("no rtstruct", "0 RTSTRUCT"),
+        ("unknown roi", "GTV-404"),
+    ],
+)
+def test_bad_dicom_zips_get_a_400(
+    server: str, small_cohort_dir: Path, change: str, reason: str
+) -> None:
+    row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[4]
+    archive = _dicom_zip(small_cohort_dir, 4, with_rtstruct=change != "no rtstruct")
+    if change == "not a zip":
+        archive = base64.b64encode(b"PK but not really a zip").decode()
+    roi = "GTV-404" if change == "unknown roi" else row["roi"]
+    instance = {"dicom_zip": {"b64": archive}, "roi": roi}
+    status, body = _call(f"{server}/v1/models/{MODEL}:predict", {"instances": [instance]})
+    assert status == 400 and reason in json.dumps(body), body
+    assert _call(f"{server}/v2/health/ready")[0] == 200
+
+
+def test_s3_uris_are_read_through_the_storage_layer(
+    patients: pd.DataFrame,
+    bundle_and_reference: tuple[Path, pd.Series],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lungsurv import storage
+    from serving.predictor import LungSurvModel
+    from tests.s3 import moto_server
+
+    bundle, reference = bundle_and_reference
+    row = patients.iloc[0]
+    with moto_server() as environment:
+        for key, value in environment.items():
+            monkeypatch.setenv(key, value)
+        storage.upload(Path(row["image"]), "s3://requests/p1/ct.nii.gz")
+        storage.upload(Path(row["mask"]), "s3://requests/p1/gtv.nii.gz")
+        model = LungSurvModel(MODEL, str(bundle))
+        model.load()
+        instance = {"ct": "s3://requests/p1/ct.nii.gz", "gtv": "s3://requests/p1/gtv.nii.gz"}
+        (prediction,) = model.predict({"instances": [instance]})["predictions"]
+    assert abs(prediction["risk"] - reference[row["patient_id"]]) <= 1e-9
