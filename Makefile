@@ -24,7 +24,7 @@ PORT ?= 8080
 N_PATIENTS ?=
 OUT ?= runs/local
 
-.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra serve-local clean
+.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra deploy serve-local clean
 
 venv: $(STAMP)
 
@@ -79,9 +79,20 @@ deploy-infra:
 	  password=$$(openssl rand -hex 24); \
 	  sed "s/CHANGE_ME/$$password/" $$minio.example > $$minio; \
 	  sed "s/CHANGE_ME/$$password/" $$s3.example > $$s3; \
+	  cp $$s3 manifests/serving/s3.env; \
 	  echo "wrote $$minio and $$s3 (git-ignored)"; \
 	fi
 	kubectl apply -k manifests/overlays/$(OVERLAY)
+
+# make deploy MODEL_URI=s3://bucket/path/to/bundle [NAMESPACE=lungsurv]: serve a bundle built
+# outside the pipeline (the pipeline's deploy step does the same from a run).
+MODEL_URI ?=
+NAMESPACE ?= lungsurv
+deploy:
+	@test -n "$(MODEL_URI)" || { echo "give the bundle: make deploy MODEL_URI=s3://..."; exit 2; }
+	sed -e "s|value: MODEL_URI|value: $(MODEL_URI)|" \
+	    -e "s|ghcr.io/lungsurv/lungsurv-serving:0.1.0|$(REGISTRY)/lungsurv-serving:$(TAG)|" \
+	    manifests/serving/inferenceservice.yaml | kubectl apply -n $(NAMESPACE) -f -
 
 serve-local: $(STAMP)
 	@test -n "$(BUNDLE)" || { echo "give the model bundle: make serve-local BUNDLE=path/to/bundle"; exit 2; }

@@ -48,6 +48,14 @@ def test_overlay_builds_and_validates_strictly(workspace: Path, overlay: str) ->
         utils.validate(document, KUBERNETES_VERSION, strict=True)
     kinds = {d["kind"] for d in objects}
     assert {"ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    reader = next(
+        d
+        for d in objects
+        if d["metadata"]["name"] == "lungsurv-s3-reader" and d["kind"] == "Secret"
+    )
+    annotations = reader["metadata"]["annotations"]
+    assert {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps"} <= set(annotations)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(reader["data"])
     launcher = next(d for d in objects if d["kind"] == "ConfigMap")
     assert launcher["data"]["defaultPipelineRoot"].startswith("minio://mlpipeline/")
     if overlay == "standalone":
