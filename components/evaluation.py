@@ -21,8 +21,9 @@ def evaluate(
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
-):
-    """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics."""
+) -> float:
+    """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics.
+    Returns the combined model's test C-index (0 when undefined), which gates deployment."""
     from pathlib import Path
 
     import pandas as pd
@@ -47,3 +48,4 @@ def evaluate(
     Path(summary.path).write_text(reporting.evaluation_markdown(result))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    return float(result.metrics.get("test_combined_c_index", 0.0))

@@ -13,9 +13,11 @@ from kfp import dsl, kubernetes
 
 from components.cohort import prepare_cohort
 from components.convert import convert_shard
+from components.deploy import deploy_model
 from components.evaluation import evaluate
 from components.fusion import pca_fuse
 from components.gather import gather_imaging
+from components.images import SERVING_IMAGE
 from components.radiomics import extract_radiomics
 from components.rings import segment_rings
 from components.selection import select_features
@@ -83,6 +85,14 @@ def build_pipeline(*, deep_learning: bool = True):
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
         gpu_toleration: dict = DEFAULT_GPU_TOLERATION,
         s3_secret_name: str = "lungsurv-s3",
+        deploy: bool = False,
+        deploy_min_c_index: float = 0.65,
+        model_name: str = "lungsurv",
+        serving_namespace: str = "lungsurv",
+        models_uri: str = "s3://models",
+        serving_service_account: str = "lungsurv-s3-reader",
+        serving_min_replicas: int = 1,
+        serving_max_replicas: int = 2,
     ):
         cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
         cohort.set_display_name("validate cohort")
@@ -200,6 +210,25 @@ def build_pipeline(*, deep_learning: bool = True):
             seed=seed,
         )
         report.set_display_name("evaluate")
+        # Serve the model only when asked to and when it clears the bar on the test cohort.
+        with (
+            dsl.If(deploy == True, name="deploy requested"),  # noqa: E712 (a KFP condition)
+            dsl.If(report.outputs["Output"] >= deploy_min_c_index, name="test C-index ok"),
+        ):
+            served = deploy_model(
+                bundle=fusion.outputs["bundle"],
+                model_name=model_name,
+                namespace=serving_namespace,
+                models_uri=models_uri,
+                serving_image=SERVING_IMAGE,
+                service_account=serving_service_account,
+                min_replicas=serving_min_replicas,
+                max_replicas=serving_max_replicas,
+                timeout_s=900,
+            )
+            served.set_display_name("deploy")
+            served.set_caching_options(False)  # it changes the cluster
+            _with_s3_credentials(served, s3_secret_name)
         report.set_cpu_request("1").set_memory_request("2G")
 
     return pipeline

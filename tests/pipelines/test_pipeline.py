@@ -52,7 +52,8 @@ def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
 def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
     root = dict(compiled["root"]["dag"]["tasks"])
     tasks = {**root, **compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]}
-    del tasks["for-loop-1"]  # the loop itself runs nothing
+    # Loops and conditions run nothing themselves; deploy changes the cluster (its own test).
+    tasks = {k: v for k, v in tasks.items() if not k.startswith(("for-loop-", "condition-"))}
     caching = {
         name: (t.get("cachingOptions") or {}).get("enableCache", False) for name, t in tasks.items()
     }
@@ -71,6 +72,21 @@ def test_s3_credentials_come_from_a_secret(compiled: dict) -> None:
         assert {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names
     defaults = compiled["root"]["inputDefinitions"]["parameters"]
     assert defaults["s3_secret_name"]["defaultValue"] == "lungsurv-s3"
+
+
+def test_deploy_runs_only_when_asked_and_good_enough(compiled: dict) -> None:
+    outer = compiled["root"]["dag"]["tasks"]["condition-2"]
+    assert outer["triggerPolicy"]["condition"].endswith("pipelinechannel--deploy'] == true")
+    inner = compiled["components"]["comp-condition-2"]["dag"]["tasks"]["condition-3"]
+    condition = inner["triggerPolicy"]["condition"]
+    assert "evaluate-Output'] >=" in condition and "deploy_min_c_index" in condition
+    tasks = compiled["components"][inner["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(tasks) == ["deploy-model"]
+    assert tasks["deploy-model"]["cachingOptions"] == {}  # never reused: it changes the cluster
+    defaults = compiled["root"]["inputDefinitions"]["parameters"]
+    assert defaults["deploy"]["defaultValue"] is False
+    container = compiled["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]
+    assert container["image"].endswith("lungsurv-cpu:0.1.0")
 
 
 def test_training_runs_on_a_gpu_node(compiled: dict) -> None:
