@@ -24,8 +24,10 @@ def pca_fuse(
     loadings: Output[Dataset],
     metrics: Output[Metrics],
     deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
+    network: Optional[Input[Model]] = None,  # noqa: UP045
 ):
-    """Fit the combined model on the training rows; write the bundle, every risk, the loadings."""
+    """Fit the combined model on the training rows; write the bundle (with the network when
+    deep features are fused), every risk, the loadings."""
     from pathlib import Path
 
     import pandas as pd
@@ -48,6 +50,9 @@ def pca_fuse(
         Path(bundle.path),
         radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
         selection_settings=chosen.settings,
+        network_dir=Path(network.path)
+        if network is not None and "dl" in chosen.combined_blocks
+        else None,
     )
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)

@@ -142,6 +142,7 @@ def build_pipeline(*, deep_learning: bool = True):
         )
         gather.set_display_name("gather imaging tables")
         deep: dict = {}
+        network: dict = {}
         if deep_learning:
             train = train_se_resnet(
                 manifest=cohort.outputs["manifest"],
@@ -169,6 +170,7 @@ def build_pipeline(*, deep_learning: bool = True):
                 train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi"
             )
             deep = {"deep_features": train.outputs["deep_features"]}
+            network = {"network": train.outputs["model"]}
         selection = select_features(
             manifest=cohort.outputs["manifest"],
             features=gather.outputs["features"],
@@ -195,6 +197,7 @@ def build_pipeline(*, deep_learning: bool = True):
             radiomics_params_uri=radiomics_params_uri,
             radiomics_normalize_scale=radiomics_normalize_scale,
             **deep,
+            **network,
         )
         fusion.set_display_name("PCA-fuse")
         _with_s3_credentials(fusion, s3_secret_name)

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from lungsurv.selection import CoxSignature, survival_arrays
 
 BUNDLE_FILE = "model.json"
+NETWORK_DIR = "network"
 BUNDLE_FORMAT = 1
 
 
@@ -282,8 +283,11 @@ def save_bundle(
     *,
     radiomics_params: Mapping[str, Any] | None = None,
     selection_settings: Mapping[str, Any] | None = None,
+    network_dir: Path | None = None,
 ) -> Path:
-    """Write the model as ``folder/model.json`` (plus the radiomics parameter file used)."""
+    """Write the model as ``folder/model.json``, plus the radiomics parameter file used and,
+    when the model fuses deep features, the network that computes them (``folder/network``:
+    the train step's ``model.pt`` and ``config.json``)."""
     import sklearn
     import sksurv
     import yaml
@@ -329,6 +333,13 @@ def save_bundle(
     (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=1))
     if radiomics_params is not None:
         (folder / "radiomics_params.yaml").write_text(yaml.safe_dump(dict(radiomics_params)))
+    if network_dir is not None:
+        import shutil
+
+        target = folder / NETWORK_DIR
+        target.mkdir(exist_ok=True)
+        for name in ("model.pt", "config.json"):
+            shutil.copy2(network_dir / name, target / name)
     return folder
 
 

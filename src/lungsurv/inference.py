@@ -5,7 +5,8 @@
 as the pipeline reads them), converts them to 1 mm (:mod:`lungsurv.convert`), makes the one ring
 the combined model uses (:mod:`lungsurv.rings`), extracts **only the radiomics features the
 bundle uses** (:mod:`lungsurv.radiomics` with a parameter set restricted to their image types and
-feature classes), and scores them (:func:`lungsurv.fusion.score`). The KServe predictor in
+feature classes), computes the deep features with the bundled 3D SE-ResNet when the model
+fuses them, and scores them (:func:`lungsurv.fusion.score`). The KServe predictor in
 ``serving/`` is a thin shell over this module.
 
 The result per patient: the risk, the risk group at the training cutoff, predicted survival at 1,
@@ -29,7 +30,14 @@ import SimpleITK as sitk
 import yaml
 
 from lungsurv.errors import InputError
-from lungsurv.fusion import BUNDLE_FILE, ModelParameters, load_bundle, score, survival_at
+from lungsurv.fusion import (
+    BUNDLE_FILE,
+    NETWORK_DIR,
+    ModelParameters,
+    load_bundle,
+    score,
+    survival_at,
+)
 
 RADIOMICS_PARAMS_FILE = "radiomics_params.yaml"
 HORIZONS_DAYS: tuple[int, ...] = (365, 730, 1095)
@@ -43,6 +51,8 @@ class ServingModel:
     params: ModelParameters
     radiomics_params: dict[str, Any] | None
     ring_distance_mm: float | None
+    #: The 3D SE-ResNet and its training config, when the model fuses deep features.
+    network: tuple[Any, Any] | None = None
     name: str = "lungsurv"
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -90,11 +100,15 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
     params = load_bundle(folder)
     radiomics_path = folder / RADIOMICS_PARAMS_FILE
     names = [f for b in params.blocks if b.name != "dl" for f in b.features]
+    network = None
     if any(b.name == "dl" and b.features for b in params.blocks):
-        raise InputError(
-            "this bundle uses deep features; serving them needs the network in the bundle, "
-            "which this version does not package yet"
-        )
+        if not (folder / NETWORK_DIR / "model.pt").exists():
+            raise InputError(
+                f"the bundle uses deep features but holds no network ({NETWORK_DIR}/model.pt)"
+            )
+        from lungsurv.training import load_model
+
+        network = load_model(folder / NETWORK_DIR)
     radiomics = None
     if names:
         if not radiomics_path.exists():
@@ -108,6 +122,7 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         params=params,
         radiomics_params=radiomics,
         ring_distance_mm=distance,
+        network=network,
         name=name,
         metadata=dict(params.metadata),
     )
@@ -227,6 +242,14 @@ def predict_patient(
             raise InputError("; ".join(failures.values()))
         for block, features in values.items():
             blocks[block] = pd.DataFrame([features], index=[patient_id])
+    if model.network is not None:
+        from lungsurv.training import deep_feature_frame, deep_features
+        from lungsurv.transforms import gtv_input
+
+        network, config = model.network
+        volume = gtv_input(image, gtv, size=config.input_size)[None]
+        frame = deep_feature_frame([patient_id], deep_features(network, volume), [0])
+        blocks["dl"] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))
     scored = score(blocks, model.params)

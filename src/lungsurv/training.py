@@ -356,9 +356,14 @@ def predict_risk(
 
 
 def deep_features(
-    model: SEResNet3D, inputs: np.ndarray, *, device: torch.device | None = None, batch_size=16
+    model: SEResNet3D, inputs: np.ndarray, *, device: torch.device | None = None, batch_size=1
 ) -> np.ndarray:
-    """The global-average-pooled deep features per input, shape (n, 512)."""
+    """The global-average-pooled deep features per input, shape (n, 512).
+
+    One patient per forward pass by default: convolution kernels round differently for
+    different batch sizes (2.8e-7 in a risk, measured), and a patient's features must not depend
+    on which patients share the batch, so serving one patient reproduces the pipeline exactly.
+    """
     device = device or next(model.parameters()).device
     return _batched(model, inputs, model.features, device, batch_size)
 

@@ -1,0 +1,103 @@
+"""Scoring one patient with a bundle: the parameter restriction, and deep features served with
+the bundled network exactly as the pipeline computes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lungsurv.inference import load_serving_model, predict_patient, used_radiomics_params
+
+
+def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
+    from lungsurv.radiomics import load_params
+
+    params = load_params(normalize_scale=100.0)
+    names = [
+        "original_shape_Sphericity",
+        "wavelet-LLH_glcm_Contrast",
+        "log-sigma-3-0-mm-3D_firstorder_Mean",
+        "log-sigma-1-0-mm-3D_firstorder_Median",
+    ]
+    restricted = used_radiomics_params(params, names)
+    assert restricted["imageType"] == {"Original": {}, "Wavelet": {}, "LoG": {"sigma": [1.0, 3.0]}}
+    assert restricted["featureClass"] == {
+        "shape": ["Sphericity"],
+        "glcm": ["Contrast"],
+        "firstorder": ["Mean", "Median"],
+    }
+    assert restricted["setting"] == params["setting"]
+    assert used_radiomics_params(params, []) is None
+
+
+@pytest.mark.slow
+def test_deep_features_are_served_with_the_bundled_network(
+    small_cohort_dir: Path, tmp_path: Path
+) -> None:
+    from lungsurv import training
+    from lungsurv.convert import convert_cohort
+    from lungsurv.fusion import BlockParameters, ModelParameters, feature_blocks, save_bundle, score
+    from lungsurv.radiomics import extract_cohort, load_params
+    from lungsurv.rings import segment_cohort
+
+    manifest = pd.read_csv(small_cohort_dir / "manifest.csv").head(4)
+    for column in ("image", "mask"):
+        manifest[column] = [str(small_cohort_dir / v) for v in manifest[column]]
+    convert_cohort(manifest, tmp_path / "volumes")
+    segment_cohort(tmp_path / "volumes", tmp_path / "rings", write_qa=False)
+    radiomics = load_params(normalize_scale=100.0)
+    table, _ = extract_cohort(tmp_path / "volumes", tmp_path / "rings", radiomics)
+    # The pipeline's deep features: a (tiny) trained network over every converted patient.
+    config = training.TrainConfig(
+        input_size=16, channels=(4, 8), se_reduction=2, head=(8,), batch_size=2, max_epochs=1
+    )
+    ids, inputs, voxels, _ = training.load_inputs([tmp_path / "volumes"], size=16)
+    result = training.train(
+        inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config, log=print
+    )
+    network_dir = training.save_model(result, tmp_path / "network")
+    deep = training.deep_feature_frame(ids, training.deep_features(result.model, inputs), voxels)
+    blocks = feature_blocks(pd.concat([table, deep]), ["gtv", "ring_6mm", "dl"])
+    chosen = {"gtv": ["original_firstorder_Mean"], "ring_6mm": [], "dl": ["dl_000", "dl_005"]}
+    parameters = [
+        BlockParameters(
+            name=name,
+            features=features,
+            mean=blocks[name][features].mean().to_numpy(),
+            scale=blocks[name][features].std().to_numpy() + 1e-6,
+            signature_coef=np.ones(len(features)),
+        )
+        for name, features in chosen.items()
+    ]
+    params = ModelParameters(
+        blocks=parameters,
+        pca_mean=np.zeros(3),
+        pca_components=np.eye(3),
+        explained_variance_ratio=np.full(3, 1 / 3),
+        cox_coef=np.array([0.5, -0.4, 0.3]),
+        baseline_times=np.array([200.0, 900.0]),
+        baseline_survival=np.array([0.9, 0.6]),
+        cutoff=0.0,
+        metadata={"ring": "ring_6mm"},
+    )
+    bundle = save_bundle(
+        params, tmp_path / "bundle", radiomics_params=radiomics, network_dir=network_dir
+    )
+    reference = pd.Series(score(blocks, params)["risk"], index=blocks["gtv"].index)
+    model = load_serving_model(bundle)
+    assert model.network is not None
+    for row in manifest.head(2).itertuples():
+        served = predict_patient(Path(row.image), Path(row.mask), model, roi=row.roi)
+        assert abs(served["risk"] - reference[row.patient_id]) <= 1e-9
+        assert set(served["contributions"]) == {"gtv", "ring_6mm", "dl"}
+    # Without the network the bundle cannot serve its deep features, and says so.
+    import shutil
+
+    shutil.rmtree(bundle / "network")
+    from lungsurv.errors import InputError
+
+    with pytest.raises(InputError, match="holds no network"):
+        load_serving_model(bundle)
