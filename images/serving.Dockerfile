@@ -13,9 +13,11 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
     && pip install -c requirements/constraints.txt numpy versioneer \
     && pip install --no-build-isolation -c requirements/constraints.txt pyradiomics-bhklab
+# A bundle that fuses deep features runs the 3D SE-ResNet on the CPU: PyTorch's CPU build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY src src
-RUN pip install -c requirements/constraints.txt ".[serving]"
+RUN pip install -c requirements/constraints.txt ".[serving,dl]"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
@@ -24,5 +26,5 @@ RUN useradd --create-home --uid 1000 lungsurv
 USER 1000
 WORKDIR /home/lungsurv
 COPY --chown=1000 serving serving
-RUN python -c "import lungsurv.inference, radiomics, kserve; import serving.predictor"
+RUN python -c "import lungsurv.inference, lungsurv.training, radiomics, kserve; import serving.predictor"
 ENTRYPOINT ["python", "-m", "serving.predictor", "--model_name", "lungsurv", "--model_dir", "/mnt/models"]
