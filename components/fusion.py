@@ -15,6 +15,7 @@ def pca_fuse(
     features: Input[Dataset],
     selection: Input[Dataset],
     signature_scores: Input[Dataset],
+    geometry: Input[Dataset],
     variance: float,
     seed: int,
     radiomics_params_uri: str,
@@ -33,6 +34,7 @@ def pca_fuse(
     import pandas as pd
 
     from lungsurv.fusion import save_bundle
+    from lungsurv.inference import training_ranges
     from lungsurv.modeling import Selection, fit_combined
     from lungsurv.radiomics import resolve_params
     from lungsurv.tables import write_parquet
@@ -45,6 +47,9 @@ def pca_fuse(
     model, risks = fit_combined(
         table, cohort, split, selection=chosen, variance=variance, random_state=seed
     )
+    train_ids = list(risks.loc[risks["split"] == "train", "patient_id"])
+    ranges = training_ranges(pd.read_parquet(geometry.path), train_ids)
+    model.params_.metadata["training_ranges"] = ranges  # serving flags inputs outside them
     save_bundle(
         model.params_,
         Path(bundle.path),

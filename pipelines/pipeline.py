@@ -192,6 +192,7 @@ def build_pipeline(*, deep_learning: bool = True):
             features=gather.outputs["features"],
             selection=selection.outputs["selection"],
             signature_scores=selection.outputs["signature_scores"],
+            geometry=gather.outputs["geometry"],
             variance=pca_variance,
             seed=seed,
             radiomics_params_uri=radiomics_params_uri,

@@ -99,7 +99,15 @@ class LungSurvModel(kserve.Model):
         self.model: ServingModel | None = None
 
     def load(self) -> bool:
-        self.model = load_serving_model(Path(self.model_dir), name=self.name)
+        """Read the bundle: a folder (in a cluster, where KServe's storage initializer put
+        ``storageUri``), or an ``s3://`` prefix downloaded here with the storage layer."""
+        folder = Path(self.model_dir)
+        if self.model_dir.startswith("s3://"):
+            from lungsurv import storage
+
+            self._download = tempfile.TemporaryDirectory(prefix="lungsurv-bundle-")
+            folder = storage.download(self.model_dir, Path(self._download.name))
+        self.model = load_serving_model(folder, name=self.name)
         self.ready = True
         return self.ready
 

@@ -12,7 +12,8 @@ fuses them, and scores them (:func:`lungsurv.fusion.score`). The KServe predicto
 The result per patient: the risk, the risk group at the training cutoff, predicted survival at 1,
 2 and 3 years, each block's additive contribution to the risk (the combined model is linear in
 the standardised features: PCA then Cox, so the risk splits exactly into per-feature terms), and
-input QA (original spacing, GTV volume, the converter's warnings).
+input QA (original spacing, GTV volume, the converter's warnings, and a warning when the GTV
+volume or the slice thickness lies outside the training patients' range, stored in the bundle).
 """
 
 from __future__ import annotations
@@ -126,6 +127,36 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         name=name,
         metadata=dict(params.metadata),
     )
+
+
+#: Geometry columns whose training range the bundle records, with their units.
+RANGE_COLUMNS: dict[str, str] = {"gtv_volume_ml_resampled": "ml", "slice_thickness_mm": "mm"}
+
+
+def training_ranges(geometry: pd.DataFrame, patients: Sequence[str]) -> dict[str, list[float]]:
+    """The [min, max] of the training patients' GTV volume and slice thickness (convert's
+    geometry table), stored in the bundle so serving can flag an input outside them."""
+    rows = geometry[geometry["patient_id"].astype(str).isin(set(map(str, patients)))]
+    return {
+        column: [float(rows[column].min()), float(rows[column].max())]
+        for column in RANGE_COLUMNS
+        if column in rows.columns and len(rows)
+    }
+
+
+def range_warnings(geometry: Mapping[str, Any], ranges: Mapping[str, Sequence[float]]) -> list[str]:
+    """A warning per value outside its training range (the model extrapolates there)."""
+    warnings = []
+    for column, (low, high) in ranges.items():
+        value = float(geometry[column])
+        if not low <= value <= high:
+            what = column.removesuffix("_resampled").removesuffix("_ml").removesuffix("_mm")
+            unit = RANGE_COLUMNS[column]
+            warnings.append(
+                f"{what.replace('_', ' ')} {value:.3g} {unit} is outside the training range "
+                f"{low:.3g}-{high:.3g} {unit}"
+            )
+    return warnings
 
 
 def contributions(
@@ -274,6 +305,7 @@ def predict_patient(
                 float(geometry["orig_spacing_z"]),
             ],
             "gtv_volume_ml": float(geometry["gtv_volume_ml_resampled"]),
-            "warnings": [w for w in str(geometry["warnings"]).split("; ") if w],
+            "warnings": [w for w in str(geometry["warnings"]).split("; ") if w]
+            + range_warnings(geometry, model.metadata.get("training_ranges", {})),
         },
     }

@@ -101,3 +101,24 @@ def test_deep_features_are_served_with_the_bundled_network(
 
     with pytest.raises(InputError, match="holds no network"):
         load_serving_model(bundle)
+
+
+def test_inputs_outside_the_training_ranges_are_flagged() -> None:
+    from lungsurv.inference import range_warnings, training_ranges
+
+    geometry = pd.DataFrame(
+        {
+            "patient_id": ["A", "B", "C"],
+            "gtv_volume_ml_resampled": [5.0, 80.0, 400.0],
+            "slice_thickness_mm": [2.0, 3.0, 5.0],
+        }
+    )
+    ranges = training_ranges(geometry, ["A", "B"])
+    assert ranges == {"gtv_volume_ml_resampled": [5.0, 80.0], "slice_thickness_mm": [2.0, 3.0]}
+    inside = {"gtv_volume_ml_resampled": 40.0, "slice_thickness_mm": 2.5}
+    assert range_warnings(inside, ranges) == []
+    outside = {"gtv_volume_ml_resampled": 400.0, "slice_thickness_mm": 5.0}
+    assert range_warnings(outside, ranges) == [
+        "gtv volume 400 ml is outside the training range 5-80 ml",
+        "slice thickness 5 mm is outside the training range 2-3 mm",
+    ]
