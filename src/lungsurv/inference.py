@@ -19,7 +19,6 @@ volume or the slice thickness lies outside the training patients' range, stored 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +237,7 @@ def predict_patient(
     may be an ``s3://`` URI, read with the pipeline's storage layer).
     ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
     does (``bench/serving.py`` measures what restricting saves)."""
-    from lungsurv.convert import GTV_FILE, IMAGE_FILE, convert_patient, write_patient
+    from lungsurv.convert import convert_patient
     from lungsurv.errors import PatientError
     from lungsurv.radiomics import GTV_ROI, extract_patient
     from lungsurv.rings import make_rings, ring_name
@@ -250,11 +249,9 @@ def predict_patient(
         converted = convert_patient(row)
     except PatientError as error:
         raise InputError(str(error)) from error
-    with tempfile.TemporaryDirectory(prefix="lungsurv-serve-") as tmp:
-        # Through the same NIfTI files as the pipeline's convert -> radiomics hand-over.
-        folder = write_patient(converted, Path(tmp), write_qa=False)
-        image = sitk.ReadImage(str(folder / IMAGE_FILE))
-        gtv = sitk.ReadImage(str(folder / GTV_FILE))
+    # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,
+    # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
+    image, gtv = converted.image, converted.gtv
     rois: dict[str, sitk.Image] = {GTV_ROI: gtv}
     if model.ring_distance_mm is not None:
         (ring,) = make_rings(gtv, [model.ring_distance_mm])
