@@ -210,7 +210,7 @@ def _check_roi(image: sitk.Image, name: str, mask: sitk.Image, settings: dict[st
 
     try:
         mask = imageoperations.getMask(mask, **settings)
-        bbox, corrected = imageoperations.checkMask(image, mask, **settings)
+        bbox, corrected = _check_mask(image, mask, settings)
     except ValueError as error:
         raise InputError(f"ROI {name}: {error}") from error
     if corrected is not None:
@@ -219,6 +219,42 @@ def _check_roi(image: sitk.Image, name: str, mask: sitk.Image, settings: dict[st
         raise InputError(f"ROI {name}: PyRadiomics' mask check failed")
     values = sitk.GetArrayViewFromImage(mask) == settings.get("label", 1)
     return _Roi(name=name, mask=mask, bbox=np.asarray(bbox), n_voxels=int(values.sum()))
+
+
+def _same_grid(image: sitk.Image, mask: sitk.Image) -> bool:
+    return (
+        image.GetSize() == mask.GetSize()
+        and np.allclose(image.GetSpacing(), mask.GetSpacing(), rtol=0, atol=1e-9)
+        and np.allclose(image.GetOrigin(), mask.GetOrigin(), rtol=0, atol=1e-9)
+        and np.allclose(image.GetDirection(), mask.GetDirection(), rtol=0, atol=1e-9)
+    )
+
+
+def _check_mask(
+    image: sitk.Image, mask: sitk.Image, settings: dict[str, Any]
+) -> tuple[Any, sitk.Image | None]:
+    """PyRadiomics' ``checkMask`` on the ROI's bounding box (plus a voxel) instead of the whole
+    volume: its label statistics are the same there, and a large volume costs ~0.17 s per ROI
+    otherwise. A mask on another grid goes to ``checkMask`` whole (it checks or corrects the
+    geometry, which a crop by index would hide)."""
+    from radiomics import imageoperations
+
+    label = settings.get("label", 1)
+    where = np.argwhere(sitk.GetArrayViewFromImage(mask) == label)
+    if not where.size or not _same_grid(image, mask):
+        return imageoperations.checkMask(image, mask, **settings)
+    size = np.asarray(image.GetSize())
+    lower = np.maximum(where.min(axis=0)[::-1] - 1, 0)  # x, y, z
+    upper = np.minimum(where.max(axis=0)[::-1] + 1, size - 1)
+    bbox, corrected = imageoperations.checkMask(
+        _crop(image, lower, upper), _crop(mask, lower, upper), **settings
+    )
+    if bbox is None or corrected is not None:
+        return imageoperations.checkMask(image, mask, **settings)
+    bbox = np.asarray(bbox)
+    bbox[0::2] += lower
+    bbox[1::2] += lower
+    return bbox, None
 
 
 def _crop(image: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
