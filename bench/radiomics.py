@@ -123,6 +123,8 @@ def prepare_cases(root: Path, names: list[str]) -> dict[str, Path]:
 
 
 def scaling(root: Path) -> tuple[float, float]:
+    import SimpleITK as sitk
+
     from lungsurv.convert import convert_cohort
     from lungsurv.radiomics import extract_cohort, load_params
     from lungsurv.rings import segment_cohort
@@ -140,6 +142,8 @@ def scaling(root: Path) -> tuple[float, float]:
     params = load_params()
     timings = []
     for workers in (1, 2):
+        # One ITK thread per process for both runs, so the ratio is the processes' scaling.
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         started = time.perf_counter()
         extract_cohort(root / "s-volumes", root / "s-rings", params, workers=workers)
         timings.append(time.perf_counter() - started)
@@ -158,7 +162,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = prepare_cases(root, args.cases.split(","))
+        cases = prepare_cases(root, [c for c in args.cases.split(",") if c])
         for name, folder in cases.items():
             results = {v: _child(v, folder, root / "rings" / folder.name) for v in VARIANTS}
             print(f"\n{name} (GTV + 3 rings, 1316 features each, one core):")

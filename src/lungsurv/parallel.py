@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -26,5 +27,17 @@ def map_patients(
     if workers == 1 or len(batch) < 2:
         return [func(item) for item in batch]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(batch)), mp_context=context) as pool:
+    processes = min(workers, len(batch))
+    # Each process gets its share of the cores for ITK's own threads, not all of them: N
+    # processes x all-core thread pools oversubscribe the machine.
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
         return list(pool.map(func, batch))
+
+
+def _limit_threads(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
