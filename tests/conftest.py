@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -66,3 +67,22 @@ def manifest_of(cohort_copy: Path):
         return pd.read_csv(cohort_copy / "manifest.csv", dtype=str, keep_default_na=False)
 
     return read
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 for a test module, and the environment that points at it."""
+    from tests.s3 import moto_server
+
+    with moto_server() as env:
+        yield env
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, s3_env: dict[str, str]) -> dict[str, str]:
+    """That environment set for one test (the storage layer reads it at call time)."""
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("S3_USE_HTTPS", "0")
+    return s3_env

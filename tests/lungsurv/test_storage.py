@@ -14,22 +14,6 @@ from lungsurv.cohort import load_manifest
 from lungsurv.convert import convert_cohort
 from lungsurv.errors import InputError
 from lungsurv.tables import write_parquet
-from tests.s3 import moto_server
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    with moto_server() as env:
-        yield env
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, s3_env: dict[str, str]) -> dict[str, str]:
-    for key, value in s3_env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("S3_USE_HTTPS", "0")
-    return s3_env
 
 
 @pytest.mark.parametrize(

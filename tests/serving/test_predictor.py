@@ -343,46 +343,37 @@ def test_bad_dicom_zips_get_a_400(
 
 
 def test_s3_uris_are_read_through_the_storage_layer(
-    patients: pd.DataFrame,
-    bundle_and_reference: tuple[Path, pd.Series],
-    monkeypatch: pytest.MonkeyPatch,
+    patients: pd.DataFrame, bundle_and_reference: tuple[Path, pd.Series], s3: dict[str, str]
 ) -> None:
     from lungsurv import storage
     from serving.predictor import LungSurvModel
-    from tests.s3 import moto_server
 
     bundle, reference = bundle_and_reference
     row = patients.iloc[0]
-    with moto_server() as environment:
-        for key, value in environment.items():
-            monkeypatch.setenv(key, value)
-        storage.upload(Path(row["image"]), "s3://requests/p1/ct.nii.gz")
-        storage.upload(Path(row["mask"]), "s3://requests/p1/gtv.nii.gz")
-        model = LungSurvModel(MODEL, str(bundle))
-        model.load()
-        instance = {"ct": "s3://requests/p1/ct.nii.gz", "gtv": "s3://requests/p1/gtv.nii.gz"}
-        (prediction,) = model.predict({"instances": [instance]})["predictions"]
+    storage.upload(Path(row["image"]), "s3://requests/p1/ct.nii.gz")
+    storage.upload(Path(row["mask"]), "s3://requests/p1/gtv.nii.gz")
+    model = LungSurvModel(MODEL, str(bundle))
+    model.load()
+    instance = {"ct": "s3://requests/p1/ct.nii.gz", "gtv": "s3://requests/p1/gtv.nii.gz"}
+    (prediction,) = model.predict({"instances": [instance]})["predictions"]
     assert abs(prediction["risk"] - reference[row["patient_id"]]) <= 1e-9
 
 
 def test_the_bundle_loads_from_s3_and_oversized_images_are_refused(
     patients: pd.DataFrame,
     bundle_and_reference: tuple[Path, pd.Series],
+    s3: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from kserve.errors import InvalidInput
 
     from lungsurv import storage
     from serving import predictor
-    from tests.s3 import moto_server
 
     bundle, _ = bundle_and_reference
-    with moto_server() as environment:
-        for key, value in environment.items():
-            monkeypatch.setenv(key, value)
-        storage.upload(bundle, "s3://models/lungsurv/run-1")
-        model = predictor.LungSurvModel(MODEL, "s3://models/lungsurv/run-1")
-        assert model.load() and model.model is not None
+    storage.upload(bundle, "s3://models/lungsurv/run-1")
+    model = predictor.LungSurvModel(MODEL, "s3://models/lungsurv/run-1")
+    assert model.load() and model.model is not None
     assert [b.name for b in model.model.params.blocks] == ["gtv", "ring_6mm"]
     monkeypatch.setattr(predictor, "MAX_IMAGE_BYTES", 1000)
     with pytest.raises(InvalidInput, match="larger than the 0 MiB limit"):
