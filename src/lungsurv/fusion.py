@@ -29,6 +29,7 @@ from lungsurv.selection import CoxSignature, survival_arrays
 
 BUNDLE_FILE = "model.json"
 NETWORK_DIR = "network"
+RADIOMICS_PARAMS_FILE = "radiomics_params.yaml"
 BUNDLE_FORMAT = 1
 
 
@@ -332,7 +333,7 @@ def save_bundle(
     }
     (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=1))
     if radiomics_params is not None:
-        (folder / "radiomics_params.yaml").write_text(yaml.safe_dump(dict(radiomics_params)))
+        (folder / RADIOMICS_PARAMS_FILE).write_text(yaml.safe_dump(dict(radiomics_params)))
     if network_dir is not None:
         import shutil
 

@@ -33,14 +33,14 @@ from lungsurv.errors import InputError
 from lungsurv.fusion import (
     BUNDLE_FILE,
     NETWORK_DIR,
+    RADIOMICS_PARAMS_FILE,
     ModelParameters,
     load_bundle,
     score,
     survival_at,
 )
+from lungsurv.reporting import HORIZONS_DAYS
 
-RADIOMICS_PARAMS_FILE = "radiomics_params.yaml"
-HORIZONS_DAYS: tuple[int, ...] = (365, 730, 1095)
 _LOG_TYPE = re.compile(r"log-sigma-(\d+)-(\d+)-mm-3D")
 
 
