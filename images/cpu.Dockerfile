@@ -15,6 +15,8 @@ RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
 COPY pyproject.toml README.md ./
 COPY src src
 RUN pip install -c requirements/constraints.txt ".[pipeline]"
+# Compile the numba texture kernels into the package's cache now, not in every pipeline step.
+RUN python -c "from lungsurv.texture import warm_up; warm_up()"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv

@@ -18,6 +18,8 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY src src
 RUN pip install -c requirements/constraints.txt ".[serving,dl]"
+# Compile the numba texture kernels into the package's cache now, not in every pipeline step.
+RUN python -c "from lungsurv.texture import warm_up; warm_up()"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +35,7 @@ import pandas as pd
 import SimpleITK as sitk
 import yaml
 
+from lungsurv.acceleration import accelerated_pyradiomics
 from lungsurv.errors import Failure, InputError
 from lungsurv.tables import failures_frame
 
@@ -56,44 +56,6 @@ def _quiet_radiomics() -> None:
 
 
 _quiet_radiomics()
-
-
-@contextmanager
-def shared_binning() -> Iterator[None]:
-    """Discretise an (image, ROI) pair once for all feature classes instead of once per class.
-
-    PyRadiomics' feature classes each bin the same cropped image with the same settings (six
-    times per image and ROI, a quarter of the run time). Inside this context the first class's
-    result is reused by the next ones when their input array is equal; values are unchanged.
-    """
-    from radiomics import base
-
-    original = base.RadiomicsFeaturesBase._applyBinning
-    memo: dict[str, Any] = {}
-
-    def apply_binning(self: Any, matrix: np.ndarray) -> np.ndarray:
-        key = (self.settings.get("binWidth"), self.settings.get("binCount"))
-        hit = memo.get("key") == key and np.array_equal(memo["input"], matrix)
-        if hit and np.array_equal(memo["mask"], self.maskArray):
-            self.coefficients["grayLevels"] = memo["grayLevels"].copy()
-            self.coefficients["Ng"] = memo["Ng"]
-            return memo["output"].copy()
-        output = original(self, matrix)
-        memo.update(
-            key=key,
-            input=matrix.copy(),
-            mask=self.maskArray.copy(),
-            output=output.copy(),
-            grayLevels=self.coefficients["grayLevels"].copy(),
-            Ng=self.coefficients["Ng"],
-        )
-        return output
-
-    base.RadiomicsFeaturesBase._applyBinning = apply_binning
-    try:
-        yield
-    finally:
-        base.RadiomicsFeaturesBase._applyBinning = original
 
 
 def paper_params_path() -> Path:
@@ -314,7 +276,7 @@ def _features_on(
         image, cropped = imageoperations.cropToTumorMask(filtered, mask, bbox)
         extractor.enabledFeatures = enabled if classes is None else classes
         try:
-            with shared_binning():
+            with accelerated_pyradiomics():
                 values = extractor.computeFeatures(image, cropped, image_type, **kwargs)
         finally:
             extractor.enabledFeatures = enabled
@@ -495,6 +457,18 @@ def _extract_one(
     return features_frame(pid, results, n_voxels, columns), failures
 
 
+def _voxel_count(path: Path) -> float:
+    """Voxels of a converted volume, read from its header: the patient's cost estimate (0 for an
+    unreadable file, whose patient then fails with the reason in its own job)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return 0.0
+    return float(np.prod(reader.GetSize()))
+
+
 def extract_cohort(
     volumes_dir: Path,
     rings_dir: Path | None,
@@ -508,7 +482,7 @@ def extract_cohort(
     that fails (for example one emptied by clipping to the lungs) has no row and a failure, and
     the patient's other ROIs are kept. No feature is ever NaN-filled.
     """
-    from lungsurv.convert import GTV_FILE
+    from lungsurv.convert import GTV_FILE, IMAGE_FILE
     from lungsurv.parallel import map_patients
 
     columns = feature_names(params)
@@ -522,7 +496,9 @@ def extract_cohort(
         )
         for folder in folders
     ]
-    results = map_patients(_extract_one, jobs, workers=workers)
+    results = map_patients(
+        _extract_one, jobs, workers=workers, costs=[_voxel_count(f / IMAGE_FILE) for f in folders]
+    )
     frames = [frame for frame, _ in results if len(frame)]
     table = (
         pd.concat(frames, ignore_index=True)

@@ -1,0 +1,452 @@
+"""PyRadiomics' texture matrices (GLCM, GLRLM, GLSZM, NGTDM, GLDM), computed faster, same values.
+
+PyRadiomics builds its texture matrices in C (``radiomics._cmatrices``), walking the image with
+a flat index and recovering each voxel's position with integer divisions and remainders at every
+step; those divisions are most of the radiomics stage's run time. The kernels here (numba) walk
+the same voxels in the same order with explicit (z, y, x) indices and produce the same matrices:
+counts are integers either way, and the one floating-point sum (NGTDM's neighbourhood
+differences) is accumulated voxel by voxel in the C code's raster order, so the matrices are
+equal bit for bit (the tests compare them with ``np.array_equal`` on random and real images).
+
+:func:`fast_texture_matrices` swaps the kernels into PyRadiomics for the duration of a ``with``
+block; the feature classes then run unchanged. The angle sets come from PyRadiomics' own
+``generate_angles``. Voxel-based extraction (kernelRadius / voxel coordinates) is handed to the C
+functions as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+#: Names of the ``radiomics._cmatrices`` functions this module replaces.
+KERNELS: tuple[str, ...] = (
+    "calculate_glcm",
+    "calculate_glrlm",
+    "calculate_glszm",
+    "calculate_ngtdm",
+    "calculate_gldm",
+)
+
+
+def _c_matrices() -> Any:
+    from radiomics import cMatrices
+
+    return cMatrices
+
+
+def _angles(
+    shape: tuple[int, ...],
+    distances: Any,
+    *,
+    bidirectional: bool,
+    force2d: bool,
+    force2d_dimension: int,
+) -> np.ndarray:
+    """PyRadiomics' own angle set for an image of ``shape`` (the order fixes the matrices' last
+    axis)."""
+    return _c_matrices().generate_angles(
+        np.asarray(shape, dtype=np.int32),
+        np.asarray(distances, dtype=np.int32),
+        bidirectional,
+        force2d,
+        force2d_dimension,
+    )
+
+
+#: Voxel codes of the padded grid the kernels walk on.
+_OUTSIDE, _BOX, _ROI = 0, 1, 2
+
+
+def _padded(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat image and voxel codes with a one-voxel border of ``_OUTSIDE`` around the box, so the
+    kernels step with flat offsets and need no bounds checks."""
+    codes = np.zeros(tuple(s + 2 for s in image.shape), dtype=np.uint8)
+    codes[1:-1, 1:-1, 1:-1] = np.where(mask, _ROI, _BOX)
+    padded = np.zeros(codes.shape, dtype=np.int32)
+    padded[1:-1, 1:-1, 1:-1] = image
+    return padded.ravel(), codes.ravel()
+
+
+def _offsets(shape: tuple[int, ...], angles: np.ndarray) -> np.ndarray:
+    """Flat offsets of ``angles`` on the padded grid of an image of ``shape``."""
+    strides = np.array([(shape[1] + 2) * (shape[2] + 2), shape[2] + 2, 1], dtype=np.int64)
+    return angles.astype(np.int64) @ strides
+
+
+@numba.njit(cache=True, nogil=True)
+def _roi_voxels(codes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Flat padded indices of the ROI's voxels in raster (C) order."""
+    plane, row = (shape[1] + 2) * (shape[2] + 2), shape[2] + 2
+    count = 0
+    for index in range(codes.size):
+        if codes[index] == _ROI:
+            count += 1
+    voxels = np.empty(count, dtype=np.int64)
+    count = 0
+    for z in range(1, shape[0] + 1):
+        for y in range(1, shape[1] + 1):
+            base = z * plane + y * row
+            for x in range(1, shape[2] + 1):
+                if codes[base + x] == _ROI:
+                    voxels[count] = base + x
+                    count += 1
+    return voxels
+
+
+@numba.njit(cache=True, nogil=True)
+def _glcm_kernel(
+    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
+) -> np.ndarray:
+    glcm = np.zeros((ng, ng, offsets.size))
+    for index in voxels:
+        level = image[index]
+        for a in range(offsets.size):
+            neighbour = index + offsets[a]
+            if codes[neighbour] == _ROI:
+                other = image[neighbour]
+                if level <= 0 or other <= 0 or level > ng or other > ng:
+                    raise IndexError("Calculation of GLCM Failed.")
+                glcm[level - 1, other - 1, a] += 1
+    return glcm
+
+
+@numba.njit(cache=True, nogil=True)
+def _glrlm_kernel(
+    image: np.ndarray,
+    codes: np.ndarray,
+    voxels: np.ndarray,
+    offsets: np.ndarray,
+    ng: int,
+    nr: int,
+) -> np.ndarray:
+    """Runs are maximal segments of ROI voxels of one grey level along an angle, as in C; they
+    are found from the ROI's voxels (a run starts where the previous voxel is outside the ROI or
+    of another level) instead of walking every line of the box."""
+    glrlm = np.zeros((ng, nr, offsets.size))
+    for a in range(offsets.size):
+        step = offsets[a]
+        multi_element = False
+        for index in voxels:
+            level = image[index]
+            previous = index - step
+            if codes[previous] == _ROI:
+                multi_element = True
+                if image[previous] == level:
+                    continue  # inside a run counted from its start
+            length = 0
+            following = index + step
+            while codes[following] == _ROI and image[following] == level:
+                length += 1
+                following += step
+            if level <= 0 or level > ng or length >= nr:
+                raise IndexError("Calculation of GLRLM Failed.")
+            glrlm[level - 1, length, a] += 1
+        if not multi_element and _line_has_two_roi_voxels(codes, voxels, step):
+            multi_element = True
+        if not multi_element:  # every line holds at most one ROI voxel: a 2D ROI, as in C
+            glrlm[:, 0, a] = 0
+    return glrlm
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -> bool:
+    """Whether a line along ``step`` holds two ROI voxels that are not neighbours (C keeps the
+    single-voxel runs of an angle as soon as one of its lines holds two ROI voxels)."""
+    for index in voxels:
+        following = index + step
+        while codes[following] != _OUTSIDE:
+            if codes[following] == _ROI:
+                return True
+            following += step
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _glszm_kernel(
+    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
+) -> np.ndarray:
+    todo = codes == _ROI
+    stack = np.empty(max(voxels.size, 1), dtype=np.int64)
+    levels = np.empty(voxels.size, dtype=np.int64)
+    sizes = np.empty(voxels.size, dtype=np.int64)
+    n_zones, largest = 0, 0
+    for start in voxels:
+        if not todo[start]:
+            continue
+        level = image[start]
+        todo[start] = False
+        stack[0] = start
+        top, size = 1, 0
+        while top > 0:
+            top -= 1
+            index = stack[top]
+            size += 1
+            for a in range(offsets.size):
+                neighbour = index + offsets[a]
+                if todo[neighbour] and image[neighbour] == level:
+                    todo[neighbour] = False
+                    stack[top] = neighbour
+                    top += 1
+        levels[n_zones] = level
+        sizes[n_zones] = size
+        n_zones += 1
+        largest = max(largest, size)
+    glszm = np.zeros((ng, max(largest, 1)))
+    for zone in range(n_zones):
+        if levels[zone] <= 0 or levels[zone] > ng:
+            raise IndexError("Error filling GLSZM.")
+        glszm[levels[zone] - 1, sizes[zone] - 1] += 1
+    return glszm
+
+
+@numba.njit(cache=True, nogil=True)
+def _ngtdm_kernel(
+    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
+) -> np.ndarray:
+    ngtdm = np.zeros((ng, 3))
+    for level in range(ng):
+        ngtdm[level, 2] = level + 1
+    # Raster order and per-voxel accumulation as in C: the sums are equal bit for bit.
+    for index in voxels:
+        count = 0.0
+        total = 0.0
+        for a in range(offsets.size):
+            neighbour = index + offsets[a]
+            if codes[neighbour] == _ROI:
+                count += 1.0
+                total += image[neighbour]
+        level = image[index]
+        difference = 0.0 if count == 0 else abs(float(level) - total / count)
+        if level <= 0 or level > ng:
+            raise IndexError("Calculation of NGTDM Failed.")
+        ngtdm[level - 1, 0] += 1
+        ngtdm[level - 1, 1] += difference
+    return ngtdm
+
+
+@numba.njit(cache=True, nogil=True)
+def _gldm_kernel(
+    image: np.ndarray,
+    codes: np.ndarray,
+    voxels: np.ndarray,
+    offsets: np.ndarray,
+    ng: int,
+    alpha: int,
+) -> np.ndarray:
+    gldm = np.zeros((ng, offsets.size * 2 + 1))
+    for index in voxels:
+        level = image[index]
+        dependent = 0
+        for a in range(offsets.size):
+            neighbour = index + offsets[a]
+            if codes[neighbour] == _ROI and abs(level - image[neighbour]) <= alpha:
+                dependent += 1
+        if level <= 0 or level > ng:
+            raise IndexError("Calculation of GLDM Failed.")
+        gldm[level - 1, dependent] += 1
+    return gldm
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """An (image, mask) pair laid out for the kernels."""
+
+    shape: tuple[int, int, int]
+    image: np.ndarray
+    codes: np.ndarray
+    voxels: np.ndarray
+
+
+#: The last (image, mask, grid): PyRadiomics' five texture classes ask for the same pair in turn.
+_last_grid: list[tuple[np.ndarray, np.ndarray, _Grid]] = []
+
+
+def _grid(image: Any, mask: Any) -> _Grid:
+    image = np.asarray(image)
+    mask = np.asarray(mask)
+    if image.ndim != 3 or mask.shape != image.shape:
+        raise ValueError(
+            f"expected a 3D image and a mask of the same shape, got {image.shape} and {mask.shape}"
+        )
+    if _last_grid:
+        last_image, last_mask, grid = _last_grid[0]
+        if np.array_equal(last_mask, mask) and np.array_equal(last_image, image):
+            return grid
+    flat_image, codes = _padded(image.astype(np.int32, copy=False), mask.astype(bool, copy=False))
+    shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
+    grid = _Grid(shape, flat_image, codes, _roi_voxels(codes, shape))
+    _last_grid[:] = [(image.copy(), mask.copy(), grid)]
+    return grid
+
+
+def _prepared(
+    image: Any,
+    mask: Any,
+    distances: Any,
+    *,
+    bidirectional: bool,
+    force2d: bool,
+    force2d_dimension: int,
+) -> tuple[_Grid, np.ndarray, np.ndarray]:
+    grid = _grid(image, mask)
+    angles = _angles(
+        grid.shape,
+        distances,
+        bidirectional=bidirectional,
+        force2d=force2d,
+        force2d_dimension=force2d_dimension,
+    )
+    return grid, angles, _offsets(grid.shape, angles)
+
+
+def calculate_glcm(
+    image: Any,
+    mask: Any,
+    distances: Any,
+    ng: int,
+    force2d: bool,
+    force2d_dimension: int,
+    *extra: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``radiomics.cMatrices.calculate_glcm``: (matrix of shape (1, Ng, Ng, Na), angles)."""
+    if extra:
+        return _c_matrices().calculate_glcm(
+            image, mask, distances, ng, force2d, force2d_dimension, *extra
+        )
+    grid, angles, offsets = _prepared(
+        image,
+        mask,
+        distances,
+        bidirectional=False,
+        force2d=force2d,
+        force2d_dimension=force2d_dimension,
+    )
+    return _glcm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None], angles
+
+
+def calculate_glrlm(
+    image: Any, mask: Any, ng: int, nr: int, force2d: bool, force2d_dimension: int, *extra: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """``radiomics.cMatrices.calculate_glrlm``: (matrix of shape (1, Ng, Nr, Na), angles)."""
+    if extra:
+        return _c_matrices().calculate_glrlm(
+            image, mask, ng, nr, force2d, force2d_dimension, *extra
+        )
+    grid, angles, offsets = _prepared(
+        image, mask, [1], bidirectional=False, force2d=force2d, force2d_dimension=force2d_dimension
+    )
+    matrix = _glrlm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, nr)
+    return matrix[None], angles
+
+
+def calculate_glszm(
+    image: Any, mask: Any, ng: int, ns: int, force2d: bool, force2d_dimension: int, *extra: Any
+) -> np.ndarray:
+    """``radiomics.cMatrices.calculate_glszm``: matrix of shape (1, Ng, largest zone)."""
+    if extra:
+        return _c_matrices().calculate_glszm(
+            image, mask, ng, ns, force2d, force2d_dimension, *extra
+        )
+    grid, _, offsets = _prepared(
+        image, mask, [1], bidirectional=True, force2d=force2d, force2d_dimension=force2d_dimension
+    )
+    return _glszm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
+
+
+def calculate_ngtdm(
+    image: Any,
+    mask: Any,
+    distances: Any,
+    ng: int,
+    force2d: bool,
+    force2d_dimension: int,
+    *extra: Any,
+) -> np.ndarray:
+    """``radiomics.cMatrices.calculate_ngtdm``: matrix of shape (1, Ng, 3)."""
+    if extra:
+        return _c_matrices().calculate_ngtdm(
+            image, mask, distances, ng, force2d, force2d_dimension, *extra
+        )
+    grid, _, offsets = _prepared(
+        image,
+        mask,
+        distances,
+        bidirectional=True,
+        force2d=force2d,
+        force2d_dimension=force2d_dimension,
+    )
+    return _ngtdm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
+
+
+def calculate_gldm(
+    image: Any,
+    mask: Any,
+    distances: Any,
+    ng: int,
+    alpha: int,
+    force2d: bool,
+    force2d_dimension: int,
+    *extra: Any,
+) -> np.ndarray:
+    """``radiomics.cMatrices.calculate_gldm``: matrix of shape (1, Ng, 2 Na + 1)."""
+    if extra:
+        return _c_matrices().calculate_gldm(
+            image, mask, distances, ng, alpha, force2d, force2d_dimension, *extra
+        )
+    grid, _, offsets = _prepared(
+        image,
+        mask,
+        distances,
+        bidirectional=True,
+        force2d=force2d,
+        force2d_dimension=force2d_dimension,
+    )
+    return _gldm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, alpha)[None]
+
+
+_FAST = {
+    "calculate_glcm": calculate_glcm,
+    "calculate_glrlm": calculate_glrlm,
+    "calculate_glszm": calculate_glszm,
+    "calculate_ngtdm": calculate_ngtdm,
+    "calculate_gldm": calculate_gldm,
+}
+
+
+@contextmanager
+def fast_texture_matrices() -> Iterator[None]:
+    """Inside this block PyRadiomics' feature classes build their matrices with these kernels.
+
+    The C functions are put back on exit, so code outside the block (the naive reference path,
+    for instance) runs PyRadiomics unchanged.
+    """
+    module = _c_matrices()
+    originals = {name: getattr(module, name) for name in KERNELS}
+    if any(original in _FAST.values() for original in originals.values()):
+        yield  # already inside a block
+        return
+    for name in KERNELS:
+        setattr(module, name, _FAST[name])
+    try:
+        yield
+    finally:
+        _last_grid.clear()
+        for name, original in originals.items():
+            setattr(module, name, original)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel, so the first patient does not pay."""
+    image = np.ones((3, 3, 3), dtype=np.int32)
+    mask = np.ones((3, 3, 3), dtype=np.bool_)
+    calculate_glcm(image, mask, [1], 1, False, 0)
+    calculate_glrlm(image, mask, 1, 3, False, 0)
+    calculate_glszm(image, mask, 1, 27, False, 0)
+    calculate_ngtdm(image, mask, [1], 1, False, 0)
+    calculate_gldm(image, mask, [1], 1, 0, False, 0)
