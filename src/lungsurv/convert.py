@@ -74,6 +74,7 @@ class ConvertSettings:
 class LoadedPatient:
     """A patient's CT and masks on the CT's own grid."""
 
+    #: The CT in its stored pixel type; resampling casts the region it reads to float32.
     image: sitk.Image
     gtv: sitk.Image
     lungs: sitk.Image | None
@@ -167,8 +168,8 @@ def load_label_file(path: Path, reference: sitk.Image, roi: str | None) -> sitk.
     difference = same_geometry(reference, label)
     if difference:
         raise InputError(f"mask geometry differs from the image: {difference}")
-    values = sitk.GetArrayFromImage(label)
-    if not np.all(np.isfinite(values)):
+    values = sitk.GetArrayViewFromImage(label)
+    if not np.issubdtype(values.dtype, np.integer) and not np.all(np.isfinite(values)):
         raise InputError(f"mask {path.name} holds NaN or infinite values")
     selected = values == int(roi) if roi is not None and roi.strip().isdigit() else values != 0
     mask = sitk.GetImageFromArray(selected.astype(np.uint8))
@@ -191,7 +192,6 @@ def load_patient(
     image = _read_image_file(image_path, "image")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"image {image_path.name} is not a 3D scalar volume")
-    image = sitk.Cast(image, sitk.sitkFloat32)
     count = count_non_finite(image_path, image)
     if count:
         raise InputError(f"image {image_path.name} holds {count} NaN or infinite voxel(s)")
@@ -253,6 +253,23 @@ def _load_dicom(
     )
 
 
+def mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y, z) indices of the first and last non-zero voxel along each axis (as floats).
+
+    From per-axis projections, which on a 512 x 512 CT grid cost a fraction of listing every
+    voxel's index."""
+    array = sitk.GetArrayViewFromImage(mask)
+    slices = np.flatnonzero(array.any(axis=(1, 2)))
+    if not slices.size:
+        raise InputError("the mask has no voxels")
+    slab = array[slices[0] : slices[-1] + 1]
+    rows = np.flatnonzero(slab.any(axis=(0, 2)))
+    columns = np.flatnonzero(slab.any(axis=(0, 1)))
+    lo = np.array([columns[0], rows[0], slices[0]], dtype=float)
+    hi = np.array([columns[-1], rows[-1], slices[-1]], dtype=float)
+    return lo, hi
+
+
 def crop_grid(
     mask: sitk.Image, margin_mm: float, spacing_mm: float
 ) -> tuple[sitk.Image, bool, tuple[int, ...]]:
@@ -261,10 +278,7 @@ def crop_grid(
     The grid keeps the input's direction and is clipped to the input's extent; returns the grid,
     whether clipping happened, and the bounding box (x0, y0, z0, x1, y1, z1) in input indices.
     """
-    array = sitk.GetArrayViewFromImage(mask)
-    nonzero = np.nonzero(array)
-    lo_idx = np.array([nonzero[2].min(), nonzero[1].min(), nonzero[0].min()], dtype=float)
-    hi_idx = np.array([nonzero[2].max(), nonzero[1].max(), nonzero[0].max()], dtype=float)
+    lo_idx, hi_idx = mask_bounds(mask)
     spacing = np.asarray(mask.GetSpacing(), dtype=float)
     size = np.asarray(mask.GetSize(), dtype=float)
     # Positions along the image axes (mm from the first voxel centre), voxel faces included.
@@ -312,6 +326,9 @@ def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Im
 def resample_image(image: sitk.Image, grid: sitk.Image, *, crop_source: bool = True) -> sitk.Image:
     """Cubic B-spline resampling of a CT onto ``grid`` (outside the data: air)."""
     source = source_region(image, grid) if crop_source else image
+    # Float32 first, as the whole CT was before: casting only the region read is cheaper and
+    # gives the same values (the cast is voxel-wise).
+    source = sitk.Cast(source, sitk.sitkFloat32)
     return sitk.Resample(source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
 
 
@@ -321,8 +338,11 @@ def resample_mask(mask: sitk.Image, grid: sitk.Image, method: MaskInterpolation)
         return sitk.Resample(
             mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
         )
+    # Linear interpolation reads the 8 voxels around each point: the region the grid covers
+    # (plus a pad) gives the same fractions as the whole CT-sized mask, at a fraction of the cost.
+    region = source_region(mask, grid, pad=2)
     fraction = sitk.Resample(
-        sitk.Cast(mask > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
+        sitk.Cast(region > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
     )
     threshold = 0.5
     if method == "volume":

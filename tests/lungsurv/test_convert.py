@@ -20,8 +20,11 @@ from lungsurv.convert import (
     convert_patient,
     crop_grid,
     load_patient,
+    mask_bounds,
     resample_image,
+    resample_mask,
 )
+from lungsurv.errors import InputError
 from lungsurv.synthetic import read_dicom_identity
 
 
@@ -169,3 +172,58 @@ def test_parallel_workers_give_the_same_tables(
 def test_invalid_settings_name_the_value(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=str(value)):
         ConvertSettings(**{field: value})
+
+
+def _blob_mask(seed: int) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    values = np.zeros((30, 40, 50), dtype=np.uint8)
+    low = rng.integers(0, 15, 3)
+    high = low + rng.integers(1, 15, 3)
+    values[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = (
+        rng.random(tuple(high - low)) < 0.7
+    )
+    values[tuple(low)] = 1  # the box's corners hold a voxel each way
+    values[tuple(high - 1)] = 1
+    mask = sitk.GetImageFromArray(values)
+    mask.SetSpacing((0.8, 0.9, 2.5))
+    mask.SetOrigin((-12.0, 30.0, 4.0))
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mask_bounds_are_the_extreme_voxel_indices(seed: int) -> None:
+    mask = _blob_mask(seed)
+    where = np.argwhere(sitk.GetArrayViewFromImage(mask))[:, ::-1]  # x, y, z
+    low, high = mask_bounds(mask)
+    assert low.tolist() == where.min(axis=0).tolist()
+    assert high.tolist() == where.max(axis=0).tolist()
+
+
+def test_mask_bounds_of_an_empty_mask_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="no voxels"):
+        mask_bounds(sitk.Image(4, 4, 4, sitk.sitkUInt8))
+
+
+@pytest.mark.parametrize("method", ["volume", "linear", "nearest"])
+@pytest.mark.parametrize("seed", range(3))
+def test_mask_resampling_from_the_grid_region_equals_the_whole_mask(seed: int, method: str) -> None:
+    mask = _blob_mask(seed)
+    grid, _, _ = crop_grid(mask, margin_mm=5.0, spacing_mm=1.0)
+    ours = sitk.GetArrayFromImage(resample_mask(mask, grid, method)).astype(bool)
+    # The reference reads the whole mask, as resampling did before it read the grid's region.
+    if method == "nearest":
+        whole = sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        assert np.array_equal(ours, sitk.GetArrayViewFromImage(whole).astype(bool))
+        return
+    fraction = sitk.GetArrayFromImage(
+        sitk.Resample(
+            sitk.Cast(mask > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
+        )
+    )
+    threshold = 0.5
+    if method == "volume":
+        target = round(
+            np.count_nonzero(sitk.GetArrayViewFromImage(mask)) * np.prod(mask.GetSpacing())
+        )
+        threshold = np.sort(fraction[fraction > 0])[-target]
+    assert np.array_equal(ours, fraction >= threshold)
