@@ -13,7 +13,10 @@ does, with PyRadiomics' own functions and the same settings:
    effect decays only exponentially, about exp(-1.8 d / sigma): cropping even 8 sigma away
    changed LoG features by up to 5e-5, measured, so LoG is not cropped);
 4. shape features with :class:`lungsurv.shape.FastRadiomicsShape` (same values, no quadratic
-   diameter search).
+   diameter search);
+5. the feature classes run with :func:`lungsurv.acceleration.accelerated_pyradiomics`: texture
+   matrices from :mod:`lungsurv.texture` (equal to PyRadiomics' C matrices bit for bit), each
+   (image, ROI) pair binned once, numpy bin edges and moments.
 
 No diagnostics are computed (no image hashing). The result equals ``execute`` per ROI on the
 whole volume; the tests measure the largest relative difference on LUNG1-001 and synthetic

@@ -286,21 +286,16 @@ def _grid(image: Any, mask: Any) -> _Grid:
 
 
 def _prepared(
-    image: Any,
-    mask: Any,
-    distances: Any,
-    *,
-    bidirectional: bool,
-    force2d: bool,
-    force2d_dimension: int,
+    image: Any, mask: Any, distances: Any, bidirectional: bool, force2d: bool, dimension: int
 ) -> tuple[_Grid, np.ndarray, np.ndarray]:
+    """The kernels' grid, PyRadiomics' angles and their flat offsets for one call."""
     grid = _grid(image, mask)
     angles = _angles(
         grid.shape,
         distances,
         bidirectional=bidirectional,
         force2d=force2d,
-        force2d_dimension=force2d_dimension,
+        force2d_dimension=dimension,
     )
     return grid, angles, _offsets(grid.shape, angles)
 
@@ -319,14 +314,7 @@ def calculate_glcm(
         return _c_matrices().calculate_glcm(
             image, mask, distances, ng, force2d, force2d_dimension, *extra
         )
-    grid, angles, offsets = _prepared(
-        image,
-        mask,
-        distances,
-        bidirectional=False,
-        force2d=force2d,
-        force2d_dimension=force2d_dimension,
-    )
+    grid, angles, offsets = _prepared(image, mask, distances, False, force2d, force2d_dimension)
     return _glcm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None], angles
 
 
@@ -338,9 +326,7 @@ def calculate_glrlm(
         return _c_matrices().calculate_glrlm(
             image, mask, ng, nr, force2d, force2d_dimension, *extra
         )
-    grid, angles, offsets = _prepared(
-        image, mask, [1], bidirectional=False, force2d=force2d, force2d_dimension=force2d_dimension
-    )
+    grid, angles, offsets = _prepared(image, mask, [1], False, force2d, force2d_dimension)
     matrix = _glrlm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, nr)
     return matrix[None], angles
 
@@ -353,9 +339,7 @@ def calculate_glszm(
         return _c_matrices().calculate_glszm(
             image, mask, ng, ns, force2d, force2d_dimension, *extra
         )
-    grid, _, offsets = _prepared(
-        image, mask, [1], bidirectional=True, force2d=force2d, force2d_dimension=force2d_dimension
-    )
+    grid, _, offsets = _prepared(image, mask, [1], True, force2d, force2d_dimension)
     return _glszm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
 
 
@@ -373,14 +357,7 @@ def calculate_ngtdm(
         return _c_matrices().calculate_ngtdm(
             image, mask, distances, ng, force2d, force2d_dimension, *extra
         )
-    grid, _, offsets = _prepared(
-        image,
-        mask,
-        distances,
-        bidirectional=True,
-        force2d=force2d,
-        force2d_dimension=force2d_dimension,
-    )
+    grid, _, offsets = _prepared(image, mask, distances, True, force2d, force2d_dimension)
     return _ngtdm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
 
 
@@ -399,14 +376,7 @@ def calculate_gldm(
         return _c_matrices().calculate_gldm(
             image, mask, distances, ng, alpha, force2d, force2d_dimension, *extra
         )
-    grid, _, offsets = _prepared(
-        image,
-        mask,
-        distances,
-        bidirectional=True,
-        force2d=force2d,
-        force2d_dimension=force2d_dimension,
-    )
+    grid, _, offsets = _prepared(image, mask, distances, True, force2d, force2d_dimension)
     return _gldm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, alpha)[None]
 
 
