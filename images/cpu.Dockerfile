@@ -15,12 +15,15 @@ RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
 COPY pyproject.toml README.md ./
 COPY src src
 RUN pip install -c requirements/constraints.txt ".[pipeline]"
-# Compile the numba texture kernels into the package's cache now, not in every pipeline step.
+# Compile the numba texture kernels now, not in every pipeline step: into a cache folder the
+# runtime user owns (numba only uses a cache it can write to; without one it compiles per process).
+ENV NUMBA_CACHE_DIR=/opt/numba-cache
 RUN python -c "from lungsurv.texture import warm_up; warm_up()"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+COPY --from=build --chown=1000 /opt/numba-cache /opt/numba-cache
+ENV PATH=/opt/venv/bin:$PATH NUMBA_CACHE_DIR=/opt/numba-cache PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 RUN useradd --create-home --uid 1000 lungsurv
 USER 1000
 WORKDIR /home/lungsurv

@@ -16,7 +16,7 @@ functions as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,16 @@ KERNELS: tuple[str, ...] = (
     "calculate_ngtdm",
     "calculate_gldm",
 )
+
+
+def _jit(function: Callable[..., Any]) -> Any:
+    """``numba.njit`` with numba's on-disk cache where it has somewhere to write one (next to
+    this file, ``NUMBA_CACHE_DIR`` or the user's cache folder); in a read-only container with no
+    writable home, numba refuses ``cache=True`` outright, so each process compiles instead."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:
+        return numba.njit(nogil=True)(function)
 
 
 def _c_matrices() -> Any:
@@ -79,7 +89,7 @@ def _offsets(shape: tuple[int, ...], angles: np.ndarray) -> np.ndarray:
     return angles.astype(np.int64) @ strides
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _roi_voxels(codes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Flat padded indices of the ROI's voxels in raster (C) order."""
     plane, row = (shape[1] + 2) * (shape[2] + 2), shape[2] + 2
@@ -99,7 +109,7 @@ def _roi_voxels(codes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return voxels
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _glcm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -116,7 +126,7 @@ def _glcm_kernel(
     return glcm
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _glrlm_kernel(
     image: np.ndarray,
     codes: np.ndarray,
@@ -154,7 +164,7 @@ def _glrlm_kernel(
     return glrlm
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -> bool:
     """Whether a line along ``step`` holds two ROI voxels that are not neighbours (C keeps the
     single-voxel runs of an angle as soon as one of its lines holds two ROI voxels)."""
@@ -167,7 +177,7 @@ def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -
     return False
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _glszm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -205,7 +215,7 @@ def _glszm_kernel(
     return glszm
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _ngtdm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -230,7 +240,7 @@ def _ngtdm_kernel(
     return ngtdm
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit
 def _gldm_kernel(
     image: np.ndarray,
     codes: np.ndarray,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +127,25 @@ def test_grid_memo_never_serves_a_stale_pair() -> None:
         second = texture.calculate_ngtdm(changed, mask, DISTANCES, ng, False, 0)
     assert np.array_equal(second, cMatrices.calculate_ngtdm(changed, mask, DISTANCES, ng, False, 0))
     assert not np.array_equal(first, second)
+
+
+def test_kernels_work_where_numba_cannot_cache(tmp_path: Path) -> None:
+    """A read-only image with no writable home: numba finds no cache locator and refuses
+    ``cache=True``; the kernels then compile in the process and still equal C."""
+    script = (
+        "from numba.core import caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "import numpy as np\n"
+        "from radiomics import cMatrices\n"
+        "from lungsurv import texture\n"
+        "image = np.arange(60).reshape(3, 4, 5) % 3 + 1\n"
+        "mask = np.ones((3, 4, 5), dtype=bool)\n"
+        "ours = texture.calculate_glszm(image, mask, 3, 60, False, 0)\n"
+        "assert np.array_equal(ours, cMatrices.calculate_glszm(image, mask, 3, 60, False, 0))\n"
+        "print('compiled without a cache')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "compiled without a cache" in done.stdout
