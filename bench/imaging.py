@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lungsurv.convert import ConvertSettings, convert_patient, write_patient
-from lungsurv.rings import segment_patient
+from lungsurv.imaging.convert import ConvertSettings, convert_patient
+from lungsurv.stages.convert import write_patient
+from lungsurv.stages.rings import segment_patient
 
 LUNG1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nsclc-radiomics" / "LUNG1-001"
 

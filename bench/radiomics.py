@@ -7,7 +7,7 @@ its 3/6/9 mm rings are extracted with the paper's 1316-feature settings by
 
   (a) naive:   one RadiomicsFeatureExtractor.execute per ROI on the whole converted 1 mm volume,
   (b) precrop: the same with PyRadiomics' own preCrop setting,
-  (c) lungsurv: lungsurv.radiomics.extract_patient (one pass per patient),
+  (c) lungsurv: lungsurv.radiomics.extract.extract_patient (one pass per patient),
 
 each in a fresh process pinned to one core (SimpleITK limited to one thread), reporting seconds
 per patient and the process's peak memory. Then the cohort path's scaling from 1 to 2 worker
@@ -49,9 +49,11 @@ def run_variant(variant: str, volume_dir: Path, rings_dir: Path) -> dict[str, fl
     _one_core()
     import SimpleITK as sitk
 
-    from lungsurv.radiomics import extract_naive, extract_patient, load_params, patient_rois
-    from lungsurv.shape import mesh_tables
-    from lungsurv.texture import warm_up
+    from lungsurv.radiomics.extract import extract_naive, extract_patient
+    from lungsurv.radiomics.params import load_params
+    from lungsurv.radiomics.shape import mesh_tables
+    from lungsurv.radiomics.texture import warm_up
+    from lungsurv.stages.radiomics import patient_rois
 
     params = load_params()
     image = sitk.ReadImage(str(volume_dir / "image.nii.gz"))
@@ -100,9 +102,11 @@ def prepare_cases(root: Path, names: list[str]) -> dict[str, Path]:
     """Convert and segment each case; return its converted patient folder."""
     import pandas as pd
 
-    from lungsurv.convert import convert_patient, write_patient
-    from lungsurv.rings import segment_patient
-    from lungsurv.synthetic import GeneratorConfig, generate_cohort
+    from lungsurv.imaging.convert import convert_patient
+    from lungsurv.stages.convert import write_patient
+    from lungsurv.stages.rings import segment_patient
+    from lungsurv.synthetic.export import generate_cohort
+    from lungsurv.synthetic.phantom import GeneratorConfig
 
     cases: dict[str, Path] = {}
     for name in names:
@@ -136,10 +140,12 @@ def prepare_cases(root: Path, names: list[str]) -> dict[str, Path]:
 def scaling(root: Path, n_patients: int) -> tuple[float, float]:
     import SimpleITK as sitk
 
-    from lungsurv.convert import convert_cohort
-    from lungsurv.radiomics import extract_cohort, load_params
-    from lungsurv.rings import segment_cohort
-    from lungsurv.synthetic import GeneratorConfig, generate_cohort
+    from lungsurv.radiomics.params import load_params
+    from lungsurv.stages.convert import convert_cohort
+    from lungsurv.stages.radiomics import extract_cohort
+    from lungsurv.stages.rings import segment_cohort
+    from lungsurv.synthetic.export import generate_cohort
+    from lungsurv.synthetic.phantom import GeneratorConfig
 
     cohort = root / "scaling-cohort"
     generate_cohort(

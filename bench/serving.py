@@ -37,9 +37,10 @@ def build_request(root: Path) -> tuple[dict, Path]:
     import numpy as np
     import SimpleITK as sitk
 
-    from lungsurv.convert import ConvertSettings, load_patient
-    from lungsurv.fusion import BlockParameters, ModelParameters, save_bundle
-    from lungsurv.radiomics import load_params
+    from lungsurv.imaging.convert import ConvertSettings, load_patient
+    from lungsurv.radiomics.params import load_params
+    from lungsurv.survival.bundle import save_bundle
+    from lungsurv.survival.fusion import BlockParameters, ModelParameters
 
     row = {
         "patient_id": "LUNG1-001",
@@ -96,7 +97,7 @@ def post(url: str, body: bytes) -> float:
 def full_feature_seconds(root: Path) -> float:
     """The same prediction computing every one of the 1316 features per ROI."""
     from lungsurv.inference import load_serving_model, predict_patient
-    from lungsurv.radiomics import load_params
+    from lungsurv.radiomics.params import load_params
 
     model = load_serving_model(root / "bundle")
     model.radiomics_params = load_params(normalize_scale=100)  # every image type and class

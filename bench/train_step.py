@@ -3,7 +3,7 @@
     .venv/bin/python bench/train_step.py [--steps 3] [--batch 32] [--size 64]
 
 One training step = forward, Cox loss, backward and an Adam step, exactly as
-``lungsurv.training.train`` does it (augmentation excluded: it runs in the loader's workers).
+``lungsurv.deep.train.train`` does it (augmentation excluded: it runs in the loader's workers).
 On CPU: fp32. On CUDA: fp32 and bf16 autocast, channels-last-3d, cuDNN autotuning. One warm-up
 step first; prints samples/s per precision and the peak GPU memory.
 """
@@ -21,8 +21,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 def measure(device: str, bf16: bool, batch: int, size: int, steps: int) -> tuple[float, float]:
     import torch
 
-    from lungsurv.networks import SEResNet3D
-    from lungsurv.training import cox_loss
+    from lungsurv.deep.network import SEResNet3D
+    from lungsurv.deep.train import cox_loss
 
     torch.manual_seed(0)
     cuda = device == "cuda"

@@ -18,8 +18,8 @@ def prepare_cohort(
 
     Returns the shard indices for ``dsl.ParallelFor``.
     """
-    from lungsurv.cohort import load_manifest, shard_count
-    from lungsurv.tables import write_parquet
+    from lungsurv.cohort.manifest import load_manifest, shard_count
+    from lungsurv.core.tables import write_parquet
 
     report = load_manifest(cohort_uri)
     for problem in report.problems:

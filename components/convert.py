@@ -24,9 +24,10 @@ def convert_shard(
 
     import pandas as pd
 
-    from lungsurv.cohort import shard_frame
-    from lungsurv.convert import ConvertSettings, convert_cohort
-    from lungsurv.tables import write_parquet
+    from lungsurv.cohort.manifest import shard_frame
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.imaging.convert import ConvertSettings
+    from lungsurv.stages.convert import convert_cohort
 
     rows = shard_frame(pd.read_parquet(manifest.path), int(shard_index), shard_size)
     settings = ConvertSettings(crop_margin_mm=crop_margin_mm, mask_interpolation=mask_interpolation)

@@ -23,7 +23,8 @@ def deploy_model(
     (idempotent), wait until it is Ready; returns its URL."""
     from pathlib import Path
 
-    from lungsurv import deploy, storage
+    from lungsurv import deploy
+    from lungsurv.core import storage
 
     run = Path(bundle.path).parent.parent.name or "bundle"  # the KFP run's folder
     storage_uri = f"{models_uri.rstrip('/')}/{model_name}/{run}"

@@ -28,12 +28,15 @@ def evaluate(
 
     import pandas as pd
 
-    from lungsurv import reporting
-    from lungsurv.fusion import load_bundle
-    from lungsurv.modeling import SELECTED_FILE
+    from lungsurv.reports.html import evaluation_html
+    from lungsurv.reports.markdown import evaluation_markdown
+    from lungsurv.stages.evaluation import evaluate_models, write_tables
+    from lungsurv.stages.selection import SELECTED_FILE
+    from lungsurv.survival.bundle import load_bundle
+    from lungsurv.synthetic.export import oracle_c_index_for
 
     combined = pd.read_parquet(scores.path)
-    result = reporting.evaluate_models(
+    result = evaluate_models(
         combined,
         pd.read_parquet(signature_scores.path),
         load_bundle(Path(bundle.path)),
@@ -41,11 +44,11 @@ def evaluate(
         selected=pd.read_parquet(Path(selection.path) / SELECTED_FILE),
         n_resamples=n_bootstrap,
         seed=seed,
-        oracle_c_index=reporting.oracle_c_index_for(cohort_uri, combined),
+        oracle_c_index=oracle_c_index_for(cohort_uri, combined),
     )
-    reporting.write_tables(result, Path(tables.path))
-    Path(report.path).write_text(reporting.evaluation_html(result))
-    Path(summary.path).write_text(reporting.evaluation_markdown(result))
+    write_tables(result, Path(tables.path))
+    Path(report.path).write_text(evaluation_html(result))
+    Path(summary.path).write_text(evaluation_markdown(result))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     return float(result.metrics.get("test_combined_c_index", 0.0))

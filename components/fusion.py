@@ -33,11 +33,13 @@ def pca_fuse(
 
     import pandas as pd
 
-    from lungsurv.fusion import save_bundle
-    from lungsurv.inference import training_ranges
-    from lungsurv.modeling import Selection, fit_combined
-    from lungsurv.radiomics import resolve_params
-    from lungsurv.tables import write_parquet
+    from lungsurv.core.layout import DL_ROI
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.imaging.qa import training_ranges
+    from lungsurv.radiomics.params import resolve_params
+    from lungsurv.stages.fusion import fit_combined
+    from lungsurv.stages.selection import Selection
+    from lungsurv.survival.bundle import save_bundle
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:
@@ -56,7 +58,7 @@ def pca_fuse(
         radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
         selection_settings=chosen.settings,
         network_dir=Path(network.path)
-        if network is not None and "dl" in chosen.combined_blocks
+        if network is not None and DL_ROI in chosen.combined_blocks
         else None,
     )
     write_parquet(risks, scores.path)

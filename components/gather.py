@@ -23,8 +23,8 @@ def gather_imaging(
     summary: Output[Markdown],
 ):
     """One table each for geometry, rings, radiomics features and failures; a summary page."""
-    from lungsurv.reporting import imaging_summary_markdown
-    from lungsurv.tables import concat_tables, write_parquet
+    from lungsurv.core.tables import concat_tables, write_parquet
+    from lungsurv.reports.markdown import imaging_summary_markdown
 
     geometry_table = concat_tables([a.path for a in geometries])
     ring_table = concat_tables([a.path for a in ring_tables])

@@ -24,8 +24,9 @@ def extract_radiomics(
     """
     from pathlib import Path
 
-    from lungsurv.radiomics import extract_cohort, resolve_params
-    from lungsurv.tables import write_parquet
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.radiomics.params import resolve_params
+    from lungsurv.stages.radiomics import extract_cohort
 
     params = resolve_params(params_uri, normalize_scale)
     table, failed = extract_cohort(Path(volumes.path), Path(rings.path), params, workers=workers)

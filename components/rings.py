@@ -20,8 +20,8 @@ def segment_rings(
     """Rings at ``ring_distances_mm`` around every GTV in ``volumes``."""
     from pathlib import Path
 
-    from lungsurv.rings import segment_cohort
-    from lungsurv.tables import write_parquet
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.stages.rings import segment_cohort
 
     distances = [float(d) for d in ring_distances_mm]
     table, failed = segment_cohort(

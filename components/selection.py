@@ -31,9 +31,9 @@ def select_features(
 
     import pandas as pd
 
-    from lungsurv.modeling import select_features as select
-    from lungsurv.modeling import split_cohort
-    from lungsurv.tables import write_parquet
+    from lungsurv.cohort.split import split_cohort
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.stages.selection import select_features as select
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:  # one more block, same schema

@@ -35,28 +35,30 @@ def train_se_resnet(
 
     import pandas as pd
 
-    from lungsurv import training
-    from lungsurv.modeling import split_cohort
-    from lungsurv.tables import write_parquet
+    from lungsurv.cohort.split import split_cohort
+    from lungsurv.core.tables import write_parquet
+    from lungsurv.deep.train import TrainConfig, save_model
+    from lungsurv.reports.html import curves_html
+    from lungsurv.stages.training import train_cohort
 
     cohort = pd.read_parquet(manifest.path)
     is_train = split_cohort(
         cohort, train_centers=train_centers, split_column=split_column,
         test_fraction=test_fraction, seed=seed,
     )  # fmt: skip
-    config = training.TrainConfig(
+    config = TrainConfig(
         input_size=input_size, max_epochs=max_epochs, batch_size=batch_size,
         learning_rate=learning_rate, patience=patience, units_per_stage=units_per_stage,
         seed=seed,
     )  # fmt: skip
-    run = training.train_cohort(
+    run = train_cohort(
         [Path(v.path) for v in volumes], cohort, is_train, config, ablation=se_ablation,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
     )  # fmt: skip
-    training.save_model(run.result, Path(model.path))
+    save_model(run.result, Path(model.path))
     write_parquet(run.features, deep_features.path)
     write_parquet(run.failures, failures.path)
-    Path(curves.path).write_text(training.curves_html(run))
+    Path(curves.path).write_text(curves_html(run))
     for row in run.c_index_table().itertuples():
         metrics.log_metric(f"{row.cohort}_c_index_{row.model}", round(float(row.c_index), 4))
     metrics.log_metric("best_epoch", run.result.best_epoch)

@@ -18,7 +18,7 @@ RUN pip install -c requirements/constraints.txt ".[pipeline]"
 # Compile the numba texture kernels now, not in every pipeline step: into a cache folder the
 # runtime user owns (numba only uses a cache it can write to; without one it compiles per process).
 ENV NUMBA_CACHE_DIR=/opt/numba-cache
-RUN python -c "from lungsurv.texture import warm_up; warm_up()"
+RUN python -c "from lungsurv.radiomics.texture import warm_up; warm_up()"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv

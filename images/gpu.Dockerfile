@@ -25,5 +25,5 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 RUN useradd --create-home --uid 1000 lungsurv
 USER 1000
 WORKDIR /home/lungsurv
-RUN python -c "import lungsurv.training, monai, torchsurv, kfp"
+RUN python -c "import lungsurv.deep.train, monai, torchsurv, kfp"
 ENTRYPOINT []

@@ -21,7 +21,7 @@ RUN pip install -c requirements/constraints.txt ".[serving,dl]"
 # Compile the numba texture kernels now, not in every pipeline step: into a cache folder the
 # runtime user owns (numba only uses a cache it can write to; without one it compiles per process).
 ENV NUMBA_CACHE_DIR=/opt/numba-cache
-RUN python -c "from lungsurv.texture import warm_up; warm_up()"
+RUN python -c "from lungsurv.radiomics.texture import warm_up; warm_up()"
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
@@ -31,5 +31,5 @@ RUN useradd --create-home --uid 1000 lungsurv
 USER 1000
 WORKDIR /home/lungsurv
 COPY --chown=1000 serving serving
-RUN python -c "import lungsurv.inference, lungsurv.training, radiomics, kserve; import serving.predictor"
+RUN python -c "import lungsurv.inference, lungsurv.deep.train, radiomics, kserve; import serving.predictor"
 ENTRYPOINT ["python", "-m", "serving.predictor", "--model_name", "lungsurv", "--model_dir", "/mnt/models"]

@@ -48,7 +48,8 @@ def load_params(path: Path | None) -> dict[str, Any]:
 
 def default_cohort(n_patients: int, seed: int) -> Path:
     """The embedded default cohort, generated on first use."""
-    from lungsurv.synthetic import MANIFEST_FILE, SUMMARY_FILE, GeneratorConfig, generate_cohort
+    from lungsurv.synthetic.export import MANIFEST_FILE, SUMMARY_FILE, generate_cohort
+    from lungsurv.synthetic.phantom import GeneratorConfig
 
     root = DATA_DIR / f"synthetic-n{n_patients}-seed{seed}"
     if not (root / SUMMARY_FILE).exists():

@@ -43,13 +43,9 @@ import kserve
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from lungsurv.errors import InputError
-from lungsurv.inference import (
-    ServingModel,
-    load_serving_model,
-    predict_patient,
-    unpack_dicom_zip,
-)
+from lungsurv.core.errors import InputError
+from lungsurv.imaging.dicom_zip import unpack_dicom_zip
+from lungsurv.inference import ServingModel, load_serving_model, predict_patient
 
 #: The request fields of one patient (V1 instance keys, V2 input names).
 KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id"})
@@ -103,7 +99,7 @@ class LungSurvModel(kserve.Model):
         ``storageUri``), or an ``s3://`` prefix downloaded here with the storage layer."""
         folder = Path(self.model_dir)
         if self.model_dir.startswith("s3://"):
-            from lungsurv import storage
+            from lungsurv.core import storage
 
             self._download = tempfile.TemporaryDirectory(prefix="lungsurv-bundle-")
             folder = storage.download(self.model_dir, Path(self._download.name))

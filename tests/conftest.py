@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lungsurv.synthetic import generate_cohort, small_config
+from lungsurv.synthetic.export import generate_cohort
+from lungsurv.synthetic.phantom import small_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LUNG1 = SHARED / "data" / "nsclc-radiomics" / "LUNG1-001"

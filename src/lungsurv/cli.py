@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lungsurv.errors import LungsurvError
+from lungsurv.cohort.manifest import load_manifest
+from lungsurv.cohort.tcia import import_nsclc_radiomics
+from lungsurv.core.errors import LungsurvError
+from lungsurv.core.layout import FAILURES_FILE, GEOMETRY_FILE, RINGS_FILE
+from lungsurv.core.tables import write_parquet
+from lungsurv.imaging.convert import ConvertSettings
+from lungsurv.stages.convert import convert_cohort
+from lungsurv.stages.rings import segment_cohort
+from lungsurv.synthetic.export import generate_cohort
+from lungsurv.synthetic.phantom import GeneratorConfig, small_config
 
 
 def _floats(text: str) -> list[float]:
@@ -26,8 +35,6 @@ def _floats(text: str) -> list[float]:
 
 def _synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
-
-    from lungsurv.synthetic import GeneratorConfig, generate_cohort, small_config
 
     config = small_config(args.n_patients or 8, args.seed) if args.small else GeneratorConfig()
     if args.n_patients:
@@ -44,7 +51,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _import_tcia(args: argparse.Namespace) -> int:
-    from lungsurv.tcia import import_nsclc_radiomics
 
     result = import_nsclc_radiomics(
         Path(args.images), args.clinical, center=args.center, roi=args.roi
@@ -61,7 +67,6 @@ def _import_tcia(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from lungsurv.cohort import load_manifest
 
     report = load_manifest(args.manifest, check_files=not args.no_file_check)
     for problem in report.problems:
@@ -71,9 +76,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from lungsurv.cohort import load_manifest
-    from lungsurv.convert import FAILURES_FILE, GEOMETRY_FILE, ConvertSettings, convert_cohort
-    from lungsurv.tables import write_parquet
 
     report = load_manifest(args.manifest)
     for problem in report.problems:
@@ -92,8 +94,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _rings(args: argparse.Namespace) -> int:
-    from lungsurv.rings import RINGS_FILE, segment_cohort
-    from lungsurv.tables import write_parquet
 
     out = Path(args.out)
     table, failures = segment_cohort(

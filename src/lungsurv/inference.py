@@ -2,12 +2,12 @@
 
 :func:`load_serving_model` reads a bundle written by PCA-fuse (``model.json`` and
 ``radiomics_params.yaml``); :func:`predict_patient` takes one patient's CT and GTV mask (files,
-as the pipeline reads them), converts them to 1 mm (:mod:`lungsurv.convert`), makes the one ring
-the combined model uses (:mod:`lungsurv.rings`), extracts **only the radiomics features the
-bundle uses** (:mod:`lungsurv.radiomics` with a parameter set restricted to their image types and
-feature classes), computes the deep features with the bundled 3D SE-ResNet when the model
-fuses them, and scores them (:func:`lungsurv.fusion.score`). The KServe predictor in
-``serving/`` is a thin shell over this module.
+as the pipeline reads them), converts them to 1 mm (:mod:`lungsurv.imaging.convert`), makes the
+one ring the combined model uses (:mod:`lungsurv.imaging.rings`), extracts **only the radiomics
+features the bundle uses** (:mod:`lungsurv.radiomics.extract` with a parameter set restricted to
+their image types and feature classes), computes the deep features with the bundled 3D SE-ResNet
+when the model fuses them, and scores them (:func:`lungsurv.survival.fusion.score`). The KServe
+predictor in ``serving/`` is a thin shell over this module.
 
 The result per patient: the risk, the risk group at the training cutoff, predicted survival at 1,
 2 and 3 years, each block's additive contribution to the risk (the combined model is linear in
@@ -18,8 +18,6 @@ volume or the slice thickness lies outside the training patients' range, stored 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +27,26 @@ import pandas as pd
 import SimpleITK as sitk
 import yaml
 
-from lungsurv.errors import InputError
-from lungsurv.fusion import (
+from lungsurv.core.errors import InputError, PatientError
+from lungsurv.core.layout import (
     BUNDLE_FILE,
+    DL_ROI,
+    GTV_ROI,
+    HORIZONS_DAYS,
     NETWORK_DIR,
     RADIOMICS_PARAMS_FILE,
-    ModelParameters,
-    load_bundle,
-    score,
-    survival_at,
+    WEIGHTS_FILE,
+    is_radiomics_roi,
+    ring_distance,
+    ring_name,
 )
-from lungsurv.reporting import HORIZONS_DAYS
-
-_LOG_TYPE = re.compile(r"log-sigma-(\d+)-(\d+)-mm-3D")
+from lungsurv.imaging.convert import convert_patient
+from lungsurv.imaging.qa import range_warnings
+from lungsurv.imaging.rings import make_rings
+from lungsurv.radiomics.extract import extract_patient
+from lungsurv.radiomics.params import used_radiomics_params
+from lungsurv.survival.bundle import load_bundle
+from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
 
 
 @dataclass
@@ -58,39 +63,7 @@ class ServingModel:
 
     @property
     def radiomics_blocks(self) -> list[str]:
-        return [b.name for b in self.params.blocks if b.name == "gtv" or b.name.startswith("ring_")]
-
-
-def used_radiomics_params(
-    params: Mapping[str, Any], feature_names: Sequence[str]
-) -> dict[str, Any] | None:
-    """``params`` restricted to the image types, LoG sigmas and feature classes and names that
-    ``feature_names`` (PyRadiomics names, e.g. ``wavelet-LLH_glcm_Contrast``) need; None when
-    no radiomics feature is used. Settings are kept as they are, so values are unchanged."""
-    if not feature_names:
-        return None
-    image_types: dict[str, dict[str, Any]] = {}
-    classes: dict[str, set[str]] = {}
-    for name in feature_names:
-        image_type, feature_class, feature = name.split("_", 2)
-        classes.setdefault(feature_class, set()).add(feature)
-        if image_type == "original":
-            image_types["Original"] = {}
-        elif image_type.startswith("wavelet"):
-            image_types["Wavelet"] = {}
-        elif match := _LOG_TYPE.fullmatch(image_type):
-            sigma = float(f"{match.group(1)}.{match.group(2)}")
-            sigmas = image_types.setdefault("LoG", {"sigma": []})["sigma"]
-            if sigma not in sigmas:
-                sigmas.append(sigma)
-        else:
-            raise InputError(f"the bundle names an unknown radiomics image type in {name!r}")
-    if "LoG" in image_types:
-        image_types["LoG"]["sigma"].sort()
-    restricted = {k: v for k, v in params.items() if k not in ("imageType", "featureClass")}
-    restricted["imageType"] = image_types
-    restricted["featureClass"] = {k: sorted(v) for k, v in classes.items()}
-    return restricted
+        return [b.name for b in self.params.blocks if is_radiomics_roi(b.name)]
 
 
 def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
@@ -99,14 +72,14 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         raise InputError(f"no model bundle in {folder} (expected {BUNDLE_FILE})")
     params = load_bundle(folder)
     radiomics_path = folder / RADIOMICS_PARAMS_FILE
-    names = [f for b in params.blocks if b.name != "dl" for f in b.features]
+    names = [f for b in params.blocks if b.name != DL_ROI for f in b.features]
     network = None
-    if any(b.name == "dl" and b.features for b in params.blocks):
-        if not (folder / NETWORK_DIR / "model.pt").exists():
+    if any(b.name == DL_ROI and b.features for b in params.blocks):
+        if not (folder / NETWORK_DIR / WEIGHTS_FILE).exists():
             raise InputError(
-                f"the bundle uses deep features but holds no network ({NETWORK_DIR}/model.pt)"
+                f"the bundle uses deep features but holds no network ({NETWORK_DIR}/{WEIGHTS_FILE})"
             )
-        from lungsurv.training import load_model
+        from lungsurv.deep.train import load_model
 
         network = load_model(folder / NETWORK_DIR)
     radiomics = None
@@ -117,7 +90,7 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
             )
         radiomics = used_radiomics_params(yaml.safe_load(radiomics_path.read_text()), names)
     ring = str(params.metadata.get("ring", ""))
-    distance = float(ring.removeprefix("ring_").removesuffix("mm")) if ring else None
+    distance = ring_distance(ring) if ring else None
     return ServingModel(
         params=params,
         radiomics_params=radiomics,
@@ -126,101 +99,6 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         name=name,
         metadata=dict(params.metadata),
     )
-
-
-#: Geometry columns whose training range the bundle records, with their units.
-RANGE_COLUMNS: dict[str, str] = {"gtv_volume_ml_resampled": "ml", "slice_thickness_mm": "mm"}
-
-
-def training_ranges(geometry: pd.DataFrame, patients: Sequence[str]) -> dict[str, list[float]]:
-    """The [min, max] of the training patients' GTV volume and slice thickness (convert's
-    geometry table), stored in the bundle so serving can flag an input outside them."""
-    rows = geometry[geometry["patient_id"].astype(str).isin(set(map(str, patients)))]
-    return {
-        column: [float(rows[column].min()), float(rows[column].max())]
-        for column in RANGE_COLUMNS
-        if column in rows.columns and len(rows)
-    }
-
-
-def range_warnings(geometry: Mapping[str, Any], ranges: Mapping[str, Sequence[float]]) -> list[str]:
-    """A warning per value outside its training range (the model extrapolates there)."""
-    warnings = []
-    for column, (low, high) in ranges.items():
-        value = float(geometry[column])
-        if not low <= value <= high:
-            what = column.removesuffix("_resampled").removesuffix("_ml").removesuffix("_mm")
-            unit = RANGE_COLUMNS[column]
-            warnings.append(
-                f"{what.replace('_', ' ')} {value:.3g} {unit} is outside the training range "
-                f"{low:.3g}-{high:.3g} {unit}"
-            )
-    return warnings
-
-
-def contributions(
-    blocks: Mapping[str, pd.DataFrame], params: ModelParameters
-) -> dict[str, np.ndarray]:
-    """Each block's additive share of the risk: the risk is ``(z - pca_mean) @ V.T @ beta``, a
-    sum over standardised features; the shares of all blocks add up to the risk."""
-    from lungsurv.fusion import standardised_block
-
-    if np.asarray(params.cox_coef).size == 0:
-        return {b.name: np.zeros(len(next(iter(blocks.values())))) for b in params.blocks}
-    weights = np.asarray(params.pca_components, float).T @ np.asarray(params.cox_coef, float)
-    shares: dict[str, np.ndarray] = {}
-    start = 0
-    for block in params.blocks:
-        stop = start + len(block.features)
-        z = standardised_block(blocks[block.name], block) - params.pca_mean[start:stop]
-        shares[block.name] = z @ weights[start:stop]
-        start = stop
-    return shares
-
-
-#: Largest total uncompressed size of a DICOM zip (a guard against zip bombs).
-MAX_UNZIPPED_BYTES = 2 * 2**30
-
-
-def unpack_dicom_zip(data: bytes, workdir: Path) -> tuple[Path, Path]:
-    """A zip of one patient's DICOM files: (folder of the CT slices, the RTSTRUCT file).
-
-    Members are written under ``workdir`` by index (never by their own paths, so a ``../`` name
-    cannot escape); the RTSTRUCT is found by its Modality, whatever the layout of the zip.
-    """
-    import io
-    import zipfile
-
-    import pydicom
-
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as error:
-        raise InputError(f"not a zip archive: {error}") from error
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-        raise InputError(f"the zip unpacks to more than {MAX_UNZIPPED_BYTES // 2**30} GiB")
-    ct_dir = workdir / "ct"
-    ct_dir.mkdir(parents=True, exist_ok=True)
-    structures: list[Path] = []
-    for index, member in enumerate(members):
-        payload = archive.read(member)
-        try:
-            header = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
-        except Exception:  # not DICOM (a README, a viewer): skipped
-            continue
-        if "DirectoryRecordSequence" in header:
-            continue  # a DICOMDIR index, not an image
-        modality = str(getattr(header, "Modality", ""))
-        target = (workdir if modality == "RTSTRUCT" else ct_dir) / f"{index:06d}.dcm"
-        target.write_bytes(payload)
-        if modality == "RTSTRUCT":
-            structures.append(target)
-    if len(structures) != 1:
-        raise InputError(f"the zip holds {len(structures)} RTSTRUCT files; expected exactly one")
-    if not any(ct_dir.iterdir()):
-        raise InputError("the zip holds no CT slices")
-    return ct_dir, structures[0]
 
 
 def predict_patient(
@@ -237,10 +115,6 @@ def predict_patient(
     may be an ``s3://`` URI, read with the pipeline's storage layer).
     ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
     does (``bench/serving.py`` measures what restricting saves)."""
-    from lungsurv.convert import convert_patient
-    from lungsurv.errors import PatientError
-    from lungsurv.radiomics import GTV_ROI, extract_patient
-    from lungsurv.rings import make_rings, ring_name
 
     row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
     if roi:
@@ -271,13 +145,13 @@ def predict_patient(
         for block, features in values.items():
             blocks[block] = pd.DataFrame([features], index=[patient_id])
     if model.network is not None:
-        from lungsurv.training import deep_feature_frame, deep_features
-        from lungsurv.transforms import gtv_input
+        from lungsurv.deep.features import deep_feature_frame, deep_features
+        from lungsurv.deep.transforms import gtv_input
 
         network, config = model.network
         volume = gtv_input(image, gtv, size=config.input_size)[None]
         frame = deep_feature_frame([patient_id], deep_features(network, volume), [0])
-        blocks["dl"] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
+        blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))
     scored = score(blocks, model.params)

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungsurv.inference import load_serving_model, predict_patient, used_radiomics_params
+from lungsurv.inference import load_serving_model, predict_patient
+from lungsurv.radiomics.params import used_radiomics_params
 
 
 def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
-    from lungsurv.radiomics import load_params
+    from lungsurv.radiomics.params import load_params
 
     params = load_params(normalize_scale=100.0)
     names = [
@@ -37,11 +38,15 @@ def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
 def test_deep_features_are_served_with_the_bundled_network(
     small_cohort_dir: Path, tmp_path: Path
 ) -> None:
-    from lungsurv import training
-    from lungsurv.convert import convert_cohort
-    from lungsurv.fusion import BlockParameters, ModelParameters, feature_blocks, save_bundle, score
-    from lungsurv.radiomics import extract_cohort, load_params
-    from lungsurv.rings import segment_cohort
+    from lungsurv.deep.features import deep_feature_frame, deep_features
+    from lungsurv.deep.train import TrainConfig, save_model, train
+    from lungsurv.radiomics.params import load_params
+    from lungsurv.stages.convert import convert_cohort
+    from lungsurv.stages.radiomics import extract_cohort
+    from lungsurv.stages.rings import segment_cohort
+    from lungsurv.stages.training import load_inputs
+    from lungsurv.survival.bundle import save_bundle
+    from lungsurv.survival.fusion import BlockParameters, ModelParameters, feature_blocks, score
 
     manifest = pd.read_csv(small_cohort_dir / "manifest.csv").head(4)
     for column in ("image", "mask"):
@@ -51,15 +56,15 @@ def test_deep_features_are_served_with_the_bundled_network(
     radiomics = load_params(normalize_scale=100.0)
     table, _ = extract_cohort(tmp_path / "volumes", tmp_path / "rings", radiomics)
     # The pipeline's deep features: a (tiny) trained network over every converted patient.
-    config = training.TrainConfig(
+    config = TrainConfig(
         input_size=16, channels=(4, 8), se_reduction=2, head=(8,), batch_size=2, max_epochs=1
     )
-    ids, inputs, voxels, _ = training.load_inputs([tmp_path / "volumes"], size=16)
-    result = training.train(
+    ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], size=16)
+    result = train(
         inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config, log=print
     )
-    network_dir = training.save_model(result, tmp_path / "network")
-    deep = training.deep_feature_frame(ids, training.deep_features(result.model, inputs), voxels)
+    network_dir = save_model(result, tmp_path / "network")
+    deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels)
     blocks = feature_blocks(pd.concat([table, deep]), ["gtv", "ring_6mm", "dl"])
     chosen = {"gtv": ["original_firstorder_Mean"], "ring_6mm": [], "dl": ["dl_000", "dl_005"]}
     parameters = [
@@ -97,14 +102,14 @@ def test_deep_features_are_served_with_the_bundled_network(
     import shutil
 
     shutil.rmtree(bundle / "network")
-    from lungsurv.errors import InputError
+    from lungsurv.core.errors import InputError
 
     with pytest.raises(InputError, match="holds no network"):
         load_serving_model(bundle)
 
 
 def test_inputs_outside_the_training_ranges_are_flagged() -> None:
-    from lungsurv.inference import range_warnings, training_ranges
+    from lungsurv.imaging.qa import range_warnings, training_ranges
 
     geometry = pd.DataFrame(
         {

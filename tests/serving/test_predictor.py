@@ -20,10 +20,13 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lungsurv.convert import ConvertSettings, convert_cohort, load_patient
-from lungsurv.fusion import BlockParameters, ModelParameters, feature_blocks, save_bundle, score
-from lungsurv.radiomics import extract_cohort, load_params
-from lungsurv.rings import segment_cohort
+from lungsurv.imaging.convert import ConvertSettings, load_patient
+from lungsurv.radiomics.params import load_params
+from lungsurv.stages.convert import convert_cohort
+from lungsurv.stages.radiomics import extract_cohort
+from lungsurv.stages.rings import segment_cohort
+from lungsurv.survival.bundle import save_bundle
+from lungsurv.survival.fusion import BlockParameters, ModelParameters, feature_blocks, score
 from tests.s3 import free_port
 
 FEATURES = {
@@ -345,7 +348,7 @@ def test_bad_dicom_zips_get_a_400(
 def test_s3_uris_are_read_through_the_storage_layer(
     patients: pd.DataFrame, bundle_and_reference: tuple[Path, pd.Series], s3: dict[str, str]
 ) -> None:
-    from lungsurv import storage
+    from lungsurv.core import storage
     from serving.predictor import LungSurvModel
 
     bundle, reference = bundle_and_reference
@@ -367,7 +370,7 @@ def test_the_bundle_loads_from_s3_and_oversized_images_are_refused(
 ) -> None:
     from kserve.errors import InvalidInput
 
-    from lungsurv import storage
+    from lungsurv.core import storage
     from serving import predictor
 
     bundle, _ = bundle_and_reference

@@ -1,0 +1,418 @@
+"""The convert stage: a patient's CT and GTV to 1 mm isotropic volumes around the tumour.
+
+For each manifest row: read the CT (a DICOM series or a NIfTI/NRRD file) and the GTV (an RTSTRUCT
+ROI or a label image) on the CT grid, crop the CT to the GTV's bounding box plus a margin, resample
+the CT to 1 x 1 x 1 mm with cubic B-spline interpolation and the mask with a volume-keeping method,
+and write NIfTI files, a geometry row and a QA picture.
+
+Choices (each a :class:`ConvertSettings` field):
+
+* ``mask_interpolation="volume"``: the binary mask is interpolated linearly as a partial-volume
+  fraction and thresholded at the level that keeps the mask's original volume (to one voxel).
+  The outline is smooth, unlike nearest neighbour's staircase, and the volume is kept for any
+  tumour size: a fixed 0.5 threshold (``"linear"``) shrinks small convex tumours (measured:
+  -4 to -12 % for 0.5-4 ml GTVs on 3-5 mm slices), nearest neighbour (``"nearest"``,
+  PyRadiomics' own choice) is unbiased but scatters by +-3 %.
+* ``crop_margin_mm=35``: the outermost ring (9 mm) plus the support of the widest radiomics filter
+  (LoG with sigma 5 mm; the Gaussian falls below 1e-6 of its peak beyond 5.3 sigma, 26.5 mm), so
+  that rings and filtered images near the tumour are the same as on the uncropped volume.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from lungsurv.core import storage
+from lungsurv.core.errors import DicomError, InputError, PatientError
+from lungsurv.imaging import dicom
+from lungsurv.imaging.dicom import physical_to_index
+
+MaskInterpolation = Literal["volume", "linear", "nearest"]
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+AIR_HU = -1024.0
+#: Relative geometry tolerance when comparing an image and its mask.
+GEOMETRY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ConvertSettings:
+    """Parameters of the convert stage (the defaults are the paper's)."""
+
+    spacing_mm: float = 1.0
+    mask_interpolation: MaskInterpolation = "volume"
+    crop_margin_mm: float = 35.0
+    irregular_spacing: dicom.IrregularSpacing = "resample"
+    lung_roi: str = r"(?:lung|pulmo)[-_ ]?(?:left|right|l|r|lt|rt|links|rechts)?"
+    write_qa: bool = True
+
+    def __post_init__(self) -> None:
+        if self.spacing_mm <= 0:
+            raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
+        if self.crop_margin_mm < 0:
+            raise ValueError(f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}")
+        if self.mask_interpolation not in ("volume", "linear", "nearest"):
+            raise ValueError(
+                "mask_interpolation must be 'volume', 'linear' or 'nearest', "
+                f"got {self.mask_interpolation!r}"
+            )
+
+
+@dataclass
+class LoadedPatient:
+    """A patient's CT and masks on the CT's own grid."""
+
+    #: The CT in its stored pixel type; resampling casts the region it reads to float32.
+    image: sitk.Image
+    gtv: sitk.Image
+    lungs: sitk.Image | None
+    source: str
+    roi_name: str
+    slice_thickness_mm: float | None = None
+    resampled_slices: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConvertedPatient:
+    """The 1 mm volumes of one patient and the facts about how they were made."""
+
+    patient_id: str
+    image: sitk.Image
+    gtv: sitk.Image
+    lungs: sitk.Image | None
+    geometry: dict[str, Any]
+
+
+def is_image_file(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def voxel_volume_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def mask_volume_ml(mask: sitk.Image) -> float:
+    return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel_volume_ml(mask)
+
+
+def _read_image_file(path: Path, what: str) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        raise InputError(
+            f"cannot read {what} {path.name}: not a readable image ({first_line})"
+        ) from error
+
+
+def count_non_finite(path: Path, image: sitk.Image) -> int:
+    """NaN or infinite voxels of an image file.
+
+    ITK's NIfTI reader turns NaN into 0 as it reads, so for NIfTI the stored values are read
+    again with nibabel: a NaN in a CT is a broken export, never air.
+    """
+    values = sitk.GetArrayViewFromImage(image)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        stored = nibabel.load(str(path))
+        # Integers cannot hold NaN (unless scaled by a NaN slope): no second read needed.
+        slope, intercept = stored.dataobj.slope, stored.dataobj.inter
+        if (
+            np.issubdtype(stored.get_data_dtype(), np.integer)
+            and np.isfinite([slope, intercept]).all()
+        ):
+            return 0
+        values = np.asanyarray(stored.dataobj)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def same_geometry(
+    a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE
+) -> str | None:
+    """``None`` when ``a`` and ``b`` share a grid, else what differs."""
+    if a.GetSize() != b.GetSize():
+        return f"size {b.GetSize()} vs image {a.GetSize()}"
+    checks = {
+        "spacing": (a.GetSpacing(), b.GetSpacing()),
+        "origin": (a.GetOrigin(), b.GetOrigin()),
+        "direction": (a.GetDirection(), b.GetDirection()),
+    }
+    for name, (left, right) in checks.items():
+        scale = max(1.0, float(np.max(np.abs(left))))
+        if not np.allclose(left, right, atol=tolerance * scale, rtol=0):
+            theirs, ours = (tuple(round(v, 4) for v in x) for x in (right, left))
+            return f"{name} {theirs} vs image {ours}"
+    return None
+
+
+def load_label_file(path: Path, reference: sitk.Image, roi: str | None) -> sitk.Image:
+    """A binary mask from a label image: label ``roi`` when it is a number, else all non-zero."""
+    label = _read_image_file(path, "mask")
+    if label.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"mask {path.name} has {label.GetNumberOfComponentsPerPixel()} components")
+    difference = same_geometry(reference, label)
+    if difference:
+        raise InputError(f"mask geometry differs from the image: {difference}")
+    values = sitk.GetArrayViewFromImage(label)
+    if not np.issubdtype(values.dtype, np.integer) and not np.all(np.isfinite(values)):
+        raise InputError(f"mask {path.name} holds NaN or infinite values")
+    selected = values == int(roi) if roi is not None and roi.strip().isdigit() else values != 0
+    mask = sitk.GetImageFromArray(selected.astype(np.uint8))
+    mask.CopyInformation(reference)
+    return mask
+
+
+def load_patient(
+    row: pd.Series | dict[str, Any], settings: ConvertSettings, workdir: Path
+) -> LoadedPatient:
+    """Read one manifest row's CT and masks (downloading s3:// inputs below ``workdir``)."""
+    row = dict(row)
+    image_path = storage.localize(row["image"], workdir / "image")
+    mask_path = storage.localize(row["mask"], workdir / "mask")
+    roi = row.get("roi") or "GTV-1"
+    if image_path.is_dir():
+        return _load_dicom(image_path, mask_path, roi, row.get("series_uid"), settings)
+    if not is_image_file(image_path):
+        raise InputError(f"image {image_path.name}: expected a DICOM folder or a NIfTI/NRRD file")
+    image = _read_image_file(image_path, "image")
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"image {image_path.name} is not a 3D scalar volume")
+    count = count_non_finite(image_path, image)
+    if count:
+        raise InputError(f"image {image_path.name} holds {count} NaN or infinite voxel(s)")
+    if mask_path.is_dir() or not is_image_file(mask_path):
+        raise InputError(f"mask {mask_path.name}: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")
+    gtv = load_label_file(mask_path, image, roi if str(roi).isdigit() else None)
+    source = "nrrd" if image_path.name.lower().endswith((".nrrd", ".nhdr")) else "nifti"
+    return LoadedPatient(image=image, gtv=gtv, lungs=None, source=source, roi_name=str(roi))
+
+
+def _load_dicom(
+    folder: Path, mask_path: Path, roi: str, series_uid: str | None, settings: ConvertSettings
+) -> LoadedPatient:
+    if mask_path.is_dir() or is_image_file(mask_path):
+        raise InputError("a DICOM CT series needs an RTSTRUCT file as its mask")
+    structure_set = dicom.read_rtstruct(mask_path)
+    index = dicom.index_folder(folder)
+    if not series_uid:
+        ct_series = index.series("CT")
+        referenced = [uid for uid in structure_set.referenced_series_uids if uid in ct_series]
+        if structure_set.referenced_series_uids and ct_series and not referenced:
+            raise DicomError(
+                f"RTSTRUCT {mask_path.name} references series "
+                f"{', '.join(structure_set.referenced_series_uids)}, which is not in the CT "
+                f"folder (it holds {', '.join(sorted(ct_series))})"
+            )
+        series_uid = referenced[0] if referenced else None
+    series = dicom.read_ct_series(
+        folder, series_uid=series_uid, irregular_spacing=settings.irregular_spacing, index=index
+    )
+    dicom.check_reference(structure_set, series)
+    gtv, name, warnings = dicom.roi_mask(structure_set, roi, series.image)
+    lungs = None
+    lung_names = [n for n in dicom.find_rois(structure_set, settings.lung_roi) if n != name]
+    if lung_names:
+        lung_arrays = []
+        for lung_name in lung_names:
+            contours = structure_set.contours(lung_name)
+            if contours:
+                mask, lung_warnings = dicom.rasterize_contours(
+                    contours, series.image, roi_name=lung_name
+                )
+                lung_arrays.append(sitk.GetArrayViewFromImage(mask) > 0)
+                warnings.extend(lung_warnings)
+        if lung_arrays:
+            lungs = sitk.GetImageFromArray(np.logical_or.reduce(lung_arrays).astype(np.uint8))
+            lungs.CopyInformation(series.image)
+    if len(index.series("CT")) > 1:
+        warnings.append(f"the folder holds several CT series; read {series.series_uid}")
+    return LoadedPatient(
+        image=series.image,
+        gtv=gtv,
+        lungs=lungs,
+        source="dicom",
+        roi_name=name,
+        slice_thickness_mm=series.slice_thickness_mm,
+        resampled_slices=series.resampled_slices,
+        warnings=series.warnings + warnings,
+    )
+
+
+def mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y, z) indices of the first and last non-zero voxel along each axis (as floats).
+
+    From per-axis projections, which on a 512 x 512 CT grid cost a fraction of listing every
+    voxel's index."""
+    array = sitk.GetArrayViewFromImage(mask)
+    slices = np.flatnonzero(array.any(axis=(1, 2)))
+    if not slices.size:
+        raise InputError("the mask has no voxels")
+    slab = array[slices[0] : slices[-1] + 1]
+    rows = np.flatnonzero(slab.any(axis=(0, 2)))
+    columns = np.flatnonzero(slab.any(axis=(0, 1)))
+    lo = np.array([columns[0], rows[0], slices[0]], dtype=float)
+    hi = np.array([columns[-1], rows[-1], slices[-1]], dtype=float)
+    return lo, hi
+
+
+def crop_grid(
+    mask: sitk.Image, margin_mm: float, spacing_mm: float
+) -> tuple[sitk.Image, bool, tuple[int, ...]]:
+    """An empty 1 mm reference grid covering the mask's bounding box plus ``margin_mm``.
+
+    The grid keeps the input's direction and is clipped to the input's extent; returns the grid,
+    whether clipping happened, and the bounding box (x0, y0, z0, x1, y1, z1) in input indices.
+    """
+    lo_idx, hi_idx = mask_bounds(mask)
+    spacing = np.asarray(mask.GetSpacing(), dtype=float)
+    size = np.asarray(mask.GetSize(), dtype=float)
+    # Positions along the image axes (mm from the first voxel centre), voxel faces included.
+    lo = (lo_idx - 0.5) * spacing - margin_mm
+    hi = (hi_idx + 0.5) * spacing + margin_mm
+    extent_lo = np.full(3, 0.0) - 0.5 * spacing
+    extent_hi = (size - 0.5) * spacing
+    clipped = bool(np.any(lo < extent_lo) or np.any(hi > extent_hi))
+    lo, hi = np.maximum(lo, extent_lo), np.minimum(hi, extent_hi)
+    n = np.maximum(1, np.floor((hi - lo) / spacing_mm).astype(int))
+    start = lo + 0.5 * spacing_mm
+    direction = np.asarray(mask.GetDirection(), dtype=float).reshape(3, 3)
+    origin = np.asarray(mask.GetOrigin(), dtype=float) + direction @ start
+    grid = sitk.Image([int(v) for v in n], sitk.sitkUInt8)
+    grid.SetSpacing((spacing_mm,) * 3)
+    grid.SetOrigin(tuple(float(v) for v in origin))
+    grid.SetDirection(mask.GetDirection())
+    bbox = tuple(int(v) for v in np.concatenate([lo_idx, hi_idx]))
+    return grid, clipped, bbox
+
+
+def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Image:
+    """The part of ``image`` that resampling onto ``grid`` reads, plus ``pad`` voxels.
+
+    Cropping first matters: SimpleITK's B-spline interpolator computes its coefficients over the
+    whole input, which for a 512 x 512 CT costs far more than the few cm around a tumour. The cubic
+    B-spline prefilter's influence decays by 0.268 per voxel, so with a 12-voxel pad the values
+    inside the grid are those of the whole image to about 1e-4 HU (measured on LUNG1-001 in the
+    tests).
+    """
+    size = np.asarray(grid.GetSize())
+    corners = np.array(
+        [[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)],
+        dtype=float,
+    )
+    points = np.array([grid.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+
+    index = physical_to_index(image, points)
+    lo = np.maximum(0, np.floor(index.min(axis=0)).astype(int) - pad)
+    hi = np.minimum(np.asarray(image.GetSize()) - 1, np.ceil(index.max(axis=0)).astype(int) + pad)
+    return sitk.RegionOfInterest(image, [int(v) for v in hi - lo + 1], [int(v) for v in lo])
+
+
+def resample_image(image: sitk.Image, grid: sitk.Image, *, crop_source: bool = True) -> sitk.Image:
+    """Cubic B-spline resampling of a CT onto ``grid`` (outside the data: air)."""
+    source = source_region(image, grid) if crop_source else image
+    # Float32 first, as the whole CT was before: casting only the region read is cheaper and
+    # gives the same values (the cast is voxel-wise).
+    source = sitk.Cast(source, sitk.sitkFloat32)
+    return sitk.Resample(source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
+
+
+def resample_mask(mask: sitk.Image, grid: sitk.Image, method: MaskInterpolation) -> sitk.Image:
+    """Resample a binary mask onto ``grid`` with ``method`` (see the module docstring)."""
+    if method == "nearest":
+        return sitk.Resample(
+            mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
+    # Linear interpolation reads the 8 voxels around each point: the region the grid covers
+    # (plus a pad) gives the same fractions as the whole CT-sized mask, at a fraction of the cost.
+    region = source_region(mask, grid, pad=2)
+    fraction = sitk.Resample(
+        sitk.Cast(region > 0, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0
+    )
+    threshold = 0.5
+    if method == "volume":
+        values = sitk.GetArrayViewFromImage(fraction).ravel()
+        target = round(mask_volume_ml(mask) / voxel_volume_ml(grid))
+        candidates = values[values > 0]
+        if 0 < target <= candidates.size:
+            # The target-th largest fraction: thresholding there keeps the original volume.
+            threshold = float(np.partition(candidates, candidates.size - target)[-target])
+    return sitk.Cast(fraction >= threshold, sitk.sitkUInt8)
+
+
+def convert_patient(
+    row: pd.Series | dict[str, Any], settings: ConvertSettings | None = None
+) -> ConvertedPatient:
+    """Convert one manifest row; raise :class:`PatientError` naming the patient on failure."""
+    settings = settings or ConvertSettings()
+    pid = str(dict(row)["patient_id"])
+    try:
+        with tempfile.TemporaryDirectory(prefix="lungsurv-") as tmp:
+            loaded = load_patient(row, settings, Path(tmp))
+        return _resample_patient(pid, loaded, settings)
+    except PatientError:
+        raise
+    except (InputError, ValueError, OSError, RuntimeError) as error:
+        raise PatientError(pid, str(error), stage="convert", kind=type(error).__name__) from error
+
+
+def _resample_patient(
+    pid: str, loaded: LoadedPatient, settings: ConvertSettings
+) -> ConvertedPatient:
+    original_ml = mask_volume_ml(loaded.gtv)
+    if original_ml == 0:
+        raise InputError(f"GTV mask {loaded.roi_name!r} has zero voxels on the CT grid")
+    grid, clipped, bbox = crop_grid(loaded.gtv, settings.crop_margin_mm, settings.spacing_mm)
+    image = resample_image(loaded.image, grid)
+    gtv = resample_mask(loaded.gtv, grid, settings.mask_interpolation)
+    lungs = (
+        resample_mask(loaded.lungs, grid, settings.mask_interpolation)
+        if loaded.lungs is not None
+        else None
+    )
+    resampled_ml = mask_volume_ml(gtv)
+    if resampled_ml == 0:
+        raise InputError(
+            "GTV has zero voxels after resampling to 1 mm (it is smaller than a voxel)"
+        )
+    warnings = list(loaded.warnings)
+    if clipped:
+        warnings.append(f"the {settings.crop_margin_mm:g} mm crop margin reaches past the CT")
+    spacing = loaded.image.GetSpacing()
+    size = loaded.image.GetSize()
+    geometry: dict[str, Any] = {
+        "patient_id": pid,
+        "source": loaded.source,
+        "roi_name": loaded.roi_name,
+        "orig_spacing_x": spacing[0],
+        "orig_spacing_y": spacing[1],
+        "orig_spacing_z": spacing[2],
+        "orig_size_x": size[0],
+        "orig_size_y": size[1],
+        "orig_size_z": size[2],
+        "slice_thickness_mm": loaded.slice_thickness_mm
+        if loaded.slice_thickness_mm is not None
+        else spacing[2],
+        "slices_resampled": loaded.resampled_slices,
+        "gtv_volume_ml_original": original_ml,
+        "gtv_volume_ml_resampled": resampled_ml,
+        "gtv_volume_change_pct": 100.0 * (resampled_ml - original_ml) / original_ml,
+        "gtv_bbox_index": list(bbox),
+        "crop_size": list(grid.GetSize()),
+        "crop_origin_mm": [float(v) for v in grid.GetOrigin()],
+        "crop_margin_mm": settings.crop_margin_mm,
+        "crop_clipped": clipped,
+        "spacing_mm": settings.spacing_mm,
+        "mask_interpolation": settings.mask_interpolation,
+        "lungs_available": lungs is not None,
+        "warnings": "; ".join(warnings),
+    }
+    return ConvertedPatient(patient_id=pid, image=image, gtv=gtv, lungs=lungs, geometry=geometry)

@@ -1,0 +1,543 @@
+"""DICOM CT series and RTSTRUCT structure sets into SimpleITK volumes.
+
+The reader is strict where silent guesses would corrupt geometry, and says what it did otherwise:
+
+* the CT series is chosen by SeriesInstanceUID (given, or referenced by the RTSTRUCT); a folder
+  holding several CT series with nothing to choose between them is refused;
+* slices are ordered by their position along the slice normal (not by file name or
+  InstanceNumber) and the stored values are rescaled to HU;
+* a gap of 1.5 slice spacings or more is a missing slice and is refused; smaller irregularities
+  are resampled linearly onto a regular grid (or refused, by setting ``irregular_spacing``);
+* a gantry-tilted series (slice positions not along the slice normal) is refused;
+* RTSTRUCT contours (patient mm) are filled on the CT grid with the even-odd rule, so inner
+  contours are holes and several contours per slice are allowed.
+
+No header value is copied into the volumes: the manifest's ``patient_id`` is the only identity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from lungsurv.core.errors import DicomError
+
+#: A slice gap of at least this many median spacings is a missing slice.
+MISSING_SLICE_FACTOR = 1.5
+#: The largest angle (degrees) between the slice stacking direction and the slice normal.
+MAX_TILT_DEGREES = 0.5
+IrregularSpacing = Literal["resample", "error"]
+_HEADER_TAGS = [
+    "Modality",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "PatientID",
+    "StudyInstanceUID",
+    "ReferencedFrameOfReferenceSequence",
+]
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    """The headers of one DICOM file that decide where it belongs."""
+
+    path: Path
+    modality: str
+    sop_instance_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    patient_id: str
+    referenced_series_uids: tuple[str, ...] = ()
+
+
+@dataclass
+class FolderIndex:
+    """The DICOM files found below a folder, and the files that could not be read."""
+
+    files: list[DicomFile] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    def series(self, modality: str = "CT") -> dict[str, list[DicomFile]]:
+        grouped: dict[str, list[DicomFile]] = defaultdict(list)
+        for f in self.files:
+            if f.modality == modality:
+                grouped[f.series_uid].append(f)
+        return dict(grouped)
+
+    def modalities(self) -> set[str]:
+        return {f.modality for f in self.files}
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def referenced_series(dataset: pydicom.Dataset) -> tuple[str, ...]:
+    """The SeriesInstanceUIDs an RTSTRUCT's contours are drawn on."""
+    uids: list[str] = []
+    for frame in dataset.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                uid = str(series.get("SeriesInstanceUID", ""))
+                if uid and uid not in uids:
+                    uids.append(uid)
+    return tuple(uids)
+
+
+def read_header(path: Path) -> DicomFile:
+    """Read the headers of one file; raise :class:`DicomError` naming the file if it is corrupt."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as error:
+        raise DicomError(f"corrupt DICOM file {path.name}: {error}") from error
+    modality = str(ds.get("Modality", "")).upper()
+    if not modality:
+        raise DicomError(f"corrupt DICOM file {path.name}: no Modality (0008,0060)")
+    refs = referenced_series(ds) if modality == "RTSTRUCT" else ()
+    return DicomFile(
+        path=path,
+        modality=modality,
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        patient_id=str(ds.get("PatientID", "")),
+        referenced_series_uids=refs,
+    )
+
+
+def index_folder(folder: Path, *, recursive: bool = True) -> FolderIndex:
+    """Index every DICOM file below ``folder`` by its headers.
+
+    Files without the DICOM preamble (``DICM`` at byte 128) that also fail to parse are not DICOM
+    (a README, a checksum list) and are left out; a file that claims to be DICOM but cannot be
+    parsed is listed in ``unreadable``.
+    """
+    if not folder.is_dir():
+        raise DicomError(f"not a folder: {folder}")
+    index = FolderIndex()
+    paths: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    for path in sorted(p for p in paths if p.is_file()):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        try:
+            index.files.append(read_header(path))
+        except DicomError as error:
+            if _has_dicom_magic(path) or path.suffix.lower() == ".dcm":
+                index.unreadable.append((path, str(error)))
+    return index
+
+
+@dataclass
+class CTSeries:
+    """A CT series as one volume in HU, with what the reader had to do to build it."""
+
+    image: sitk.Image
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_instance_uids: tuple[str, ...]
+    slice_thickness_mm: float | None
+    original_slice_spacing_mm: float
+    resampled_slices: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_series(index: FolderIndex, series_uid: str | None = None) -> str:
+    """The SeriesInstanceUID of the CT series to read from an indexed folder."""
+    series = index.series("CT")
+    if not series:
+        others = sorted(index.modalities() - {"RTSTRUCT"})
+        if others:
+            raise DicomError(f"no CT series in the folder; found modality {', '.join(others)}")
+        raise DicomError("no CT series in the folder (no readable DICOM image found)")
+    if series_uid:
+        if series_uid not in series:
+            raise DicomError(
+                f"the folder holds no CT series {series_uid}; it holds {', '.join(sorted(series))}"
+            )
+        return series_uid
+    if len(series) > 1:
+        listing = ", ".join(f"{uid} ({len(files)} slices)" for uid, files in sorted(series.items()))
+        raise DicomError(
+            f"mixed series: the folder holds {len(series)} CT series ({listing}); name one with "
+            "series_uid, or give an RTSTRUCT that references one"
+        )
+    return next(iter(series))
+
+
+def _float_list(value: object, n: int, name: str, path: Path) -> np.ndarray:
+    try:
+        array = np.asarray([float(v) for v in value], dtype=float)  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as error:
+        raise DicomError(f"{path.name}: {name} is missing or malformed") from error
+    if array.shape != (n,):
+        raise DicomError(f"{path.name}: {name} must have {n} values, got {array.size}")
+    return array
+
+
+@dataclass
+class _Slice:
+    path: Path
+    position: np.ndarray
+    orientation: np.ndarray
+    spacing: np.ndarray
+    shape: tuple[int, int]
+    pixels: np.ndarray
+    sop_instance_uid: str
+    thickness: float | None
+
+
+def _read_slice(path: Path) -> _Slice:
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise DicomError(f"corrupt DICOM file {path.name}: {error}") from error
+    if str(ds.get("Modality", "")).upper() != "CT":
+        raise DicomError(f"{path.name}: non-CT modality {ds.get('Modality')!r}")
+    try:
+        stored = ds.pixel_array
+    except Exception as error:  # pydicom raises many types for truncated or unsupported data
+        raise DicomError(
+            f"corrupt DICOM file {path.name}: pixel data unreadable ({error})"
+        ) from error
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if stored.shape != (rows, columns):
+        raise DicomError(
+            f"corrupt DICOM file {path.name}: pixel data is {stored.shape}, header says "
+            f"{(rows, columns)}"
+        )
+    slope = float(ds.get("RescaleSlope", 1.0))
+    intercept = float(ds.get("RescaleIntercept", 0.0))
+    thickness = ds.get("SliceThickness")
+    return _Slice(
+        path=path,
+        position=_float_list(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
+        orientation=_float_list(
+            ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path
+        ),
+        spacing=_float_list(ds.get("PixelSpacing"), 2, "PixelSpacing", path),
+        shape=(rows, columns),
+        pixels=stored.astype(np.float32) * np.float32(slope) + np.float32(intercept),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        thickness=float(thickness) if thickness not in (None, "") else None,
+    )
+
+
+def read_ct_series(
+    folder: Path,
+    *,
+    series_uid: str | None = None,
+    irregular_spacing: IrregularSpacing = "resample",
+    spacing_tolerance: float = 0.05,
+    index: FolderIndex | None = None,
+) -> CTSeries:
+    """Read one CT series from ``folder`` into a float32 HU volume.
+
+    Parameters
+    ----------
+    series_uid:
+        The series to read when the folder holds several.
+    irregular_spacing:
+        What to do when slice gaps differ by more than ``spacing_tolerance`` (relative) but none is
+        a missing slice: ``"resample"`` interpolates linearly onto the median spacing (and says so
+        in ``warnings``), ``"error"`` refuses.
+    """
+    if irregular_spacing not in ("resample", "error"):
+        raise ValueError(
+            f"irregular_spacing must be 'resample' or 'error', got {irregular_spacing!r}"
+        )
+    index = index if index is not None else index_folder(folder)
+    uid = choose_series(index, series_uid)
+    files = index.series("CT")[uid]
+    unreadable_here = [(p, e) for p, e in index.unreadable]
+    if unreadable_here:
+        _path, message = unreadable_here[0]
+        raise DicomError(f"{message} (in {folder.name}; {len(unreadable_here)} unreadable file(s))")
+    slices = [_read_slice(f.path) for f in files]
+    return _assemble(
+        slices, uid, files[0].frame_of_reference_uid, irregular_spacing, spacing_tolerance
+    )
+
+
+def _assemble(
+    slices: list[_Slice],
+    series_uid: str,
+    frame_uid: str,
+    irregular_spacing: IrregularSpacing,
+    spacing_tolerance: float,
+) -> CTSeries:
+    first = slices[0]
+    for s in slices[1:]:
+        if s.shape != first.shape or not np.allclose(s.spacing, first.spacing, atol=1e-4):
+            raise DicomError(
+                f"mixed series: slice {s.path.name} is {s.shape} at {s.spacing.tolist()} mm, "
+                f"slice {first.path.name} is {first.shape} at {first.spacing.tolist()} mm"
+            )
+        if not np.allclose(s.orientation, first.orientation, atol=1e-4):
+            raise DicomError(
+                f"mixed series: slice {s.path.name} has another ImageOrientationPatient"
+            )
+    if len(slices) < 2:
+        raise DicomError(f"the series has {len(slices)} slice; a volume needs at least 2")
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    positions = np.array([s.position for s in slices])
+    along = positions @ normal
+    order = np.argsort(along)
+    slices = [slices[i] for i in order]
+    along, positions = along[order], positions[order]
+    gaps = np.diff(along)
+    if np.any(gaps < 1e-3):
+        k = int(np.argmin(gaps))
+        raise DicomError(
+            f"duplicate slice position {along[k]:.2f} mm ({slices[k].path.name}, "
+            f"{slices[k + 1].path.name})"
+        )
+    stack_dir = positions[-1] - positions[0]
+    cos_angle = abs(float(stack_dir @ normal)) / float(np.linalg.norm(stack_dir))
+    tilt = float(np.degrees(np.arccos(min(1.0, cos_angle))))
+    if tilt > MAX_TILT_DEGREES:
+        raise DicomError(
+            f"gantry tilt of {tilt:.1f} degrees (slices are not stacked along their normal); "
+            "tilted series are not supported: reconstruct the CT without tilt"
+        )
+    spacing_z = float(np.median(gaps))
+    warnings: list[str] = []
+    resampled = False
+    volume = np.stack([s.pixels for s in slices])
+    missing = np.nonzero(gaps >= MISSING_SLICE_FACTOR * spacing_z)[0]
+    if missing.size:
+        k = int(missing[0])
+        raise DicomError(
+            f"missing slice: a gap of {gaps[k]:.2f} mm between slice positions {along[k]:.2f} and "
+            f"{along[k + 1]:.2f} mm (spacing {spacing_z:.2f} mm); {missing.size} gap(s) in all"
+        )
+    if np.max(np.abs(gaps - spacing_z)) > spacing_tolerance * spacing_z:
+        message = (
+            f"irregular slice spacing: gaps from {gaps.min():.2f} to {gaps.max():.2f} mm "
+            f"(median {spacing_z:.2f} mm)"
+        )
+        if irregular_spacing == "error":
+            raise DicomError(message)
+        n = round((along[-1] - along[0]) / spacing_z) + 1
+        grid = along[0] + spacing_z * np.arange(n)
+        volume = _interpolate_slices(volume, along, grid)
+        resampled = True
+        warnings.append(message + f"; resampled linearly to {n} slices at {spacing_z:.2f} mm")
+    image = sitk.GetImageFromArray(volume.astype(np.float32))
+    image.SetSpacing((float(first.spacing[1]), float(first.spacing[0]), spacing_z))
+    image.SetOrigin(tuple(float(v) for v in positions[0]))
+    direction = np.column_stack([row_dir, col_dir, normal])
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return CTSeries(
+        image=image,
+        series_uid=series_uid,
+        frame_of_reference_uid=frame_uid,
+        sop_instance_uids=tuple(s.sop_instance_uid for s in slices),
+        slice_thickness_mm=first.thickness,
+        original_slice_spacing_mm=spacing_z,
+        resampled_slices=resampled,
+        warnings=warnings,
+    )
+
+
+def _interpolate_slices(volume: np.ndarray, along: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    upper = np.clip(np.searchsorted(along, grid, side="right"), 1, len(along) - 1)
+    lower = upper - 1
+    weight = ((grid - along[lower]) / (along[upper] - along[lower])).astype(np.float32)
+    weight = np.clip(weight, 0.0, 1.0)[:, None, None]
+    return volume[lower] * (1 - weight) + volume[upper] * weight
+
+
+@dataclass
+class StructureSet:
+    """An RTSTRUCT's ROIs and the series its contours were drawn on."""
+
+    path: Path
+    dataset: pydicom.Dataset
+    roi_names: dict[int, str]
+    referenced_series_uids: tuple[str, ...]
+    frame_of_reference_uid: str
+
+    def contours(self, roi_name: str) -> list[np.ndarray]:
+        """The closed planar contours of ``roi_name`` as (N, 3) arrays in patient mm."""
+        number = next(n for n, name in self.roi_names.items() if name == roi_name)
+        result: list[np.ndarray] = []
+        for roi_contour in self.dataset.get("ROIContourSequence", []):
+            if int(roi_contour.get("ReferencedROINumber", -1)) != number:
+                continue
+            for contour in roi_contour.get("ContourSequence", []):
+                kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
+                data = contour.get("ContourData", [])
+                if kind != "CLOSED_PLANAR" or len(data) < 9:
+                    continue
+                result.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
+        return result
+
+
+def read_rtstruct(path: Path) -> StructureSet:
+    """Read an RTSTRUCT file; raise :class:`DicomError` if it is not one."""
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise DicomError(f"corrupt RTSTRUCT file {path.name}: {error}") from error
+    modality = str(ds.get("Modality", "")).upper()
+    if modality != "RTSTRUCT":
+        raise DicomError(f"{path.name} is not an RTSTRUCT (Modality {modality or 'missing'})")
+    names = {
+        int(item.ROINumber): str(item.get("ROIName", ""))
+        for item in ds.get("StructureSetROISequence", [])
+    }
+    frames = ds.get("ReferencedFrameOfReferenceSequence", [])
+    frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
+    if not frame_uid and names:
+        first = ds.StructureSetROISequence[0]
+        frame_uid = str(first.get("ReferencedFrameOfReferenceUID", ""))
+    return StructureSet(
+        path=path,
+        dataset=ds,
+        roi_names=names,
+        referenced_series_uids=referenced_series(ds),
+        frame_of_reference_uid=frame_uid,
+    )
+
+
+def find_roi(structure_set: StructureSet, pattern: str) -> str:
+    """The one ROI name matching ``pattern``: an exact name (case-insensitive) or a regex."""
+    names = list(structure_set.roi_names.values())
+    exact = [n for n in names if n.casefold() == pattern.casefold()]
+    if len(exact) == 1:
+        return exact[0]
+    try:
+        regex = re.compile(pattern, re.IGNORECASE)
+    except re.error:
+        regex = re.compile(re.escape(pattern), re.IGNORECASE)
+    matches = [n for n in names if regex.fullmatch(n)]
+    if not matches:
+        raise DicomError(f"ROI {pattern!r} not found; the RTSTRUCT has {sorted(names)}")
+    if len(matches) > 1:
+        raise DicomError(f"ROI {pattern!r} is ambiguous: it matches {sorted(matches)}")
+    return matches[0]
+
+
+def find_rois(structure_set: StructureSet, pattern: str) -> list[str]:
+    """Every ROI name that ``pattern`` (a regex) matches in full, case-insensitive."""
+    regex = re.compile(pattern, re.IGNORECASE)
+    return sorted(n for n in structure_set.roi_names.values() if regex.fullmatch(n))
+
+
+def check_reference(structure_set: StructureSet, series: CTSeries) -> None:
+    """Refuse an RTSTRUCT drawn on another series (or frame of reference) than ``series``."""
+    refs = structure_set.referenced_series_uids
+    if refs and series.series_uid not in refs:
+        raise DicomError(
+            f"RTSTRUCT {structure_set.path.name} references series {', '.join(refs)}, "
+            f"not the CT series {series.series_uid}"
+        )
+    if (
+        not refs
+        and structure_set.frame_of_reference_uid
+        and series.frame_of_reference_uid
+        and structure_set.frame_of_reference_uid != series.frame_of_reference_uid
+    ):
+        raise DicomError(
+            f"RTSTRUCT {structure_set.path.name} is in frame of reference "
+            f"{structure_set.frame_of_reference_uid}, the CT in {series.frame_of_reference_uid}"
+        )
+
+
+def physical_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Continuous (x, y, z) indices of physical points (N, 3) on ``image``'s grid."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    return ((points - origin) @ direction) / spacing
+
+
+def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels (rows, columns) whose centres lie inside the polygon ``(x, y)`` (even-odd rule).
+
+    A scanline fill: for each pixel row, the crossings of the row's centre line with the edges
+    (half-open in y, so a vertex on the line is counted once) bound the inside spans.
+    """
+    layer = np.zeros(shape, dtype=bool)
+    x0, y0 = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    first = max(0, int(np.ceil(y0.min())))
+    last = min(shape[0] - 1, int(np.floor(y0.max())))
+    if last < first:
+        return layer
+    rows = np.arange(first, last + 1, dtype=float)[:, None]
+    crosses = ((y0 <= rows) & (rows < y1)) | ((y1 <= rows) & (rows < y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+    at = np.where(crosses, at, np.inf)
+    at.sort(axis=1)
+    counts = crosses.sum(axis=1)
+    for i, row in enumerate(range(first, last + 1)):
+        xs = at[i, : counts[i]]
+        for start, stop in zip(xs[0::2], xs[1::2], strict=False):
+            lo = max(0, int(np.ceil(start)))
+            hi = min(shape[1], int(np.ceil(stop)))
+            if hi > lo:
+                layer[row, lo:hi] = True
+    return layer
+
+
+def rasterize_contours(
+    contours: Sequence[np.ndarray], reference: sitk.Image, *, roi_name: str = "ROI"
+) -> tuple[sitk.Image, list[str]]:
+    """Fill closed planar contours on ``reference``'s grid (even-odd rule); return mask, warnings.
+
+    A voxel is inside when its centre is inside the polygon of its slice. Contours lying between
+    slices (more than a third of a slice from any slice centre) are put on the nearest slice and
+    reported.
+    """
+    size = reference.GetSize()
+    mask = np.zeros((size[2], size[1], size[0]), dtype=bool)
+    warnings: list[str] = []
+    off_plane = outside = 0
+    for points in contours:
+        index = physical_to_index(reference, points)
+        z = float(np.median(index[:, 2]))
+        k = round(z)
+        if abs(z - k) > 1 / 3:
+            off_plane += 1
+        if not 0 <= k < size[2]:
+            outside += 1
+            continue
+        mask[k] ^= fill_polygon(index[:, 0], index[:, 1], (size[1], size[0]))
+    if off_plane:
+        warnings.append(f"{roi_name}: {off_plane} contour(s) lie between CT slices")
+    if outside:
+        warnings.append(f"{roi_name}: {outside} contour(s) lie outside the CT volume")
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image, warnings
+
+
+def roi_mask(
+    structure_set: StructureSet, pattern: str, reference: sitk.Image
+) -> tuple[sitk.Image, str, list[str]]:
+    """The label volume of the ROI matching ``pattern`` on ``reference``; (mask, name, warnings)."""
+    name = find_roi(structure_set, pattern)
+    contours = structure_set.contours(name)
+    if not contours:
+        raise DicomError(f"ROI {name!r} has no closed planar contour (empty contour)")
+    mask, warnings = rasterize_contours(contours, reference, roi_name=name)
+    return mask, name, warnings

@@ -1,0 +1,123 @@
+"""Faster PyRadiomics internals for the one-pass radiomics path, each equal to the original.
+
+Profiling the radiomics stage on LUNG1-001 (GTV and three rings, 14 images) showed, after the
+filters, a handful of PyRadiomics internals worth more than their share:
+
+- the texture matrices' C routines (:mod:`lungsurv.radiomics.texture` replaces them; equal bit
+  for bit);
+- every texture class bins the same (image, ROI) pair again (:func:`shared_binning`: once);
+- ``getBinEdges`` takes the ROI's minimum and maximum with Python's ``min``/``max``, one Python
+  float per voxel (:func:`fast_bin_edges`: numpy's, same values);
+- first-order skewness and kurtosis raise deviations to the 3rd and 4th power with ``pow``
+  (:func:`fast_moments`: products, equal to within a few units in the last place; measured in
+  the tests).
+
+:func:`accelerated_pyradiomics` turns them all on for a ``with`` block and puts PyRadiomics
+back on exit, so the naive reference path in the same process runs PyRadiomics as shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import numpy as np
+
+from lungsurv.radiomics.texture import fast_texture_matrices
+
+
+@contextmanager
+def shared_binning() -> Iterator[None]:
+    """Discretise an (image, ROI) pair once for all feature classes instead of once per class.
+
+    PyRadiomics' feature classes each bin the same cropped image with the same settings (six
+    times per image and ROI, a quarter of the run time). Inside this context the first class's
+    result is reused by the next ones when their input array is equal; values are unchanged.
+    """
+    from radiomics import base
+
+    original = base.RadiomicsFeaturesBase._applyBinning
+    memo: dict[str, Any] = {}
+
+    def apply_binning(self: Any, matrix: np.ndarray) -> np.ndarray:
+        key = (self.settings.get("binWidth"), self.settings.get("binCount"))
+        hit = memo.get("key") == key and np.array_equal(memo["input"], matrix)
+        if hit and np.array_equal(memo["mask"], self.maskArray):
+            self.coefficients["grayLevels"] = memo["grayLevels"].copy()
+            self.coefficients["Ng"] = memo["Ng"]
+            return memo["output"].copy()
+        output = original(self, matrix)
+        memo.update(
+            key=key,
+            input=matrix.copy(),
+            mask=self.maskArray.copy(),
+            output=output.copy(),
+            grayLevels=self.coefficients["grayLevels"].copy(),
+            Ng=self.coefficients["Ng"],
+        )
+        return output
+
+    base.RadiomicsFeaturesBase._applyBinning = apply_binning
+    try:
+        yield
+    finally:
+        base.RadiomicsFeaturesBase._applyBinning = original
+
+
+@contextmanager
+def fast_bin_edges() -> Iterator[None]:
+    """``getBinEdges`` with a fixed bin width depends on the ROI's minimum and maximum only: hand
+    it those two values (numpy's ``min``/``max``, exact) instead of every voxel. NaNs, which
+    Python's ``min`` treats by position, and ``binCount`` go to the original unchanged."""
+    from radiomics import imageoperations
+
+    original = imageoperations.getBinEdges
+
+    def get_bin_edges(parameter_values: Any, **kwargs: Any) -> Any:
+        values = np.asarray(parameter_values)
+        if kwargs.get("binCount") is not None or values.ndim != 1 or not values.size:
+            return original(parameter_values, **kwargs)
+        low, high = values.min(), values.max()
+        if np.isnan(low) or np.isnan(high):
+            return original(parameter_values, **kwargs)
+        return original(np.array([low, high], dtype=values.dtype), **kwargs)
+
+    imageoperations.getBinEdges = get_bin_edges
+    try:
+        yield
+    finally:
+        imageoperations.getBinEdges = original
+
+
+@contextmanager
+def fast_moments() -> Iterator[None]:
+    """First-order central moments by products instead of ``numpy.power`` (``pow`` is ~50x
+    slower than a product for exponents 3 and 4); NaN-free rows only, which is every row of a
+    whole-ROI extraction, so ``mean`` equals PyRadiomics' ``nanmean`` there."""
+    from radiomics.firstorder import RadiomicsFirstOrder
+
+    original = RadiomicsFirstOrder.__dict__["_moment"]
+
+    def moment(a: np.ndarray, moment: int = 1) -> Any:
+        if moment not in (2, 3, 4) or np.isnan(a).any():
+            return original.__func__(a, moment)
+        deviation = a - a.mean(1, keepdims=True)
+        square = deviation * deviation
+        power = square if moment == 2 else square * deviation if moment == 3 else square * square
+        return power.mean(1)
+
+    RadiomicsFirstOrder._moment = staticmethod(moment)
+    try:
+        yield
+    finally:
+        RadiomicsFirstOrder._moment = original
+
+
+@contextmanager
+def accelerated_pyradiomics() -> Iterator[None]:
+    """All of the above (and :func:`~lungsurv.radiomics.texture.fast_texture_matrices`) at once."""
+    with ExitStack() as stack:
+        for patch in (shared_binning, fast_bin_edges, fast_moments, fast_texture_matrices):
+            stack.enter_context(patch())
+        yield

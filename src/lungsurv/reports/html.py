@@ -1,0 +1,89 @@
+"""Self-contained HTML pages for the KFP UI: the evaluation report and the training curves.
+
+Figures are embedded as data URIs, so a page reads offline and needs nothing from the internet.
+"""
+
+from __future__ import annotations
+
+from lungsurv.reports.figures import evaluation_figures, training_curves_png
+from lungsurv.stages.evaluation import Evaluation
+from lungsurv.stages.training import CohortTraining
+
+_SECTIONS: tuple[tuple[str, str, str | None], ...] = (
+    ("c_index", "Table 3. Harrell's C-index (95 % bootstrap CI)", None),
+    ("auc", "Table 4. Time-dependent AUC at 1, 2 and 3 years (95 % bootstrap CI)", "roc"),
+    ("delong", "DeLong's test: each model's AUC against the combined model's", None),
+    ("calibration", "Figure 7. Calibration: predicted vs Kaplan-Meier observed", "calibration"),
+    ("risk_groups", "Figures 8-12. Risk groups at the training median", "kaplan_meier"),
+    ("number_at_risk", "Number at risk", "subgroups"),
+    ("selected_features", "Figure 3. Selected features and coefficients", "coefficients"),
+    ("loadings", "Figure 5. PCA loadings", "loadings"),
+)
+
+
+_DEFINITIONS = """<p>Definitions. C-index: Harrell's, per cohort, CIs from patient resampling.
+Time-dependent AUC: scikit-survival's cumulative/dynamic AUC (cases died by t, controls alive
+after t) with censoring weights from the training cohort. ROC curves and DeLong's test: at
+horizon t a case died by t, a control was followed beyond t; patients censored before t are left
+out. Risk groups: high if the combined risk exceeds the training median; hazard ratio high vs low
+(Cox, Wald 95 % CI); log-rank p. TNM: a Cox model on the ordinal overall stage, fitted on the
+training cohort.</p>"""
+
+
+def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation") -> str:
+    """A self-contained HTML report (figures embedded as data URIs, readable offline), one
+    section per paper table or figure."""
+    import base64
+    import html
+
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}"
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>Overall-survival model: evaluation</h1>",
+        "<h2>Headline</h2><ul>"
+        + "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in evaluation.metrics.items())
+        + "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
+        + "</ul>",
+        _DEFINITIONS,
+    ]
+    figures = evaluation_figures(evaluation)
+    for key, heading, figure in _SECTIONS:
+        table = evaluation.tables.get(key)
+        if table is None and figure not in figures:
+            continue
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if figure in figures:
+            data = base64.b64encode(figures[figure]).decode()
+            parts.append(f"<img alt='{figure}' src='data:image/png;base64,{data}'>")
+        if table is not None:
+            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def curves_html(run: CohortTraining) -> str:
+    """The training curves and the C-index table (the SE ablation side by side) as a
+    self-contained HTML page for the KFP UI."""
+    import base64
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>3D SE-ResNet</title>"]
+    parts.append("</head><body style='font-family:sans-serif'><h1>train-3D-SE-ResNet</h1>")
+    parts.append(
+        f"<p>{run.result.parameters:,} parameters; best epoch {run.result.best_epoch}; "
+        f"{run.result.seconds:.0f} s; {len(run.features)} patients' deep features.</p>"
+    )
+    parts.append(run.c_index_table().to_html(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, result in (("3D-SE-ResNet", run.result), ("3D-ResNet", run.ablation)):
+        if result is None or result.history.empty:
+            continue
+        image = base64.b64encode(training_curves_png(result.history)).decode()
+        parts.append(f"<h2>{name}</h2><img src='data:image/png;base64,{image}'>")
+        parts.append(result.history.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+    if len(run.failures):
+        parts.append("<h2>Patients left out</h2>" + run.failures.to_html(index=False))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,82 @@
+"""The PCA-fuse stage: the combined model over select-features' blocks, fitted on training rows.
+
+:func:`fit_combined` assembles the blocks the selection names (GTV, the chosen ring, deep features),
+fits the :class:`~lungsurv.survival.fusion.FusionModel` on the training patients with the
+selection's own signatures, and scores every patient (risk, risk group, one signature per block).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lungsurv.core.layout import DL_ROI, GTV_ROI
+from lungsurv.stages.selection import Selection, _assemble, has_roi, select_features
+from lungsurv.survival.fusion import BlockParameters, FusionModel, score
+
+
+def fit_combined(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    *,
+    ring: str = "ring_6mm",
+    selection: Selection | None = None,
+    variance: float = 0.95,
+    alpha: float = 0.05,
+    n_folds: int = 10,
+    random_state: int = 0,
+) -> tuple[FusionModel, pd.DataFrame]:
+    """PCA-fuse: fit the combined model on the training patients; return it and every patient's
+    scores.
+
+    With a ``selection`` (from :func:`select_features`) its combined blocks and their selected
+    features are used as they are; without one each block's signature is selected here (GTV,
+    ``ring``, and deep features when the table has ``dl`` rows), and ``ring="auto"`` picks the
+    ring by cross-validated training C-index. Patients lacking a row for a block (failed
+    upstream) are left out and listed in a warning. The scores table has ``patient_id, split,
+    time_days, event, risk, risk_group`` and one ``signature_<block>`` column per block.
+    """
+    if selection is None and ring == "auto":
+        selection = select_features(
+            features,
+            manifest,
+            is_train,
+            combined_ring=ring,
+            alpha=alpha,
+            n_folds=n_folds,
+            random_state=random_state,
+        )
+    if selection is not None:
+        blocks, ring = selection.combined_blocks, selection.ring
+        prefit: list[BlockParameters] | None = selection.block_parameters()
+        chosen_automatically = selection.ring_chosen_automatically
+    else:
+        blocks = [GTV_ROI, ring] + ([DL_ROI] if has_roi(features, DL_ROI) else [])
+        prefit, chosen_automatically = None, False
+    cohort = _assemble(features, manifest, is_train, blocks)
+    patients, outcomes = cohort.patients, cohort.outcomes
+    train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
+    model = FusionModel(
+        variance=variance,
+        alpha=alpha,
+        n_folds=n_folds,
+        random_state=random_state,
+        block_parameters=prefit,
+    ).fit(train_blocks, cohort.y)
+    model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
+    scored = score(cohort.blocks, model.params_)
+    table = pd.DataFrame(
+        {
+            "patient_id": patients,
+            "split": cohort.split_column(),
+            "time_days": outcomes.loc[patients, "time_days"].astype(float).to_numpy(),
+            "event": outcomes.loc[patients, "event"].astype(int).to_numpy(),
+            "risk": scored["risk"],
+        }
+    )
+    table["risk_group"] = np.where(table["risk"] > model.cutoff_, "high", "low")
+    for key, values in scored.items():
+        if key.startswith("signature_"):
+            table[key] = values
+    return model, table

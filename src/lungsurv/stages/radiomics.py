@@ -1,0 +1,123 @@
+"""The radiomics stage over a cohort: every converted patient's GTV and rings to feature rows.
+
+Reads each patient's folder written by convert and segment-rings (names in
+:mod:`lungsurv.core.layout`), extracts with :func:`lungsurv.radiomics.extract.extract_patient`,
+and returns one long table (one row per patient and ROI) and a failures table; patients run in
+parallel, the costliest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from lungsurv.core.errors import Failure, InputError
+from lungsurv.core.layout import GTV_FILE, GTV_ROI, ID_COLUMNS, IMAGE_FILE, ring_distance, ring_name
+from lungsurv.core.parallel import map_patients
+from lungsurv.core.tables import failures_frame
+from lungsurv.radiomics.extract import extract_patient
+from lungsurv.radiomics.params import feature_names
+
+
+def features_frame(
+    patient_id: str,
+    results: Mapping[str, Mapping[str, float]],
+    n_voxels: Mapping[str, int],
+    columns: Sequence[str],
+) -> pd.DataFrame:
+    """One row per ROI: ``patient_id, roi, n_voxels`` and the feature columns in order."""
+    rows = []
+    for roi, values in results.items():
+        row: dict[str, Any] = {"patient_id": patient_id, "roi": roi, "n_voxels": n_voxels[roi]}
+        row.update({c: float(values[c]) for c in columns})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*ID_COLUMNS, *columns])
+
+
+def patient_rois(volume_dir: Path, rings_dir: Path | None) -> dict[str, sitk.Image]:
+    """The GTV and, when given, every ring of one converted patient, by ROI name."""
+
+    rois = {GTV_ROI: sitk.ReadImage(str(volume_dir / GTV_FILE))}
+    if rings_dir is not None and rings_dir.exists():
+        distances = {ring_distance(p.name): p for p in rings_dir.glob("ring_*mm.nii.gz")}
+        for distance in sorted(distances):
+            rois[ring_name(distance)] = sitk.ReadImage(str(distances[distance]))
+    return rois
+
+
+def _extract_one(
+    job: tuple[Path, Path | None, dict[str, Any], list[str]],
+) -> tuple[pd.DataFrame, list[Failure]]:
+    volume_dir, rings_dir, params, columns = job
+
+    pid = volume_dir.name
+    try:
+        image = sitk.ReadImage(str(volume_dir / IMAGE_FILE))
+        rois = patient_rois(volume_dir, rings_dir)
+        results, roi_failures = extract_patient(image, rois, params)
+    except (InputError, RuntimeError, ValueError, OSError) as error:
+        return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), [
+            Failure(pid, "radiomics", type(error).__name__, str(error))
+        ]
+    failures = [Failure(pid, "radiomics", "RoiError", message) for message in roi_failures.values()]
+    if GTV_ROI in roi_failures:
+        return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), failures
+    n_voxels = {
+        name: int(np.count_nonzero(sitk.GetArrayViewFromImage(rois[name]))) for name in results
+    }
+    return features_frame(pid, results, n_voxels, columns), failures
+
+
+def _voxel_count(path: Path) -> float:
+    """Voxels of a converted volume, read from its header: the patient's cost estimate (0 for an
+    unreadable file, whose patient then fails with the reason in its own job)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return 0.0
+    return float(np.prod(reader.GetSize()))
+
+
+def extract_cohort(
+    volumes_dir: Path,
+    rings_dir: Path | None,
+    params: Mapping[str, Any],
+    *,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features of every patient below ``volumes_dir`` (rings from ``rings_dir``).
+
+    Returns (features, failures). A patient whose GTV fails has no rows and a failure; a ring
+    that fails (for example one emptied by clipping to the lungs) has no row and a failure, and
+    the patient's other ROIs are kept. No feature is ever NaN-filled.
+    """
+
+    columns = feature_names(params)
+    folders = sorted(p for p in volumes_dir.iterdir() if (p / GTV_FILE).exists())
+    jobs = [
+        (
+            folder,
+            (rings_dir / folder.name) if rings_dir is not None else None,
+            dict(params),
+            columns,
+        )
+        for folder in folders
+    ]
+    results = map_patients(
+        _extract_one, jobs, workers=workers, costs=[_voxel_count(f / IMAGE_FILE) for f in folders]
+    )
+    frames = [frame for frame, _ in results if len(frame)]
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[*ID_COLUMNS, *columns])
+    )
+    failures = [failure for _, found in results for failure in found]
+    return table, failures_frame(failures)

@@ -1,0 +1,345 @@
+"""The select-features stage: the paper's signatures and a TNM baseline, on training rows only.
+
+:func:`select_features` fits each signature (``Rad``, ``Rad_<d>mm``, ``Rad+Rad_<d>mm``, ``DL``)
+as a :class:`~lungsurv.survival.selection.CoxSignature` on the training patients and scores every
+patient; the result is a :class:`Selection` (a Parquet table of the selected features and their
+coefficients plus a small JSON) that PCA-fuse (:mod:`lungsurv.stages.fusion`) and evaluate read.
+Everything fitted (scalers, filters, LASSO, the TNM Cox model) sees training rows only; the tests
+prove it by perturbing the test rows.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sksurv.util import Surv
+
+from lungsurv.core.layout import DL_ROI, GTV_ROI, RING_PREFIX, is_ring, ring_rois
+from lungsurv.core.tables import write_parquet
+from lungsurv.survival.cox import univariate_cox
+from lungsurv.survival.fusion import BlockParameters, feature_blocks
+from lungsurv.survival.metrics import c_index
+from lungsurv.survival.selection import CoxSignature
+
+SELECTED_FILE = "selected_features.parquet"
+SELECTION_FILE = "selection.json"
+#: Overall stage as an ordinal covariate for the TNM baseline (AJCC 7th edition groups).
+STAGE_ORDER: dict[str, int] = {"i": 1, "ia": 1, "ib": 1, "ii": 2, "iia": 2, "iib": 2}
+
+
+STAGE_ORDER |= {"iii": 3, "iiia": 3, "iiib": 4, "iv": 5}
+
+
+@dataclass
+class _Cohort:
+    """The patients with every requested block, their blocks, and the training target."""
+
+    outcomes: pd.DataFrame
+    patients: list[str]
+    train: list[str]
+    blocks: dict[str, pd.DataFrame]
+    y: np.ndarray
+
+    def split_column(self) -> list[str]:
+        train = set(self.train)
+        return ["train" if p in train else "test" for p in self.patients]
+
+
+def _assemble(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    rois: Sequence[str],
+) -> _Cohort:
+    """Patients with a row for every ROI (the others are named in a warning), their wide
+    blocks, and the survival target of the training patients."""
+    outcomes = manifest.set_index(manifest["patient_id"].astype(str))[["time_days", "event"]]
+    complete = set(outcomes.index)
+    for roi in rois:
+        complete &= set(features.loc[features["roi"] == roi, "patient_id"].astype(str))
+    dropped = sorted(set(outcomes.index) - complete)
+    if dropped:
+        warnings.warn(
+            f"{len(dropped)} patient(s) without every feature block are left out: {dropped[:5]}",
+            stacklevel=3,
+        )
+    patients = [p for p in outcomes.index if p in complete]
+    train = [p for p in patients if is_train.get(p, False)]
+    blocks = feature_blocks(features, list(rois), patients=patients)
+    y = Surv.from_arrays(
+        outcomes.loc[train, "event"].astype(bool).to_numpy(),
+        outcomes.loc[train, "time_days"].astype(float).to_numpy(),
+    )
+    return _Cohort(outcomes, patients, train, blocks, y)
+
+
+def has_roi(features: pd.DataFrame, roi: str) -> bool:
+    return bool((features["roi"] == roi).any())
+
+
+def signature_name(rois: Sequence[str]) -> str:
+    """The paper's names: ``Rad`` (GTV), ``Rad_6mm`` (a ring), ``Rad+Rad_6mm``, ``DL``."""
+    parts = []
+    for roi in rois:
+        if roi == GTV_ROI:
+            parts.append("Rad")
+        elif is_ring(roi):
+            parts.append("Rad_" + roi.removeprefix(RING_PREFIX))
+        else:
+            parts.append(roi.upper() if roi == DL_ROI else roi)
+    return "+".join(parts)
+
+
+@dataclass
+class Selection:
+    """What select-features hands to PCA-fuse and evaluate.
+
+    ``table``: one row per selected feature of every signature (``signature, block, feature,
+    coefficient, mean, scale, univariate_hr, univariate_p``); ``signature_blocks``: the blocks
+    of each signature; ``combined_blocks``: the blocks the combined model fuses (GTV, the ring,
+    and ``dl`` when deep features were given); ``scores``: every patient's signature scores
+    (``patient_id, split`` and one column per signature, plus ``TNM`` when the manifest has
+    ``overall_stage``).
+    """
+
+    table: pd.DataFrame
+    signature_blocks: dict[str, list[str]]
+    combined_blocks: list[str]
+    ring: str
+    ring_chosen_automatically: bool
+    scores: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def block_parameters(self) -> list[BlockParameters]:
+        """The combined blocks' own signatures (``Rad``, ``Rad_6mm``, ``DL``) for PCA-fuse."""
+        parameters = []
+        for block in self.combined_blocks:
+            rows = self.table[self.table["signature"] == signature_name([block])]
+            parameters.append(
+                BlockParameters(
+                    name=block,
+                    features=[str(f) for f in rows["feature"]],
+                    mean=rows["mean"].to_numpy(float),
+                    scale=rows["scale"].to_numpy(float),
+                    signature_coef=rows["coefficient"].to_numpy(float),
+                )
+            )
+        return parameters
+
+    def save(self, folder: Path) -> Path:
+        """``folder/selected_features.parquet`` and ``folder/selection.json``."""
+
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet(self.table, folder / SELECTED_FILE)
+        info = {
+            "signature_blocks": self.signature_blocks,
+            "combined_blocks": self.combined_blocks,
+            "ring": self.ring,
+            "ring_chosen_automatically": self.ring_chosen_automatically,
+            "settings": self.settings,
+        }
+        (folder / SELECTION_FILE).write_text(json.dumps(info, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, scores: pd.DataFrame | None = None) -> Selection:
+        """Read a selection written by :meth:`save` (scores travel as their own table)."""
+        info = json.loads((folder / SELECTION_FILE).read_text())
+        return cls(
+            table=pd.read_parquet(folder / SELECTED_FILE),
+            signature_blocks={k: list(v) for k, v in info["signature_blocks"].items()},
+            combined_blocks=list(info["combined_blocks"]),
+            ring=str(info["ring"]),
+            ring_chosen_automatically=bool(info["ring_chosen_automatically"]),
+            scores=scores if scores is not None else pd.DataFrame(),
+            settings=dict(info.get("settings", {})),
+        )
+
+
+SELECTION_COLUMNS: tuple[str, ...] = (
+    "signature",
+    "block",
+    "feature",
+    "coefficient",
+    "mean",
+    "scale",
+    "univariate_hr",
+    "univariate_p",
+)
+
+
+def _signature_rows(name: str, signature: Any) -> list[dict[str, Any]]:
+    rows = []
+    for index, coefficient in zip(signature.selected_, signature.coef_, strict=True):
+        block, feature = str(signature.feature_names_in_[index]).split(":", 1)
+        rows.append(
+            {
+                "signature": name,
+                "block": block,
+                "feature": feature,
+                "coefficient": float(coefficient),
+                "mean": float(signature.scaler_.mean_[index]),
+                "scale": float(signature.scaler_.scale_[index]),
+                "univariate_hr": float(np.exp(signature.univariate_.coef_[index])),
+                "univariate_p": float(signature.univariate_.pvalues_[index]),
+            }
+        )
+    return rows
+
+
+def select_features(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    *,
+    rings: Sequence[str] | None = None,
+    combined_ring: str = "ring_6mm",
+    alpha: float = 0.05,
+    n_folds: int = 10,
+    cv_scoring: str = "deviance",
+    cv_rule: str = "1se",
+    random_state: int = 0,
+) -> Selection:
+    """select-features: the paper's signatures, each fitted on the training patients only.
+
+    ``Rad`` (GTV), ``Rad_<d>mm`` per ring, ``Rad+Rad_<d>mm`` (GTV and ring features in one
+    signature) and ``DL`` when the table has deep-feature rows (``roi == "dl"``); every one is
+    a :class:`~lungsurv.survival.selection.CoxSignature` (z-score, univariate Cox, LASSO-Cox
+    with k-fold CV; ``cv_scoring`` and ``cv_rule`` as in
+    :class:`~lungsurv.survival.selection.LassoCoxSelector`).
+    ``rings``: default every ring in the table. ``combined_ring``: the ring the combined
+    model fuses, or ``"auto"`` for the one with the best cross-validated training C-index
+    (:func:`choose_ring`).
+    A TNM baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside
+    when the manifest has ``overall_stage``.
+    """
+
+    rings = list(ring_rois(features["roi"]) if rings is None else rings)
+    if combined_ring != "auto" and combined_ring not in rings:
+        raise ValueError(f"combined ring {combined_ring!r} is not among the rings {rings}")
+    extra = [DL_ROI] if has_roi(features, DL_ROI) else []
+    cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
+    combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
+    combos += [[block] for block in extra]
+    scores = pd.DataFrame({"patient_id": cohort.patients, "split": cohort.split_column()})
+    rows: list[dict[str, Any]] = []
+    signature_blocks: dict[str, list[str]] = {}
+    for combo in combos:
+        joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signature = CoxSignature(
+                alpha=alpha,
+                n_folds=n_folds,
+                cv_scoring=cv_scoring,
+                cv_rule=cv_rule,
+                random_state=random_state,
+            )
+            signature.fit(joined.loc[cohort.train], cohort.y)
+        name = signature_name(combo)
+        signature_blocks[name] = list(combo)
+        scores[name] = signature.predict(joined)
+        rows += _signature_rows(name, signature)
+    if "overall_stage" in manifest.columns:
+        scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
+    automatic = combined_ring == "auto"
+    ring_scores: dict[str, float] = {}
+    ring = combined_ring
+    if automatic:
+        ring, ring_scores = choose_ring(
+            features,
+            manifest,
+            is_train,
+            rings,
+            random_state=random_state,
+            alpha=alpha,
+            n_folds=n_folds,
+            cv_scoring=cv_scoring,
+            cv_rule=cv_rule,
+        )
+    return Selection(
+        table=pd.DataFrame(rows, columns=list(SELECTION_COLUMNS)),
+        signature_blocks=signature_blocks,
+        combined_blocks=[GTV_ROI, ring, *extra],
+        ring=ring,
+        ring_chosen_automatically=automatic,
+        scores=scores,
+        settings={
+            "alpha": alpha,
+            "n_folds": n_folds,
+            "cv_scoring": cv_scoring,
+            "cv_rule": cv_rule,
+            "random_state": random_state,
+            "ring_cv_c_index": ring_scores,
+        },
+    )
+
+
+def overall_stage_number(stage: pd.Series) -> pd.Series:
+    """Overall stage as an ordinal number (I 1, II 2, IIIa 3, IIIb 4, IV 5); unknown is NaN."""
+    text = stage.astype("string").str.strip().str.lower().str.removeprefix("stage ")
+    return text.map(STAGE_ORDER).astype(float)
+
+
+def tnm_scores(manifest: pd.DataFrame, is_train: pd.Series) -> pd.Series:
+    """The TNM baseline: a Cox model on the ordinal overall stage, fitted on the training
+    patients with a known stage; its linear predictor for every patient (NaN where the stage is
+    unknown). Index: patient_id."""
+
+    ids = manifest["patient_id"].astype(str).to_numpy()
+    stage = overall_stage_number(manifest["overall_stage"]).to_numpy()
+    train = is_train.reindex(ids).fillna(False).to_numpy(bool) & np.isfinite(stage)
+    event = manifest["event"].to_numpy(bool)[train]
+    if event.sum() < 1 or np.ptp(stage[train]) == 0:
+        return pd.Series(np.nan, index=ids, name="TNM")
+    coef, _, _ = univariate_cox(
+        stage[train].reshape(-1, 1), event, manifest["time_days"].to_numpy(float)[train]
+    )
+    return pd.Series(coef[0] * stage, index=ids, name="TNM")
+
+
+def choose_ring(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    rings: Sequence[str],
+    *,
+    n_folds: int = 5,
+    random_state: int = 0,
+    **signature_params: Any,
+) -> tuple[str, dict[str, float]]:
+    """The ring whose signature has the highest cross-validated C-index on the training
+    patients (ties: the smaller distance); returns it and every ring's score.
+
+    The whole signature (z-score, univariate filter, LASSO-Cox) is refitted in each of
+    ``n_folds`` folds and scored on the held-out fold: the in-sample C-index of a signature
+    rewards rings whose noise features happened to pass the filter.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    cohort = _assemble(features, manifest, is_train, list(rings))
+    event, time = cohort.y["event"], cohort.y["time"]
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
+    scores: dict[str, float] = {}
+    for ring in rings:
+        block = cohort.blocks[ring].loc[cohort.train]
+        values = []
+        for train, held_out in folds.split(block, event):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                signature = CoxSignature(random_state=random_state, **signature_params)
+                signature.fit(block.iloc[train], cohort.y[train])
+            risk = signature.predict(block.iloc[held_out])
+            held = event[held_out]
+            usable = held.any() and np.ptp(risk) > 0
+            values.append(c_index(time[held_out], held, risk) if usable else 0.5)
+        scores[ring] = float(np.mean(values))
+    best = max(rings, key=lambda r: (round(scores[r], 12), -list(rings).index(r)))
+    return best, scores

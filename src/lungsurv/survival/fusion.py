@@ -1,0 +1,286 @@
+"""PCA-fuse: the paper's combined model, and the self-describing bundle that serving loads.
+
+For each feature block (GTV radiomics, the chosen ring's radiomics, deep features) a
+:class:`~lungsurv.survival.selection.CoxSignature` selects features on the training cohort. The
+selected, standardised features of all blocks are concatenated; PCA keeps the fewest components
+that reach 95 % cumulative variance; a Cox model (Efron ties) on the components is the combined
+model, with Breslow's baseline survival; the risk cutoff is the median training risk.
+
+Scoring goes through one numpy function, :func:`score`, both for a freshly fitted model and for a
+bundle loaded from disk, so a loaded bundle reproduces the stored risks exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from lungsurv.survival.cox import survival_arrays
+from lungsurv.survival.selection import CoxSignature
+
+
+def feature_blocks(
+    features: pd.DataFrame, rois: Sequence[str], *, patients: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Wide blocks (rows: patients, columns: features) from the long radiomics table."""
+    blocks = {}
+    for roi in rois:
+        block = features[features["roi"] == roi].set_index("patient_id")
+        block = block.drop(columns=[c for c in ("roi", "n_voxels") if c in block.columns])
+        # A table holding several kinds of block (radiomics and deep features) leaves the other
+        # kinds' columns empty in each block's rows.
+        block = block.loc[:, block.notna().any(axis=0)] if len(block) else block
+        if patients is not None:
+            missing = sorted(set(patients) - set(block.index))
+            if missing:
+                raise ValueError(
+                    f"block {roi!r} has no row for {len(missing)} patient(s): {missing[:5]}"
+                )
+            block = block.loc[list(patients)]
+        blocks[roi] = block
+    return blocks
+
+
+@dataclass
+class BlockParameters:
+    """What scoring needs from one block: its selected features and how to standardise them."""
+
+    name: str
+    features: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    signature_coef: np.ndarray
+
+
+@dataclass
+class ModelParameters:
+    """Everything :func:`score` needs; what the bundle stores."""
+
+    blocks: list[BlockParameters]
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+    explained_variance_ratio: np.ndarray
+    cox_coef: np.ndarray
+    baseline_times: np.ndarray
+    baseline_survival: np.ndarray
+    cutoff: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def standardised_block(block: pd.DataFrame, params: BlockParameters) -> np.ndarray:
+    missing = [f for f in params.features if f not in block.columns]
+    if missing:
+        raise ValueError(f"block {params.name!r} lacks feature(s) {missing[:5]}")
+    values = block[params.features].to_numpy(dtype=float)
+    return (values - params.mean) / params.scale
+
+
+def score(blocks: Mapping[str, pd.DataFrame], params: ModelParameters) -> dict[str, np.ndarray]:
+    """Risk, per-block signatures and components for the rows of ``blocks``."""
+    standardised = [standardised_block(blocks[b.name], b) for b in params.blocks]
+    n_rows = len(next(iter(blocks.values()))) if blocks else 0
+    joined = np.concatenate(standardised, axis=1) if standardised else np.zeros((n_rows, 0))
+    matrix = np.asarray(params.pca_components, dtype=float)
+    if matrix.size == 0:
+        matrix = np.zeros((0, joined.shape[1]))
+    components = (joined - params.pca_mean) @ matrix.T
+    risk = components @ params.cox_coef
+    signatures = {
+        b.name: z @ b.signature_coef for b, z in zip(params.blocks, standardised, strict=True)
+    }
+    return {
+        "risk": risk,
+        "components": components,
+        **{f"signature_{k}": v for k, v in signatures.items()},
+    }
+
+
+def survival_at(risk: np.ndarray, times: Sequence[float], params: ModelParameters) -> np.ndarray:
+    """Predicted survival S(t | x) = S0(t) ** exp(risk), rows: patients, columns: ``times``."""
+    index = np.searchsorted(params.baseline_times, np.asarray(times, dtype=float), side="right") - 1
+    s0 = np.where(index >= 0, params.baseline_survival[np.maximum(index, 0)], 1.0)
+    return s0[None, :] ** np.exp(risk)[:, None]
+
+
+class FusionModel(BaseEstimator):
+    """Per-block Cox signatures, PCA over their selected features, Cox on the components.
+
+    ``fit(blocks, y)`` takes a mapping of block name to a DataFrame (rows in the same patient
+    order as ``y``). ``block_parameters``: signatures already selected on the same training rows
+    (select-features' output); fusion then uses their features as they are instead of selecting
+    again. Fitted attributes: ``signatures_`` (empty with ``block_parameters``), ``params_``
+    (:class:`ModelParameters`), ``n_components_``, ``cutoff_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        variance: float = 0.95,
+        alpha: float = 0.05,
+        n_folds: int = 10,
+        random_state: int = 0,
+        block_parameters: Sequence[BlockParameters] | None = None,
+    ) -> None:
+        self.variance = variance
+        self.alpha = alpha
+        self.n_folds = n_folds
+        self.random_state = random_state
+        self.block_parameters = block_parameters
+
+    def fit(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
+        from sklearn.decomposition import PCA
+
+        if not 0 < self.variance <= 1:
+            raise ValueError(f"variance must be in (0, 1], got {self.variance}")
+        survival_arrays(y)
+        self.signatures_: dict[str, CoxSignature] = {}
+        parameters: list[BlockParameters] = []
+        if self.block_parameters is not None:
+            parameters = list(self.block_parameters)
+            missing = [p.name for p in parameters if p.name not in blocks]
+            if missing:
+                raise ValueError(f"block_parameters name block(s) {missing} not given to fit")
+        for name, block in blocks.items() if self.block_parameters is None else ():
+            signature = CoxSignature(
+                alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
+            ).fit(block, y)
+            self.signatures_[name] = signature
+            chosen = signature.selected_
+            parameters.append(
+                BlockParameters(
+                    name=name,
+                    features=[str(block.columns[i]) for i in chosen],
+                    mean=signature.scaler_.mean_[chosen],
+                    scale=signature.scaler_.scale_[chosen],
+                    signature_coef=np.asarray(signature.coef_, dtype=float),
+                )
+            )
+        n_selected = sum(len(p.features) for p in parameters)
+        if n_selected == 0:
+            warnings.warn(
+                "no block selected any feature: the combined model is the null model "
+                "(risk 0 for everyone, baseline survival only)",
+                stacklevel=2,
+            )
+            self.params_ = _null_model(parameters, y)
+            self.ridge_alpha_ = 0.0
+            self.n_components_ = 0
+            self.cutoff_ = 0.0
+            return self
+        joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
+        n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
+        pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
+        components = pca.transform(joined)
+        cox, self.ridge_alpha_ = _fit_cox(components, y)
+        self.n_components_ = int(pca.n_components_)
+        params = ModelParameters(
+            blocks=parameters,
+            pca_mean=pca.mean_,
+            pca_components=pca.components_,
+            explained_variance_ratio=pca.explained_variance_ratio_,
+            cox_coef=np.asarray(cox.coef_, dtype=float),
+            baseline_times=np.asarray(cox.baseline_survival_.x, dtype=float),
+            baseline_survival=np.asarray(cox.baseline_survival_.y, dtype=float),
+            cutoff=0.0,
+        )
+        if self.ridge_alpha_:
+            params.metadata["cox_ridge_alpha"] = self.ridge_alpha_
+        params.cutoff = float(np.median(score(blocks, params)["risk"]))
+        self.params_ = params
+        self.cutoff_ = params.cutoff
+        return self
+
+    def predict(self, blocks: Mapping[str, pd.DataFrame]) -> np.ndarray:
+        """The combined risk (Cox linear predictor on the components)."""
+        check_is_fitted(self, "params_")
+        return score(blocks, self.params_)["risk"]
+
+    def loadings(self) -> pd.DataFrame:
+        """PCA loadings (rows: ``block:feature``, columns: PC1..PCk), the paper's Figure 5."""
+        check_is_fitted(self, "params_")
+        return loadings_frame(self.params_)
+
+
+def loadings_frame(params: ModelParameters) -> pd.DataFrame:
+    """PCA loadings of a fitted or loaded model (rows: ``block:feature``, columns: PCs)."""
+    rows = [f"{b.name}:{f}" for b in params.blocks for f in b.features]
+    components = np.asarray(params.pca_components, dtype=float)
+    components = components.reshape(-1, len(rows)) if rows else np.zeros((0, 0))
+    columns = [f"PC{i + 1}" for i in range(components.shape[0])]
+    return pd.DataFrame(components.T, index=rows, columns=columns)
+
+
+#: Ridge penalties tried, in order, when the plain Cox fit on the components does not converge.
+RIDGE_ALPHAS: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _fit_cox(components: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
+    """The paper's (unpenalised) Cox model on the components. With few patients and many
+    components the likelihood can be monotone (a perfect split) and Newton's method diverges;
+    then the smallest ridge penalty that converges is used, with a warning naming it."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    for alpha in RIDGE_ALPHAS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cox = CoxPHSurvivalAnalysis(ties="efron", alpha=alpha).fit(components, y)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            continue
+        if np.all(np.isfinite(cox.coef_)):
+            if alpha:
+                warnings.warn(
+                    f"the Cox model on {components.shape[1]} components did not converge "
+                    f"unpenalised ({len(y)} patients); fitted with ridge penalty {alpha:g}",
+                    stacklevel=3,
+                )
+            return cox, alpha
+    raise ValueError(
+        f"the Cox model on {components.shape[1]} components did not converge even with a "
+        f"ridge penalty of {RIDGE_ALPHAS[-1]:g}"
+    )
+
+
+def _null_model(blocks: list[BlockParameters], y: np.ndarray) -> ModelParameters:
+    """No covariate: Breslow's baseline is the Nelson-Aalen estimate, every risk is 0."""
+    event, time = survival_arrays(y)
+    times = np.unique(time)
+    deaths = np.array([np.sum(event & (time == t)) for t in times], dtype=float)
+    at_risk = np.array([np.sum(time >= t) for t in times], dtype=float)
+    survival = np.exp(-np.cumsum(deaths / at_risk))
+    return ModelParameters(
+        blocks=blocks,
+        pca_mean=np.zeros(0),
+        pca_components=np.zeros((0, 0)),
+        explained_variance_ratio=np.zeros(0),
+        cox_coef=np.zeros(0),
+        baseline_times=times,
+        baseline_survival=survival,
+        cutoff=0.0,
+    )
+
+
+def contributions(
+    blocks: Mapping[str, pd.DataFrame], params: ModelParameters
+) -> dict[str, np.ndarray]:
+    """Each block's additive share of the risk: the risk is ``(z - pca_mean) @ V.T @ beta``, a
+    sum over standardised features; the shares of all blocks add up to the risk."""
+
+    if np.asarray(params.cox_coef).size == 0:
+        return {b.name: np.zeros(len(next(iter(blocks.values())))) for b in params.blocks}
+    weights = np.asarray(params.pca_components, float).T @ np.asarray(params.cox_coef, float)
+    shares: dict[str, np.ndarray] = {}
+    start = 0
+    for block in params.blocks:
+        stop = start + len(block.features)
+        z = standardised_block(blocks[block.name], block) - params.pca_mean[start:stop]
+        shares[block.name] = z @ weights[start:stop]
+        start = stop
+    return shares

@@ -1,0 +1,35 @@
+"""lungsurv.core.parallel: patients across processes, costliest first, results in input order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lungsurv.core.parallel import map_patients
+
+
+def _square_with_pid(value: int) -> tuple[int, int]:
+    return value * value, os.getpid()
+
+
+@pytest.mark.parametrize("costs", [None, [1.0, 5.0, 2.0, 9.0, 0.0]])
+def test_results_come_back_in_input_order(costs: list[float] | None) -> None:
+    values = [3, 1, 4, 1, 5]
+    results = map_patients(_square_with_pid, values, workers=2, costs=costs)
+    assert [square for square, _ in results] == [9, 1, 16, 1, 25]
+    assert all(pid != os.getpid() for _, pid in results)  # ran in worker processes
+
+
+def test_one_worker_runs_in_this_process() -> None:
+    results = map_patients(_square_with_pid, [2, 3], workers=1, costs=[1.0, 2.0])
+    assert results == [(4, os.getpid()), (9, os.getpid())]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"workers": 0}, "workers must be >= 1, got 0"), ({"costs": [1.0]}, "1 values for 2 items")],
+)
+def test_invalid_arguments_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        map_patients(_square_with_pid, [1, 2], **{"workers": 2, **kwargs})

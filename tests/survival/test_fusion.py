@@ -1,0 +1,157 @@
+"""PCA-fuse: the combined model, its bundle, and no leakage from the test cohort."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sksurv.metrics import concordance_index_censored
+from sksurv.util import Surv
+
+from lungsurv.survival.bundle import load_bundle, save_bundle
+from lungsurv.survival.fusion import FusionModel, feature_blocks, score, survival_at
+
+
+@pytest.fixture(scope="module")
+def cohort() -> tuple[dict[str, pd.DataFrame], np.ndarray, np.ndarray]:
+    """Two blocks of 60 features; two planted features in each, the rest noise."""
+    rng = np.random.default_rng(11)
+    n = 240
+    ids = [f"P{i:03d}" for i in range(n)]
+    gtv = pd.DataFrame(rng.standard_normal((n, 60)), index=ids).add_prefix("gtv_f")
+    ring = pd.DataFrame(rng.standard_normal((n, 60)), index=ids).add_prefix("ring_f")
+    eta = 0.6 * gtv["gtv_f0"] + 0.4 * gtv["gtv_f1"] - 0.5 * ring["ring_f0"] + 0.3 * ring["ring_f1"]
+    time = rng.exponential(np.exp(-eta.to_numpy())) * 600 + 1
+    censor = rng.uniform(100, 2500, n)
+    y = Surv.from_arrays(time <= censor, np.minimum(time, censor))
+    return {"gtv": gtv, "ring_6mm": ring}, y, eta.to_numpy()
+
+
+def _fit(blocks: dict[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FusionModel(random_state=0).fit(blocks, y)
+
+
+def _split(blocks, rows):
+    return {k: v.iloc[rows] for k, v in blocks.items()}
+
+
+def test_combined_model_ranks_like_the_truth(cohort) -> None:
+    blocks, y, eta = cohort
+    train, test = np.arange(160), np.arange(160, 240)
+    model = _fit(_split(blocks, train), y[train])
+    assert 1 <= model.n_components_ <= sum(len(b.features) for b in model.params_.blocks)
+    assert model.params_.explained_variance_ratio.sum() >= 0.95
+    risk = model.predict(_split(blocks, test))
+    event, time = y["event"][test], y["time"][test]
+    c_model = concordance_index_censored(event, time, risk)[0]
+    c_oracle = concordance_index_censored(event, time, eta[test])[0]
+    print(f"combined test C-index {c_model:.3f}, oracle {c_oracle:.3f}")
+    assert c_model > c_oracle - 0.1
+    assert np.median(model.predict(_split(blocks, train))) == pytest.approx(model.cutoff_)
+    loadings = model.loadings()
+    assert loadings.shape == (len(loadings.index), model.n_components_)
+    assert any(i.startswith("gtv:") for i in loadings.index)
+
+
+def test_bundle_reproduces_risks_exactly(cohort, tmp_path: Path) -> None:
+    blocks, y, _ = cohort
+    model = _fit(blocks, y)
+    save_bundle(model.params_, tmp_path / "bundle", radiomics_params={"setting": {"binWidth": 25}})
+    document = json.loads((tmp_path / "bundle" / "model.json").read_text())
+    assert document["versions"]["lungsurv"] and document["cutoff"] == model.cutoff_
+    assert (tmp_path / "bundle" / "radiomics_params.yaml").exists()
+    loaded = load_bundle(tmp_path / "bundle")
+    fresh, again = score(blocks, model.params_), score(blocks, loaded)
+    for key in fresh:
+        assert np.array_equal(fresh[key], again[key]), key
+    survival = survival_at(fresh["risk"], [365, 730, 1095], loaded)
+    assert survival.shape == (len(fresh["risk"]), 3)
+    assert np.all(np.diff(survival, axis=1) <= 0) and np.all((survival > 0) & (survival <= 1))
+
+
+def test_scoring_never_changes_the_fitted_model(cohort) -> None:
+    """Scoring perturbed rows leaves every fitted number as is, and a refit on the same training
+    rows gives the same numbers (the whole-cohort leakage test belongs to the stage that splits)."""
+    blocks, y, _ = cohort
+    train, test = np.arange(160), np.arange(160, 240)
+    model = _fit(_split(blocks, train), y[train])
+    before = json.dumps(_as_lists(model.params_))
+    rng = np.random.default_rng(0)
+    perturbed = {
+        k: v.iloc[test] * rng.normal(1, 0.5, v.iloc[test].shape) for k, v in blocks.items()
+    }
+    model.predict(perturbed)
+    refit = _fit(_split(blocks, train), y[train])
+    assert json.dumps(_as_lists(model.params_)) == before == json.dumps(_as_lists(refit.params_))
+
+
+def _as_lists(params) -> dict:
+    return {
+        "blocks": [(b.name, b.features, b.mean.tolist(), b.scale.tolist()) for b in params.blocks],
+        "pca": params.pca_components.tolist(),
+        "cox": params.cox_coef.tolist(),
+        "cutoff": params.cutoff,
+    }
+
+
+def test_feature_blocks_from_the_radiomics_table() -> None:
+    table = pd.DataFrame(
+        {
+            "patient_id": ["a", "a", "b", "b"],
+            "roi": ["gtv", "ring_6mm", "gtv", "ring_6mm"],
+            "n_voxels": [10, 20, 30, 40],
+            "original_firstorder_Mean": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    blocks = feature_blocks(table, ["gtv", "ring_6mm"], patients=["b", "a"])
+    assert list(blocks["gtv"].index) == ["b", "a"]
+    assert list(blocks["ring_6mm"]["original_firstorder_Mean"]) == [4.0, 2.0]
+    with pytest.raises(ValueError, match="no row for 1 patient"):
+        feature_blocks(table, ["gtv"], patients=["a", "c"])
+
+
+@pytest.mark.parametrize("variance", [0.0, 1.2])
+def test_invalid_variance_is_named(cohort, variance: float) -> None:
+    blocks, y, _ = cohort
+    with pytest.raises(ValueError, match=str(variance)):
+        FusionModel(variance=variance).fit(blocks, y)
+
+
+def test_nothing_selected_gives_the_null_model(cohort, tmp_path: Path) -> None:
+    blocks, y, _ = cohort
+    noise = {"gtv": blocks["gtv"].iloc[:, 10:14]}
+    with pytest.warns(UserWarning, match="null model"):
+        model = FusionModel(alpha=1e-9).fit(noise, y)
+    assert model.n_components_ == 0 and model.loadings().shape == (0, 0)
+    risk = model.predict(noise)
+    assert np.array_equal(risk, np.zeros(len(risk)))
+    loaded = load_bundle(save_bundle(model.params_, tmp_path / "null"))
+    assert np.array_equal(score(noise, loaded)["risk"], risk)
+    survival = survival_at(risk, [365, 3650], loaded)
+    assert 0 < survival[0, 1] < survival[0, 0] < 1
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def test_a_diverging_cox_fit_falls_back_to_the_smallest_ridge_penalty() -> None:
+    """Collinear components of a perfectly ordered cohort make Newton's method diverge; the fit
+    takes the smallest ridge penalty that converges and says so."""
+    from lungsurv.survival.fusion import _fit_cox
+
+    time = np.arange(1, 11, dtype=float)
+    components = np.column_stack([time, 2 * time, np.sin(time)])
+    y = Surv.from_arrays(np.ones(10, bool), time)
+    with pytest.warns(UserWarning, match="ridge penalty 0.0001"):
+        cox, alpha = _fit_cox(components, y)
+    assert alpha == 1e-4 and np.all(np.isfinite(cox.coef_))
+    _, plain = _fit_cox(components[:, [0, 2]] + np.random.default_rng(1).normal(0, 3, (10, 2)), y)
+    assert plain == 0.0

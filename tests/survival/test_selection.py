@@ -1,0 +1,123 @@
+"""Survival feature selection: univariate Cox against lifelines, LASSO-Cox, degenerate cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from sksurv.util import Surv
+
+from lungsurv.survival.cox import univariate_cox
+from lungsurv.survival.selection import CoxSignature, LassoCoxSelector, UnivariateCoxSelector
+
+
+@pytest.fixture
+def planted() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    n = 160
+    X = pd.DataFrame(rng.standard_normal((n, 40)), columns=[f"f{i}" for i in range(40)])
+    eta = 0.9 * X["f0"] - 0.7 * X["f1"]
+    time = rng.exponential(np.exp(-eta)) * 400 + 1
+    censor = rng.uniform(50, 1500, n)
+    return X, Surv.from_arrays(time <= censor, np.minimum(time, censor)), eta.to_numpy()
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_univariate_cox_equals_lifelines(ties: bool) -> None:
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((90, 3))
+    X[:, 2] = rng.integers(0, 3, 90)
+    time = rng.exponential(200 * np.exp(-0.6 * X[:, 0])) + 1
+    if ties:
+        time = np.ceil(time / 60) * 60
+    event = rng.random(90) < 0.75
+    coef, se, p = univariate_cox(X, event, time)
+    for j in range(3):
+        frame = pd.DataFrame({"x": X[:, j], "T": time, "E": event})
+        fitted = CoxPHFitter().fit(frame, "T", "E")
+        assert coef[j] == pytest.approx(fitted.params_["x"], rel=1e-5)
+        assert se[j] == pytest.approx(fitted.standard_errors_["x"], rel=1e-5)
+        assert p[j] == pytest.approx(fitted.summary["p"]["x"], rel=1e-4)
+
+
+def test_univariate_cox_on_the_real_clinical_table(clinical_csv) -> None:
+    table = pd.read_csv(clinical_csv, na_values="NA").dropna(subset=["age", "Survival.time"])
+    table = table[table["Survival.time"] > 0]
+    event = table["deadstatus.event"].to_numpy(bool)
+    time = table["Survival.time"].to_numpy(float)
+    coef, _, p = univariate_cox(table[["age"]].to_numpy(), event, time)
+    frame = pd.DataFrame({"x": table["age"], "T": time, "E": event})
+    fitted = CoxPHFitter().fit(frame, "T", "E")
+    assert coef[0] == pytest.approx(fitted.params_["x"], rel=1e-5)
+    assert p[0] == pytest.approx(fitted.summary["p"]["x"], rel=1e-4)
+
+
+def test_constant_and_all_nan_columns_are_never_selected(planted) -> None:
+    X, y, _ = planted
+    X = X.assign(constant=1.0, empty=np.nan)
+    selector = UnivariateCoxSelector().fit(X, y)
+    assert np.isnan(selector.pvalues_[-2:]).all()
+    support = selector.get_support()
+    assert support[0] and support[1] and not support[-1] and not support[-2]
+
+
+def test_partial_nan_is_an_error(planted) -> None:
+    X, y, _ = planted
+    X.iloc[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN in 1 column"):
+        UnivariateCoxSelector().fit(X, y)
+
+
+def test_no_feature_passes_gives_an_empty_signature(planted) -> None:
+    _, y, _ = planted
+    noise = np.random.default_rng(0).standard_normal((len(y), 3))
+    with pytest.warns(UserWarning, match="no feature"):
+        signature = CoxSignature(alpha=1e-6).fit(noise, y)
+    assert signature.selected_.size == 0
+    assert np.array_equal(signature.predict(noise), np.zeros(len(y)))
+
+
+def test_fewer_events_than_folds(planted) -> None:
+    X, y, _ = planted
+    event, time = y["event"].copy(), y["time"]
+    event[:] = False
+    event[np.argsort(time)[:4]] = True
+    few = Surv.from_arrays(event, time)
+    with pytest.warns(UserWarning, match="4-fold instead of 10-fold"):
+        lasso = LassoCoxSelector().fit(X.iloc[:, :5], few)
+    assert lasso.n_splits_ == 4
+    one = event.copy()
+    one[np.argsort(time)[1:4]] = False
+    with pytest.warns(UserWarning, match="LASSO-Cox skipped"):
+        skipped = LassoCoxSelector().fit(X.iloc[:, :5], Surv.from_arrays(one, time))
+    assert skipped.get_support().all()
+
+
+def test_signature_recovers_planted_features(planted) -> None:
+    X, y, eta = planted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signature = CoxSignature(random_state=0).fit(X, y)
+    assert {"f0", "f1"} <= set(signature.selected_features_)
+    coef = dict(zip(signature.selected_features_, signature.coef_, strict=True))
+    assert coef["f0"] > 0 > coef["f1"]
+    risk = signature.predict(X)
+    assert np.corrcoef(risk, eta)[0, 1] > 0.8
+    again = CoxSignature(random_state=0).fit(X, y)
+    assert np.array_equal(again.predict(X), risk)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.5])
+def test_invalid_alpha_is_named(planted, alpha: float) -> None:
+    X, y, _ = planted
+    with pytest.raises(ValueError, match=str(alpha)):
+        UnivariateCoxSelector(alpha=alpha).fit(X, y)
+
+
+def test_target_must_be_structured(planted) -> None:
+    X, _, _ = planted
+    with pytest.raises(ValueError, match="structured array"):
+        UnivariateCoxSelector().fit(X, np.ones(len(X)))
