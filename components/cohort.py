@@ -11,14 +11,21 @@ from components.images import CPU_IMAGE
 def prepare_cohort(
     cohort_uri: str,
     shard_size: int,
+    train_centers: list,
+    split_column: str,
+    test_fraction: float,
+    seed: int,
     manifest: Output[Dataset],
     rejected: Output[Dataset],
 ) -> list:
-    """Validate the manifest at ``cohort_uri``; write the valid rows and the rejected patients.
+    """Validate the manifest at ``cohort_uri``; write the valid rows, with the train/test split
+    that every later step reads, and the rejected patients.
 
     Returns the shard indices for ``dsl.ParallelFor``.
     """
     from lungsurv.cohort.manifest import load_manifest, shard_count
+    from lungsurv.cohort.split import with_split
+    from lungsurv.core.layout import SPLIT_COLUMN, TRAIN
     from lungsurv.core.tables import write_parquet
 
     report = load_manifest(cohort_uri)
@@ -26,8 +33,13 @@ def prepare_cohort(
         print(f"rejected: {problem}")
     if report.valid.empty:
         raise ValueError(f"no valid patient in {cohort_uri}: {len(report.problems)} problem(s)")
-    write_parquet(report.valid, manifest.path)
+    valid = with_split(
+        report.valid, train_centers=train_centers, split_column=split_column,
+        test_fraction=test_fraction, seed=seed,
+    )  # fmt: skip
+    write_parquet(valid, manifest.path)
     write_parquet(report.failures(), rejected.path)
-    manifest.metadata.update({"patients": len(report.valid), "format": "parquet"})
+    train = int((valid[SPLIT_COLUMN] == TRAIN).sum())
+    manifest.metadata.update({"patients": len(valid), "train": train, "format": "parquet"})
     rejected.metadata.update({"patients": len(report.rejected_ids), "format": "parquet"})
     return [str(i) for i in range(shard_count(len(report.valid), shard_size))]

@@ -33,6 +33,7 @@ def pca_fuse(
 
     import pandas as pd
 
+    from lungsurv.cohort.split import training_mask
     from lungsurv.core.layout import DL_ROI
     from lungsurv.core.tables import write_parquet
     from lungsurv.imaging.qa import training_ranges
@@ -45,11 +46,11 @@ def pca_fuse(
     if deep_features is not None:
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
-    split = chosen.scores.set_index("patient_id")["split"] == "train"
+    is_train = training_mask(cohort)
     model, risks = fit_combined(
-        table, cohort, split, selection=chosen, variance=variance, random_state=seed
+        table, cohort, is_train, selection=chosen, variance=variance, random_state=seed
     )
-    train_ids = list(risks.loc[risks["split"] == "train", "patient_id"])
+    train_ids = list(risks.loc[risks["split"] == "train", "patient_id"])  # the fitted rows
     ranges = training_ranges(pd.read_parquet(geometry.path), train_ids)
     model.params_.metadata["training_ranges"] = ranges  # serving flags inputs outside them
     save_bundle(

@@ -14,9 +14,6 @@ def select_features(
     manifest: Input[Dataset],
     features: Input[Dataset],
     combined_ring: str,
-    train_centers: list,
-    split_column: str,
-    test_fraction: float,
     seed: int,
     univariate_alpha: float,
     lasso_folds: int,
@@ -31,24 +28,17 @@ def select_features(
 
     import pandas as pd
 
-    from lungsurv.cohort.split import split_cohort
+    from lungsurv.cohort.split import training_mask
     from lungsurv.core.tables import write_parquet
     from lungsurv.stages.selection import select_features as select
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:  # one more block, same schema
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
-    is_train = split_cohort(
-        cohort,
-        train_centers=train_centers,
-        split_column=split_column,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
     result = select(
         table,
         cohort,
-        is_train,
+        training_mask(cohort),
         combined_ring=combined_ring,
         alpha=univariate_alpha,
         n_folds=lasso_folds,

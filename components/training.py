@@ -11,9 +11,6 @@ from components.images import GPU_IMAGE
 def train_se_resnet(
     manifest: Input[Dataset],
     volumes: Input[list[Dataset]],
-    train_centers: list,
-    split_column: str,
-    test_fraction: float,
     seed: int,
     input_size: int,
     max_epochs: int,
@@ -35,17 +32,15 @@ def train_se_resnet(
 
     import pandas as pd
 
-    from lungsurv.cohort.split import split_cohort
+    from lungsurv.cohort.split import training_mask
     from lungsurv.core.tables import write_parquet
-    from lungsurv.deep.train import TrainConfig, save_model
+    from lungsurv.deep.config import TrainConfig
+    from lungsurv.deep.train import save_model
     from lungsurv.reports.html import curves_html
     from lungsurv.stages.training import train_cohort
 
     cohort = pd.read_parquet(manifest.path)
-    is_train = split_cohort(
-        cohort, train_centers=train_centers, split_column=split_column,
-        test_fraction=test_fraction, seed=seed,
-    )  # fmt: skip
+    is_train = training_mask(cohort)  # the cohort step's split
     config = TrainConfig(
         input_size=input_size, max_epochs=max_epochs, batch_size=batch_size,
         learning_rate=learning_rate, patience=patience, units_per_stage=units_per_stage,

@@ -94,7 +94,14 @@ def build_pipeline(*, deep_learning: bool = True):
         serving_min_replicas: int = 1,
         serving_max_replicas: int = 2,
     ):
-        cohort = prepare_cohort(cohort_uri=cohort_uri, shard_size=shard_size)
+        cohort = prepare_cohort(
+            cohort_uri=cohort_uri,
+            shard_size=shard_size,
+            train_centers=train_centers,
+            split_column=split_column,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
         cohort.set_display_name("validate cohort")
         # The manifest behind cohort_uri can change while the URI stays the same: always read it.
         # Every later step is a function of its input artifacts and parameters (seeded), so KFP
@@ -147,9 +154,6 @@ def build_pipeline(*, deep_learning: bool = True):
             train = train_se_resnet(
                 manifest=cohort.outputs["manifest"],
                 volumes=dsl.Collected(convert.outputs["volumes"]),
-                train_centers=train_centers,
-                split_column=split_column,
-                test_fraction=test_fraction,
                 seed=seed,
                 input_size=dl_input_size,
                 max_epochs=dl_max_epochs,
@@ -175,9 +179,6 @@ def build_pipeline(*, deep_learning: bool = True):
             manifest=cohort.outputs["manifest"],
             features=gather.outputs["features"],
             combined_ring=combined_ring,
-            train_centers=train_centers,
-            split_column=split_column,
-            test_fraction=test_fraction,
             seed=seed,
             univariate_alpha=univariate_alpha,
             lasso_folds=lasso_folds,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
 from lungsurv.deep.train import (
-    TrainConfig,
     cox_loss,
     load_model,
     save_model,

@@ -38,8 +38,9 @@ def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
 def test_deep_features_are_served_with_the_bundled_network(
     small_cohort_dir: Path, tmp_path: Path
 ) -> None:
+    from lungsurv.deep.config import TrainConfig
     from lungsurv.deep.features import deep_feature_frame, deep_features
-    from lungsurv.deep.train import TrainConfig, save_model, train
+    from lungsurv.deep.train import save_model, train
     from lungsurv.radiomics.params import load_params
     from lungsurv.stages.convert import convert_cohort
     from lungsurv.stages.radiomics import extract_cohort

@@ -49,6 +49,16 @@ def test_compiled_pipeline_fans_out_over_shards(compiled: dict) -> None:
     assert parameters["radiomics_normalize_scale"]["defaultValue"] == 100.0
 
 
+def test_the_split_is_decided_once_by_the_cohort_step(compiled: dict) -> None:
+    split_inputs = {"train_centers", "split_column", "test_fraction"}
+    takers = {
+        name
+        for name, component in compiled["components"].items()
+        if split_inputs & set(component.get("inputDefinitions", {}).get("parameters", {}))
+    }
+    assert takers == {"comp-prepare-cohort"}
+
+
 def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
     root = dict(compiled["root"]["dag"]["tasks"])
     tasks = {**root, **compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]}

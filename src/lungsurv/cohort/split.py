@@ -7,9 +7,13 @@ default, or follows a ``train``/``test`` column, or draws a seeded split stratif
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from lungsurv.core.layout import SPLIT_COLUMN, TEST, TRAIN
 
 DEFAULT_TRAIN_CENTERS: tuple[str, ...] = ("MAASTRO",)
 
@@ -32,15 +36,13 @@ def split_cohort(
         if split_column not in manifest.columns:
             raise ValueError(f"split column {split_column!r} is not in the manifest")
         values = manifest[split_column].astype(str).str.lower()
-        bad = sorted(set(values) - {"train", "test"})
+        bad = sorted(set(values) - {TRAIN, TEST})
         if bad:
             raise ValueError(f"split column {split_column!r} holds {bad}; expected train/test")
-        is_train = values == "train"
+        is_train = values == TRAIN
     elif test_fraction > 0:
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        from sklearn.model_selection import train_test_split
-
         train, _ = train_test_split(
             np.arange(len(manifest)),
             test_size=test_fraction,
@@ -63,3 +65,27 @@ def split_cohort(
             "patient(s); both must be non-empty"
         )
     return result
+
+
+def with_split(manifest: pd.DataFrame, **split_params: Any) -> pd.DataFrame:
+    """``manifest`` with the :data:`~lungsurv.core.layout.SPLIT_COLUMN` (``train``/``test``)
+    filled in by :func:`split_cohort`; the cohort step calls this once for the whole run."""
+    is_train = split_cohort(manifest, **split_params)
+    out = manifest.copy()
+    out[SPLIT_COLUMN] = np.where(is_train.to_numpy(), TRAIN, TEST)
+    return out
+
+
+def training_mask(manifest: pd.DataFrame) -> pd.Series:
+    """The split the cohort step wrote, as :func:`split_cohort` returns it (index: patient_id,
+    True for training patients)."""
+    if SPLIT_COLUMN not in manifest.columns:
+        raise ValueError(
+            f"the manifest has no {SPLIT_COLUMN!r} column: the cohort step (with_split) writes it"
+        )
+    values = manifest[SPLIT_COLUMN].astype(str)
+    bad = sorted(set(values) - {TRAIN, TEST})
+    if bad:
+        raise ValueError(f"the {SPLIT_COLUMN!r} column holds {bad}; expected {TRAIN}/{TEST}")
+    ids = manifest["patient_id"].astype(str).to_numpy()
+    return pd.Series((values == TRAIN).to_numpy(), index=ids, name="is_train")

@@ -32,6 +32,9 @@ GTV_ROI = "gtv"
 DL_ROI = "dl"
 RING_PREFIX = "ring_"
 _RING = re.compile(r"ring_(\d+(?:\.\d+)?)mm")
+#: The manifest column the cohort step writes (``train``/``test``) and every later step reads.
+SPLIT_COLUMN = "split"
+TRAIN, TEST = "train", "test"
 #: The columns that identify a feature row; every other column is a feature.
 ID_COLUMNS: tuple[str, ...] = ("patient_id", "roi", "n_voxels")
 

@@ -29,8 +29,7 @@ import torch
 from monai.networks.blocks import ChannelSELayer
 from torch import nn
 
-PAPER_CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
-PAPER_HEAD: tuple[int, ...] = (512, 256, 128)
+from lungsurv.deep.config import PAPER_CHANNELS, PAPER_HEAD, TrainConfig
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv3d:
@@ -153,3 +152,15 @@ class SEResNet3D(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def network_for(config: TrainConfig) -> SEResNet3D:
+    """The network that ``config`` describes, freshly initialised."""
+    return SEResNet3D(
+        channels=config.channels,
+        units_per_stage=config.units_per_stage,
+        se=config.se,
+        se_reduction=config.se_reduction,
+        head=config.head,
+        dropout=config.dropout,
+    )

@@ -28,63 +28,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lungsurv.core.layout import CONFIG_FILE, WEIGHTS_FILE
+from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import predict_risk
-from lungsurv.deep.network import PAPER_CHANNELS, PAPER_HEAD, SEResNet3D, count_parameters
+from lungsurv.deep.network import SEResNet3D, count_parameters, network_for
 from lungsurv.deep.transforms import paper_augmentations
 from lungsurv.survival.metrics import c_index
 
 LAST_CHECKPOINT = "last.pt"
 HISTORY_FILE = "history.parquet"
-TIE_METHODS: tuple[str, ...] = ("efron", "breslow")
-
-
-@dataclass
-class TrainConfig:
-    """The network and the training recipe; defaults are the paper's."""
-
-    input_size: int = 64
-    channels: tuple[int, ...] = PAPER_CHANNELS
-    units_per_stage: int = 2
-    se: bool = True
-    se_reduction: int = 64
-    head: tuple[int, ...] = PAPER_HEAD
-    dropout: float = 0.4
-    learning_rate: float = 1e-4
-    lr_decay: float = 0.96
-    lr_decay_steps: int = 1000
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    max_epochs: int = 100
-    patience: int = 15
-    validation_fraction: float = 0.2
-    ties: str = "efron"
-    augment: bool = True
-    seed: int = 0
-    #: Loader worker processes; None: 4 on CUDA, none (the main process) on CPU.
-    num_workers: int | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.channels, self.head = tuple(self.channels), tuple(self.head)
-        if self.ties not in TIE_METHODS:
-            raise ValueError(f"ties must be one of {TIE_METHODS}, got {self.ties!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
-            )
-        for name in ("batch_size", "max_epochs", "patience", "lr_decay_steps", "input_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def network(self) -> SEResNet3D:
-        return SEResNet3D(
-            channels=self.channels,
-            units_per_stage=self.units_per_stage,
-            se=self.se,
-            se_reduction=self.se_reduction,
-            head=self.head,
-            dropout=self.dropout,
-        )
 
 
 def cox_loss(
@@ -202,7 +153,7 @@ def train(
     else:
         torch.use_deterministic_algorithms(True, warn_only=True)
     train_rows, validation_rows = validation_split(event, config.validation_fraction, config.seed)
-    model = config.network().to(device)
+    model = network_for(config).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last_3d)
     parameters = count_parameters(model)
@@ -344,6 +295,6 @@ def load_model(folder: Path, *, device: str = "cpu") -> tuple[SEResNet3D, TrainC
     """The network saved by :func:`save_model`, in eval mode."""
     document = json.loads((folder / CONFIG_FILE).read_text())
     config = TrainConfig(**document["config"])
-    model = config.network()
+    model = network_for(config)
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=device))
     return model.eval(), config

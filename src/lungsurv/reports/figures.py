@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lungsurv.core.layout import SPLIT_COLUMN
 from lungsurv.stages.evaluation import Evaluation
 from lungsurv.survival.fusion import loadings_frame
 from lungsurv.survival.metrics import kaplan_meier, status_at
@@ -91,7 +92,7 @@ def kaplan_meier_png(
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     for ax, split in zip(axes, ("train", "test"), strict=True):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         _km_panel(ax, part, cutoff, f"{split} cohort", at_days)
     axes[0].set_ylabel("overall survival")
     fig.subplots_adjust(bottom=0.32)
@@ -108,7 +109,7 @@ def subgroup_kaplan_meier_png(
     fig, axes = plt.subplots(len(groups), 2, figsize=(9, 2.6 * len(groups)), squeeze=False)
     for row, ((subgroup, level), members) in enumerate(groups.items()):
         for col, split in enumerate(("train", "test")):
-            part = scores[(scores["split"] == split) & scores["patient_id"].isin(members)]
+            part = scores[(scores[SPLIT_COLUMN] == split) & scores["patient_id"].isin(members)]
             _km_panel(axes[row, col], part, cutoff, f"{split}: {subgroup} {level} (n={len(part)})")
     fig.tight_layout()
     return _png(fig)
@@ -122,7 +123,7 @@ def roc_png(scores: pd.DataFrame, models: Sequence[str], horizons: Sequence[int]
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(horizons), figsize=(4 * len(horizons), 7.6), squeeze=False)
     for row, split in enumerate(("train", "test")):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         for col, horizon in enumerate(horizons):
             ax = axes[row, col]
             known, died = status_at(part["time_days"], part["event"], horizon)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import HORIZONS_DAYS
+from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
 from lungsurv.stages.selection import overall_stage_number
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
@@ -38,11 +38,13 @@ def discrimination_table(
     """Harrell's C-index with bootstrap CIs per model (score column) and cohort (the paper's
     Table 3 layout). ``scores``: patient_id, split, time_days, event and one column per model."""
 
-    models = [c for c in scores.columns if c not in {"patient_id", "split", "time_days", "event"}]
+    models = [
+        c for c in scores.columns if c not in {"patient_id", SPLIT_COLUMN, "time_days", "event"}
+    ]
     rows = []
     for model in models:
         for split in ("train", "test"):
-            part = scores[(scores["split"] == split) & scores[model].notna()]
+            part = scores[(scores[SPLIT_COLUMN] == split) & scores[model].notna()]
             if part.empty or part[model].nunique() < 2 or not part["event"].any():
                 continue
             estimate = bootstrap_c_index(
@@ -63,7 +65,7 @@ def discrimination_table(
     )
 
 
-MODEL_ID_COLUMNS = frozenset({"patient_id", "split", "time_days", "event"})
+MODEL_ID_COLUMNS = frozenset({"patient_id", SPLIT_COLUMN, "time_days", "event"})
 
 
 def model_columns(scores: pd.DataFrame) -> list[str]:
@@ -83,11 +85,11 @@ def auc_table(
 
     Censoring weights come from the training cohort (both for the training and the test AUC).
     """
-    train = scores[scores["split"] == "train"]
+    train = scores[scores[SPLIT_COLUMN] == "train"]
     rng = np.random.default_rng(seed)
     rows = []
     for split in ("train", "test"):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         draws = [rng.integers(0, len(part), len(part)) for _ in range(n_resamples)]
         for model in model_columns(scores):
             known = part[part[model].notna()]
@@ -154,7 +156,7 @@ def delong_table(
 
     rows = []
     for split in ("train", "test"):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         for horizon in horizons:
             known, died = status_at(part["time_days"], part["event"], horizon)
             for model in model_columns(scores):
@@ -196,7 +198,7 @@ def calibration_table(
 
     frames = []
     for split in ("train", "test"):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         if len(part) < n_groups:
             continue
         for horizon in horizons:
@@ -275,7 +277,7 @@ def risk_group_table(
         strata |= subgroups(manifest)
     rows = []
     for split in ("train", "test"):
-        cohort = scores[scores["split"] == split]
+        cohort = scores[scores[SPLIT_COLUMN] == split]
         for (subgroup, level), members in strata.items():
             part = cohort if members is None else cohort[cohort["patient_id"].isin(members)]
             high = (part["risk"] > cutoff).to_numpy()
@@ -312,7 +314,7 @@ def number_at_risk(
     """Patients still at risk at ``times`` per cohort and risk group (Figure 8's table)."""
     rows = []
     for split in ("train", "test"):
-        part = scores[scores["split"] == split]
+        part = scores[scores[SPLIT_COLUMN] == split]
         for group, members in (("high", part["risk"] > cutoff), ("low", part["risk"] <= cutoff)):
             follow_up = part.loc[members, "time_days"].to_numpy(float)
             for t in times:
@@ -370,10 +372,10 @@ def evaluate_models(
     from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
     select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings)."""
 
-    per_model = scores[["patient_id", "split", "time_days", "event", "risk"]].rename(
+    per_model = scores[["patient_id", SPLIT_COLUMN, "time_days", "event", "risk"]].rename(
         columns={"risk": "Combined"}
     )
-    per_model = per_model.merge(signature_scores.drop(columns="split"), on="patient_id")
+    per_model = per_model.merge(signature_scores.drop(columns=SPLIT_COLUMN), on="patient_id")
     cutoff = params.cutoff
     tables = {
         "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import DL_ROI, GTV_ROI
+from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN
 from lungsurv.stages.selection import Selection, _assemble, has_roi, select_features
 from lungsurv.survival.fusion import BlockParameters, FusionModel, score
 
@@ -69,7 +69,7 @@ def fit_combined(
     table = pd.DataFrame(
         {
             "patient_id": patients,
-            "split": cohort.split_column(),
+            SPLIT_COLUMN: cohort.split_column(),
             "time_days": outcomes.loc[patients, "time_days"].astype(float).to_numpy(),
             "event": outcomes.loc[patients, "event"].astype(int).to_numpy(),
             "risk": scored["risk"],

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sksurv.util import Surv
 
-from lungsurv.core.layout import DL_ROI, GTV_ROI, RING_PREFIX, is_ring, ring_rois
+from lungsurv.core.layout import DL_ROI, GTV_ROI, RING_PREFIX, SPLIT_COLUMN, is_ring, ring_rois
 from lungsurv.core.tables import write_parquet
 from lungsurv.survival.cox import univariate_cox
 from lungsurv.survival.fusion import BlockParameters, feature_blocks
@@ -228,7 +228,7 @@ def select_features(
     cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
-    scores = pd.DataFrame({"patient_id": cohort.patients, "split": cohort.split_column()})
+    scores = pd.DataFrame({"patient_id": cohort.patients, SPLIT_COLUMN: cohort.split_column()})
     rows: list[dict[str, Any]] = []
     signature_blocks: dict[str, list[str]] = {}
     for combo in combos:

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from lungsurv.core.errors import Failure, InputError
-from lungsurv.core.layout import GTV_FILE, IMAGE_FILE
+from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, SPLIT_COLUMN
 from lungsurv.core.tables import failures_frame
+from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
-from lungsurv.deep.train import TrainConfig, TrainResult, train
+from lungsurv.deep.train import TrainResult, train
 from lungsurv.deep.transforms import gtv_input
 from lungsurv.survival.metrics import c_index
 
@@ -73,7 +74,7 @@ class CohortTraining:
         for model, column in columns.items():
             if column not in self.scores.columns:
                 continue
-            for split, part in self.scores.groupby("split"):
+            for split, part in self.scores.groupby(SPLIT_COLUMN):
                 usable = part["event"].any() and part[column].nunique() > 1
                 rows.append(
                     {
@@ -129,7 +130,7 @@ def train_cohort(
     scores = pd.DataFrame(
         {
             "patient_id": ids,
-            "split": np.where(train_mask, "train", "test"),
+            SPLIT_COLUMN: np.where(train_mask, "train", "test"),
             "time_days": time_days,
             "event": event.astype(int),
         }

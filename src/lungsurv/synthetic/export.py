@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
 
+from lungsurv.core.layout import SPLIT_COLUMN
 from lungsurv.core.storage import is_s3_uri
 from lungsurv.survival.metrics import c_index
 from lungsurv.synthetic.phantom import (
@@ -43,7 +44,7 @@ def oracle_c_index_for(cohort_uri: str, scores: pd.DataFrame, split: str = "test
     if not truth_path.exists():
         return None
     truth = pd.read_parquet(truth_path).set_index("patient_id")["log_hazard"]
-    part = scores[(scores["split"] == split) & scores["patient_id"].isin(truth.index)]
+    part = scores[(scores[SPLIT_COLUMN] == split) & scores["patient_id"].isin(truth.index)]
     if part.empty:
         return None
     return c_index(part["time_days"], part["event"], truth.loc[part["patient_id"]].to_numpy())

@@ -1,0 +1,53 @@
+"""The 3D SE-ResNet's architecture and training recipe as one settings object, free of torch.
+
+The pipeline, the CLI and the parameter files read their defaults from :class:`TrainConfig`, so
+this module imports nothing heavy: compiling the pipeline needs no deep-learning stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The paper's four residual stages and fully connected head (after the 512-d pooled features).
+PAPER_CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
+PAPER_HEAD: tuple[int, ...] = (512, 256, 128)
+TIE_METHODS: tuple[str, ...] = ("efron", "breslow")
+
+
+@dataclass
+class TrainConfig:
+    """The network and the training recipe; defaults are the paper's."""
+
+    input_size: int = 64
+    channels: tuple[int, ...] = PAPER_CHANNELS
+    units_per_stage: int = 2
+    se: bool = True
+    se_reduction: int = 64
+    head: tuple[int, ...] = PAPER_HEAD
+    dropout: float = 0.4
+    learning_rate: float = 1e-4
+    lr_decay: float = 0.96
+    lr_decay_steps: int = 1000
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    max_epochs: int = 100
+    patience: int = 15
+    validation_fraction: float = 0.2
+    ties: str = "efron"
+    augment: bool = True
+    seed: int = 0
+    #: Loader worker processes; None: 4 on CUDA, none (the main process) on CPU.
+    num_workers: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.channels, self.head = tuple(self.channels), tuple(self.head)
+        if self.ties not in TIE_METHODS:
+            raise ValueError(f"ties must be one of {TIE_METHODS}, got {self.ties!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
+        for name in ("batch_size", "max_epochs", "patience", "lr_decay_steps", "input_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
