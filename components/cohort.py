@@ -23,14 +23,19 @@ def prepare_cohort(
 
     Returns the shard indices for ``dsl.ParallelFor``.
     """
+    import logging
+
     from lungsurv.cohort.manifest import load_manifest, shard_count
     from lungsurv.cohort.split import with_split
     from lungsurv.core.layout import SPLIT_COLUMN, TRAIN
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
 
+    configure_logging()
+    log = logging.getLogger("lungsurv.components.cohort")
     report = load_manifest(cohort_uri)
     for problem in report.problems:
-        print(f"rejected: {problem}")
+        log.warning("rejected: %s", problem)
     if report.valid.empty:
         raise ValueError(f"no valid patient in {cohort_uri}: {len(report.problems)} problem(s)")
     valid = with_split(
@@ -40,6 +45,7 @@ def prepare_cohort(
     write_parquet(valid, manifest.path)
     write_parquet(report.failures(), rejected.path)
     train = int((valid[SPLIT_COLUMN] == TRAIN).sum())
+    log.info("%d valid patients (%d train, %d test)", len(valid), train, len(valid) - train)
     manifest.metadata.update({"patients": len(valid), "train": train, "format": "parquet"})
     rejected.metadata.update({"patients": len(report.rejected_ids), "format": "parquet"})
     return [str(i) for i in range(shard_count(len(report.valid), shard_size))]

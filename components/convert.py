@@ -25,17 +25,18 @@ def convert_shard(
     import pandas as pd
 
     from lungsurv.cohort.manifest import shard_frame
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.imaging.convert import ConvertSettings
     from lungsurv.stages.convert import convert_cohort
+
+    configure_logging()
 
     rows = shard_frame(pd.read_parquet(manifest.path), int(shard_index), shard_size)
     settings = ConvertSettings(crop_margin_mm=crop_margin_mm, mask_interpolation=mask_interpolation)
     table, failed = convert_cohort(rows, Path(volumes.path), settings, workers=workers)
     write_parquet(table, geometry.path)
     write_parquet(failed, failures.path)
-    for _, row in failed.iterrows():
-        print(f"failed: {row['patient_id']}: {row['message']}")
     volumes.metadata.update({"patients": len(table), "layout": "<patient_id>/image.nii.gz"})
     geometry.metadata.update({"patients": len(table), "format": "parquet"})
     failures.metadata.update({"patients": len(failed), "format": "parquet"})

@@ -21,10 +21,14 @@ def deploy_model(
 ) -> str:
     """Upload the bundle under ``models_uri/<run>``, create or update the InferenceService
     (idempotent), wait until it is Ready; returns its URL."""
+    import logging
     from pathlib import Path
 
     from lungsurv import deploy
     from lungsurv.core import storage
+    from lungsurv.core.logs import configure_logging
+
+    configure_logging()
 
     run = Path(bundle.path).parent.parent.name or "bundle"  # the KFP run's folder
     storage_uri = f"{models_uri.rstrip('/')}/{model_name}/{run}"
@@ -36,7 +40,8 @@ def deploy_model(
     deploy.check_manifest(manifest)
     api = deploy.custom_objects_api()
     action = deploy.apply_inference_service(api, manifest)
-    print(f"InferenceService {namespace}/{model_name}: {action}")
+    log = logging.getLogger("lungsurv.components.deploy")
+    log.info("InferenceService %s/%s: %s", namespace, model_name, action)
     url = deploy.wait_until_ready(api, model_name, namespace, timeout_s=timeout_s)
-    print(f"ready: {url} (storageUri {storage_uri})")
+    log.info("ready: %s (storageUri %s)", url, storage_uri)
     return url

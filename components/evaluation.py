@@ -28,12 +28,15 @@ def evaluate(
 
     import pandas as pd
 
+    from lungsurv.core.logs import configure_logging
     from lungsurv.reports.html import evaluation_html
     from lungsurv.reports.markdown import evaluation_markdown
     from lungsurv.stages.evaluation import evaluate_models, write_tables
     from lungsurv.stages.selection import SELECTED_FILE
     from lungsurv.survival.bundle import load_bundle
     from lungsurv.synthetic.export import oracle_c_index_for
+
+    configure_logging()
 
     combined = pd.read_parquet(scores.path)
     result = evaluate_models(

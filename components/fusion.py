@@ -35,12 +35,15 @@ def pca_fuse(
 
     from lungsurv.cohort.split import training_mask
     from lungsurv.core.layout import DL_ROI
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.imaging.qa import training_ranges
     from lungsurv.radiomics.params import resolve_params
     from lungsurv.stages.fusion import fit_combined
     from lungsurv.stages.selection import Selection
     from lungsurv.survival.bundle import save_bundle
+
+    configure_logging()
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:

@@ -23,8 +23,11 @@ def gather_imaging(
     summary: Output[Markdown],
 ):
     """One table each for geometry, rings, radiomics features and failures; a summary page."""
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import concat_tables, write_parquet
     from lungsurv.reports.markdown import imaging_summary_markdown
+
+    configure_logging()
 
     geometry_table = concat_tables([a.path for a in geometries])
     ring_table = concat_tables([a.path for a in ring_tables])

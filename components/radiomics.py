@@ -24,15 +24,16 @@ def extract_radiomics(
     """
     from pathlib import Path
 
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.radiomics.params import resolve_params
     from lungsurv.stages.radiomics import extract_cohort
+
+    configure_logging()
 
     params = resolve_params(params_uri, normalize_scale)
     table, failed = extract_cohort(Path(volumes.path), Path(rings.path), params, workers=workers)
     write_parquet(table, features.path)
     write_parquet(failed, failures.path)
-    for _, row in failed.iterrows():
-        print(f"failed: {row['patient_id']}: {row['message']}")
     features.metadata.update({"rows": len(table), "features": table.shape[1] - 3})
     failures.metadata.update({"rows": len(failed)})

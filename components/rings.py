@@ -20,8 +20,11 @@ def segment_rings(
     """Rings at ``ring_distances_mm`` around every GTV in ``volumes``."""
     from pathlib import Path
 
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.stages.rings import segment_cohort
+
+    configure_logging()
 
     distances = [float(d) for d in ring_distances_mm]
     table, failed = segment_cohort(
@@ -33,8 +36,6 @@ def segment_rings(
     )
     write_parquet(table, ring_table.path)
     write_parquet(failed, failures.path)
-    for _, row in failed.iterrows():
-        print(f"failed: {row['patient_id']}: {row['message']}")
     rings.metadata.update({"patients": int(table["patient_id"].nunique()), "distances": distances})
     ring_table.metadata.update({"rows": len(table), "format": "parquet"})
     failures.metadata.update({"patients": len(failed), "format": "parquet"})

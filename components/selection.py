@@ -29,8 +29,11 @@ def select_features(
     import pandas as pd
 
     from lungsurv.cohort.split import training_mask
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.stages.selection import select_features as select
+
+    configure_logging()
 
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:  # one more block, same schema

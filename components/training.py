@@ -33,11 +33,14 @@ def train_se_resnet(
     import pandas as pd
 
     from lungsurv.cohort.split import training_mask
+    from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.deep.config import TrainConfig
     from lungsurv.deep.train import save_model
     from lungsurv.reports.html import curves_html
     from lungsurv.stages.training import train_cohort
+
+    configure_logging()
 
     cohort = pd.read_parquet(manifest.path)
     is_train = training_mask(cohort)  # the cohort step's split

@@ -1,12 +1,13 @@
 """The lungsurv pipeline: the paper's stages as one KFP DAG.
 
-Now: validate the cohort and cut it into shards, then per shard (``dsl.ParallelFor``) convert
-(CT + GTV to 1 mm volumes), segment-rings (peritumoral rings) and radiomics (PyRadiomics features
-of the GTV and every ring), then gather the shards' tables (``dsl.Collected``) into one Parquet
-table each and a summary for the KFP UI; then select-features (the paper's signatures and a TNM
-baseline) and PCA-fuse (the combined model bundle, every patient's risk, the PCA loadings) on the
-training patients, and evaluate (the paper's tables and figures as an HTML report, a Markdown
-summary and metrics).
+validate cohort (and decide the train/test split) -> per shard (``dsl.ParallelFor``): convert
+(CT + GTV to 1 mm volumes) -> segment-rings (peritumoral rings) -> radiomics (PyRadiomics features
+of the GTV and every ring) -> gather the shards' tables (``dsl.Collected``) into one Parquet table
+each with a summary for the KFP UI -> train-3D-SE-ResNet (deep features; GPU node) ->
+select-features (the paper's signatures and a TNM baseline) -> PCA-fuse (the combined model
+bundle, every patient's risk, the PCA loadings) -> evaluate (the paper's tables and figures as an
+HTML report, a Markdown summary and metrics) -> deploy (KServe; only when asked and good enough).
+Parameter defaults are the library's (:data:`lungsurv.stages.settings.PIPELINE_DEFAULTS`).
 """
 
 from kfp import dsl, kubernetes
@@ -22,6 +23,7 @@ from components.radiomics import extract_radiomics
 from components.rings import segment_rings
 from components.selection import select_features
 from components.training import train_se_resnet
+from lungsurv.stages.settings import PIPELINE_DEFAULTS as DEFAULTS
 
 PIPELINE_NAME = "lungsurv"
 #: Schedules the training pod on GPU nodes; label and taint of NVIDIA's GPU operator / GKE.
@@ -55,33 +57,33 @@ def build_pipeline(*, deep_learning: bool = True):
     )
     def pipeline(
         cohort_uri: str,
-        shard_size: int = 8,
-        crop_margin_mm: float = 35.0,
-        mask_interpolation: str = "volume",
-        ring_distances_mm: list = [3.0, 6.0, 9.0],  # noqa: B006 (KFP parameter default)
-        clip_rings_to_lungs: bool = False,
-        radiomics_params_uri: str = "",
-        radiomics_normalize_scale: float = 100.0,
-        workers: int = 1,
-        combined_ring: str = "ring_6mm",
-        train_centers: list = ["MAASTRO"],  # noqa: B006 (KFP parameter default)
-        split_column: str = "",
-        test_fraction: float = 0.0,
-        seed: int = 20251669,
-        pca_variance: float = 0.95,
-        univariate_alpha: float = 0.05,
-        lasso_folds: int = 10,
-        lasso_scoring: str = "deviance",
-        lasso_rule: str = "1se",
-        n_bootstrap: int = 1000,
-        dl_input_size: int = 64,
-        dl_max_epochs: int = 100,
-        dl_batch_size: int = 32,
-        dl_learning_rate: float = 1e-4,
-        dl_patience: int = 15,
-        dl_units_per_stage: int = 2,
-        se_ablation: bool = False,
-        dl_checkpoint_dir: str = "",
+        shard_size: int = DEFAULTS["shard_size"],
+        crop_margin_mm: float = DEFAULTS["crop_margin_mm"],
+        mask_interpolation: str = DEFAULTS["mask_interpolation"],
+        ring_distances_mm: list = DEFAULTS["ring_distances_mm"],
+        clip_rings_to_lungs: bool = DEFAULTS["clip_rings_to_lungs"],
+        radiomics_params_uri: str = DEFAULTS["radiomics_params_uri"],
+        radiomics_normalize_scale: float = DEFAULTS["radiomics_normalize_scale"],
+        workers: int = DEFAULTS["workers"],
+        combined_ring: str = DEFAULTS["combined_ring"],
+        train_centers: list = DEFAULTS["train_centers"],
+        split_column: str = DEFAULTS["split_column"],
+        test_fraction: float = DEFAULTS["test_fraction"],
+        seed: int = DEFAULTS["seed"],
+        pca_variance: float = DEFAULTS["pca_variance"],
+        univariate_alpha: float = DEFAULTS["univariate_alpha"],
+        lasso_folds: int = DEFAULTS["lasso_folds"],
+        lasso_scoring: str = DEFAULTS["lasso_scoring"],
+        lasso_rule: str = DEFAULTS["lasso_rule"],
+        n_bootstrap: int = DEFAULTS["n_bootstrap"],
+        dl_input_size: int = DEFAULTS["dl_input_size"],
+        dl_max_epochs: int = DEFAULTS["dl_max_epochs"],
+        dl_batch_size: int = DEFAULTS["dl_batch_size"],
+        dl_learning_rate: float = DEFAULTS["dl_learning_rate"],
+        dl_patience: int = DEFAULTS["dl_patience"],
+        dl_units_per_stage: int = DEFAULTS["dl_units_per_stage"],
+        se_ablation: bool = DEFAULTS["se_ablation"],
+        dl_checkpoint_dir: str = DEFAULTS["dl_checkpoint_dir"],
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
         gpu_toleration: dict = DEFAULT_GPU_TOLERATION,
         s3_secret_name: str = "lungsurv-s3",

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from tqdm import tqdm
+
+from lungsurv.core.logs import PATIENT_COUNT, PROGRESS_LINE
 
 DEFAULT_PARAMS = Path("params/demo.yaml")
 DATA_DIR = Path("data")
@@ -68,16 +71,24 @@ def default_cohort(n_patients: int, seed: int) -> Path:
     return (root / MANIFEST_FILE).resolve()
 
 
-#: Lines of the local runner's log that are shown as progress; the full log goes to a file.
-PROGRESS = re.compile(r"Running pipeline|Task '.*' finished|Pipeline '.*' finished|ERROR|failed: ")
+#: Lines of the local runner's log shown as they are (the full log goes to a file): the runner's
+#: task lines, failures, and the training's per-epoch lines.
+PROGRESS = re.compile(
+    r"Running pipeline|Task '.*' finished|Pipeline '.*' finished|ERROR|failed: "
+    r"|epoch \d+/\d+: |training 3D|early stop"
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ProgressStream(io.TextIOBase):
-    """Writes everything to ``log`` and only the progress lines to ``terminal``."""
+    """Writes everything to ``log`` and only the progress to ``terminal``: the :data:`PROGRESS`
+    lines, and the stages' per-patient lines as one progress bar per stage on a terminal (as
+    the lines themselves elsewhere, e.g. in CI)."""
 
-    def __init__(self, terminal: TextIO, log: TextIO) -> None:
+    def __init__(self, terminal: TextIO, log: TextIO, *, bars: bool | None = None) -> None:
         self.terminal, self.log, self.pending = terminal, log, ""
+        self.use_bars = terminal.isatty() if bars is None else bars
+        self.bars: dict[str, tqdm] = {}
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -85,10 +96,42 @@ class ProgressStream(io.TextIOBase):
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
             plain = ANSI.sub("", line).strip()
-            if PROGRESS.search(plain):
-                self.terminal.write(plain + "\n")
-                self.terminal.flush()
+            if not self._patients(plain) and PROGRESS.search(plain):
+                self._show(plain)
         return len(text)
+
+    def _patients(self, plain: str) -> bool:
+        """A stage's patient count (the bar grows) or one patient through (the bar moves)."""
+        start, done = PATIENT_COUNT.search(plain), PROGRESS_LINE.search(plain)
+        if not (start or done):
+            return False
+        if not self.use_bars:
+            self._show(plain)
+            return True
+        stage = (start or done)["stage"]  # type: ignore[index]
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(
+                total=0, desc=f"{stage:18s}", unit="patient", file=self.terminal, leave=True
+            )
+        if start:
+            bar.total += int(start["total"])
+            bar.refresh()
+        else:
+            bar.update(1)
+        return True
+
+    def _show(self, plain: str) -> None:
+        if self.bars:
+            tqdm.write(plain, file=self.terminal)
+        else:
+            self.terminal.write(plain + "\n")
+            self.terminal.flush()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
     def flush(self) -> None:
         self.log.flush()
@@ -100,11 +143,13 @@ def progress_only(log_path: Path) -> Iterator[None]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         terminal = sys.stdout
-        sys.stdout = ProgressStream(terminal, log)  # type: ignore[assignment]
+        stream = ProgressStream(terminal, log)
+        sys.stdout = stream  # type: ignore[assignment]
         try:
             yield
         finally:
             sys.stdout = terminal
+            stream.close()
 
 
 def run_local(

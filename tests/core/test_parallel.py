@@ -33,3 +33,18 @@ def test_one_worker_runs_in_this_process() -> None:
 def test_invalid_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         map_patients(_square_with_pid, [1, 2], **{"workers": 2, **kwargs})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_item_is_reported_once_as_it_finishes(workers: int) -> None:
+    heard: list[tuple[int, int, float]] = []
+    values = [3, 1, 4]
+    results = map_patients(
+        _square_with_pid,
+        values,
+        workers=workers,
+        on_result=lambda index, result, seconds: heard.append((index, result[0], seconds)),
+    )
+    assert sorted((i, square) for i, square, _ in heard) == [(0, 9), (1, 1), (2, 16)]
+    assert all(seconds >= 0 for *_, seconds in heard)
+    assert [square for square, _ in results] == [9, 1, 16]

@@ -117,7 +117,7 @@ def test_a_short_cpu_run_learns_tumour_size() -> None:
     """The paper's recipe in a reduced configuration (same code path): the validation loss
     falls and the validation C-index is clearly above chance."""
     volumes, time, event = _synthetic(160, 24)
-    result = train(volumes, time, event, SMALL, log=lambda _: None)
+    result = train(volumes, time, event, SMALL)
     history = result.history
     print(history.to_string(index=False))
     best = history.loc[history["epoch"] == result.best_epoch].iloc[0]
@@ -157,7 +157,7 @@ def test_same_seed_same_weights_and_resume_after_preemption(tmp_path: Path) -> N
 
 def test_saved_model_scores_and_features_like_the_trained_one(tmp_path: Path) -> None:
     volumes, time, event = _synthetic(24, 16, seed=2)
-    result = train(volumes, time, event, replace(TINY, max_epochs=1), log=lambda _: None)
+    result = train(volumes, time, event, replace(TINY, max_epochs=1))
     loaded, config = load_model(save_model(result, tmp_path / "model"))
     assert config == result.config
     assert np.array_equal(predict_risk(loaded, volumes), predict_risk(result.model, volumes))
@@ -172,6 +172,6 @@ def test_loader_workers_seed_their_augmentations() -> None:
     """The GPU path's worker processes (exercised here on CPU) repeat for the same seed."""
     volumes, time, event = _synthetic(24, 16, seed=3)
     config = replace(TINY, max_epochs=1, num_workers=2)
-    first = _weights(train(volumes, time, event, config, log=lambda _: None).model)
-    again = _weights(train(volumes, time, event, config, log=lambda _: None).model)
+    first = _weights(train(volumes, time, event, config).model)
+    again = _weights(train(volumes, time, event, config).model)
     assert all(torch.equal(first[k], again[k]) for k in first)

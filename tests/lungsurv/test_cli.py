@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lungsurv.cli import main
+from lungsurv import __version__
+from lungsurv.cli import build_parser, main
 
 
 @pytest.mark.slow
@@ -60,3 +62,36 @@ def test_invalid_manifest_exits_non_zero(
     bad.write_text("patient_id,image\nP1,x\n")
     assert main(["validate", str(bad)]) == 2
     assert "required column 'mask' is missing" in capsys.readouterr().err
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {"lungsurv": parser, **action.choices}
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_every_option_has_help_and_no_markup(command: str) -> None:
+    parser = _commands()[command]
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction) and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+    text = parser.format_help()
+    assert "``" not in text and ":func:" not in text and ":mod:" not in text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lungsurv {__version__}"
+
+
+@pytest.mark.parametrize(("flag", "level"), [("--verbose", "DEBUG"), ("--quiet", "WARNING")])
+def test_verbose_and_quiet_set_the_log_level(flag: str, level: str, tmp_path: Path) -> None:
+    import logging
+
+    bad = tmp_path / "m.csv"
+    bad.write_text("patient_id,image\nP1,x\n")
+    main([flag, "validate", str(bad)])
+    assert logging.getLevelName(logging.getLogger("lungsurv").level) == level

@@ -61,9 +61,7 @@ def test_deep_features_are_served_with_the_bundled_network(
         input_size=16, channels=(4, 8), se_reduction=2, head=(8,), batch_size=2, max_epochs=1
     )
     ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], size=16)
-    result = train(
-        inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config, log=print
-    )
+    result = train(inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config)
     network_dir = save_model(result, tmp_path / "network")
     deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels)
     blocks = feature_blocks(pd.concat([table, deep]), ["gtv", "ring_6mm", "dl"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -148,7 +149,9 @@ def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.pipeline
-def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
+def test_pipeline_runs_locally(
+    small_cohort_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kfp import local
 
     from pipelines.pipeline import lungsurv_pipeline
@@ -213,3 +216,15 @@ def test_pipeline_runs_locally(small_cohort_dir: Path, tmp_path: Path) -> None:
     report = evaluated["report"].read_text()
     assert report.count("data:image/png;base64,") >= 3 and "Table 3" in report
     assert "C-index" in evaluated["summary"].read_text()
+    # The components' logs (a pod's log in a cluster) show every patient and every epoch.
+    log = capsys.readouterr().out
+    for stage in ("convert", "segment-rings", "radiomics", "train-3d-se-resnet"):
+        assert len(re.findall(rf"{stage}: patient \d+/\d+ ", log)) == (
+            8 if stage == "convert" else 7
+        )
+    assert re.search(rf"convert: patient \d/3 {broken} failed \(RoiNotFound\)", log) or (
+        f"convert: patient {broken} failed: ROI 'GTV-9' not found" in log
+    )
+    assert (
+        len(re.findall(r"epoch \d/2: train loss .* validation C-index .* learning rate ", log)) == 4
+    )

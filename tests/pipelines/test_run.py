@@ -39,3 +39,30 @@ def test_parameter_files_name_pipeline_parameters(name: str) -> None:
     accepted = set(inspect.signature(lungsurv_pipeline.pipeline_func).parameters)
     unknown = set(params) - accepted - set(RUNNER_KEYS)
     assert not unknown
+
+
+LINES = (
+    "    12:00:00 INFO lungsurv.stages.convert: convert: 2 patient(s)\n"
+    "    12:00:01 INFO lungsurv.stages.convert: convert: patient 1/2 P1 ok in 1.0 s\n"
+    "    12:00:02 INFO lungsurv.stages.convert: convert: patient 2/2 P2 ok in 1.0 s\n"
+    "    12:00:03 INFO lungsurv.deep.train: epoch 1/15: train loss 2.1, validation loss 2.0\n"
+)
+
+
+def test_patients_move_a_progress_bar_per_stage_on_a_terminal() -> None:
+    terminal, log = io.StringIO(), io.StringIO()
+    stream = ProgressStream(terminal, log, bars=True)
+    stream.write(LINES)
+    bar = stream.bars["convert"]
+    assert (bar.n, bar.total) == (2, 2)
+    stream.close()
+    shown = terminal.getvalue()
+    assert "2/2" in shown and "epoch 1/15: train loss 2.1" in shown
+    assert "patient 1/2 P1" not in shown  # drawn as the bar, not as lines
+
+
+def test_patients_are_lines_where_no_bar_can_be_drawn() -> None:
+    terminal, log = io.StringIO(), io.StringIO()
+    ProgressStream(terminal, log).write(LINES)  # StringIO is no TTY: lines, e.g. in CI
+    shown = terminal.getvalue().splitlines()
+    assert len(shown) == 4 and shown[1].endswith("convert: patient 1/2 P1 ok in 1.0 s")

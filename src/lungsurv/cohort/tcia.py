@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lungsurv.cohort.manifest import read_table
+from lungsurv.cohort.split import DEFAULT_TRAIN_CENTERS
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging.dicom import DicomFile, index_folder
 
@@ -86,7 +87,7 @@ def import_nsclc_radiomics(
     images_root: Path,
     clinical_csv: str | Path,
     *,
-    center: str = "MAASTRO",
+    center: str = DEFAULT_TRAIN_CENTERS[0],  # NSCLC-Radiomics: MAASTRO, the paper's training set
     roi: str = DEFAULT_ROI,
 ) -> ImportResult:
     """Build a manifest from TCIA NSCLC-Radiomics folders and its clinical CSV."""

@@ -1,15 +1,21 @@
-"""Patients in parallel across processes, in input order."""
+"""Patients in parallel across processes, in input order, reporting each one as it finishes."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
+from time import perf_counter
 from typing import TypeVar
+
+import SimpleITK as sitk
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+#: Called in the calling process as each item finishes: (its index in ``items``, result, seconds).
+OnResult = Callable[[int, Result, float], None]
 
 
 def map_patients(
@@ -18,6 +24,7 @@ def map_patients(
     *,
     workers: int = 1,
     costs: Sequence[float] | None = None,
+    on_result: OnResult | None = None,
 ) -> list[Result]:
     """``[func(item) for item in items]``, spread over ``workers`` processes when above 1.
 
@@ -25,15 +32,21 @@ def map_patients(
     child mid-flight. ``func`` must be a module-level function and must not raise for one patient
     (it returns that patient's failure instead). ``costs`` (one estimate per item) starts the
     costliest items first, so no large patient is left running alone at the end; results come
-    back in input order either way.
+    back in input order either way. ``on_result`` hears of each item as it finishes (progress).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     batch: Sequence[Item] = list(items)
     if costs is not None and len(costs) != len(batch):
         raise ValueError(f"costs has {len(costs)} values for {len(batch)} items")
+    report = on_result or (lambda index, result, seconds: None)
+    timed = partial(_timed, func)
+    results: list[Result] = [None] * len(batch)  # type: ignore[list-item]
     if workers == 1 or len(batch) < 2:
-        return [func(item) for item in batch]
+        for index, item in enumerate(batch):
+            results[index], seconds = timed(item)
+            report(index, results[index], seconds)
+        return results
     order = (
         sorted(range(len(batch)), key=lambda i: -costs[i])
         if costs is not None
@@ -47,14 +60,19 @@ def map_patients(
     with ProcessPoolExecutor(
         processes, mp_context=context, initializer=_limit_threads, initargs=(threads,)
     ) as pool:
-        done = list(pool.map(func, [batch[i] for i in order]))
-    results: list[Result] = [None] * len(batch)  # type: ignore[list-item]
-    for position, result in zip(order, done, strict=True):
-        results[position] = result
+        futures = {pool.submit(timed, batch[i]): i for i in order}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index], seconds = future.result()
+            report(index, results[index], seconds)
     return results
 
 
-def _limit_threads(threads: int) -> None:
-    import SimpleITK as sitk
+def _timed(func: Callable[[Item], Result], item: Item) -> tuple[Result, float]:
+    started = perf_counter()
+    result = func(item)
+    return result, perf_counter() - started
 
+
+def _limit_threads(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)

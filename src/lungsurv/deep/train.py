@@ -15,8 +15,8 @@ seed gives the same weights.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
@@ -33,6 +33,8 @@ from lungsurv.deep.features import predict_risk
 from lungsurv.deep.network import SEResNet3D, count_parameters, network_for
 from lungsurv.deep.transforms import paper_augmentations
 from lungsurv.survival.metrics import c_index
+
+logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
 HISTORY_FILE = "history.parquet"
@@ -136,143 +138,219 @@ def train(
     config: TrainConfig,
     *,
     checkpoint_dir: Path | None = None,
-    log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train on ``inputs`` (``(n, 1, s, s, s)`` float32) of the training cohort only; the
-    validation set is carved from them. Resumes from ``checkpoint_dir/last.pt`` if present."""
-
+    validation set is carved from them. Resumes from ``checkpoint_dir/last.pt`` if present.
+    Logs one line per epoch (losses, validation C-index, learning rate, seconds)."""
     time, event = np.asarray(time, dtype=np.float32), np.asarray(event, dtype=bool)
     if len(inputs) != len(time) or len(time) != len(event):
         raise ValueError(f"{len(inputs)} inputs, {len(time)} times, {len(event)} events differ")
-    device = resolve_device(config.device)
-    cuda = device.type == "cuda"
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    train_rows, validation_rows = validation_split(event, config.validation_fraction, config.seed)
-    model = network_for(config).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last_3d)
-    parameters = count_parameters(model)
-    log(f"network: {parameters:,} parameters (se={config.se}), device {device}")
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimiser, step_size=config.lr_decay_steps, gamma=config.lr_decay
-    )
-    augment = paper_augmentations(seed=config.seed) if config.augment else None
-    generator = torch.Generator().manual_seed(config.seed)
-    workers = config.num_workers if config.num_workers is not None else (4 if cuda else 0)
-    loader = DataLoader(
-        _Volumes(inputs[train_rows], time[train_rows], event[train_rows], augment),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=workers,
-        pin_memory=cuda,
-        worker_init_fn=_worker_seed if workers else None,
-        persistent_workers=bool(workers),
-    )
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "history": []}
+    run = _Run.start(inputs, time, event, config)
     if checkpoint_dir is not None:
+        run.resume(checkpoint_dir)
+    started = perf_counter()
+    while run.state["epoch"] < config.max_epochs:
+        epoch_started = perf_counter()
+        improved = run.epoch()
+        _log_epoch(run.state["history"][-1], improved, perf_counter() - epoch_started, config)
+        if checkpoint_dir is not None:
+            run.checkpoint(checkpoint_dir, improved)
+        if run.state["epoch"] - run.state["best_epoch"] >= config.patience:
+            logger.info("early stop: no lower validation loss for %d epochs", config.patience)
+            break
+    run.model.load_state_dict(run.best_weights)
+    return TrainResult(
+        model=run.model,
+        history=pd.DataFrame(run.state["history"]),
+        best_epoch=int(run.state["best_epoch"]),
+        config=config,
+        parameters=run.parameters,
+        seconds=perf_counter() - started,
+    )
+
+
+def _log_epoch(row: dict[str, float], improved: bool, seconds: float, config: TrainConfig) -> None:
+    logger.info(
+        "epoch %d/%d: train loss %.4f, validation loss %.4f, validation C-index %.3f, "
+        "learning rate %.2e, %.1f s%s",
+        row["epoch"],
+        config.max_epochs,
+        row["train_loss"],
+        row["validation_loss"],
+        row["validation_c_index"],
+        row["learning_rate"],
+        seconds,
+        " (best)" if improved else "",
+    )
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts: the network, optimiser, schedule, random states, the
+    loader of the training rows, the validation rows, and the progress so far."""
+
+    config: TrainConfig
+    device: torch.device
+    model: SEResNet3D
+    parameters: int
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    augment: Any
+    generator: torch.Generator
+    loader: DataLoader
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray]
+    state: dict[str, Any]
+    best_weights: dict[str, torch.Tensor]
+
+    @classmethod
+    def start(
+        cls, inputs: np.ndarray, time: np.ndarray, event: np.ndarray, config: TrainConfig
+    ) -> _Run:
+        """Seeded set-up (the order of the random draws is part of reproducibility)."""
+        device = resolve_device(config.device)
+        cuda = device.type == "cuda"
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        else:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        train_rows, validation_rows = validation_split(
+            event, config.validation_fraction, config.seed
+        )
+        model = network_for(config).to(device)
+        if cuda:
+            model = model.to(memory_format=torch.channels_last_3d)
+        parameters = count_parameters(model)
+        logger.info(
+            "network: %s parameters (se=%s), device %s; %d training and %d validation patients",
+            f"{parameters:,}",
+            config.se,
+            device,
+            len(train_rows),
+            len(validation_rows),
+        )
+        optimiser = torch.optim.Adam(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimiser, step_size=config.lr_decay_steps, gamma=config.lr_decay
+        )
+        augment = paper_augmentations(seed=config.seed) if config.augment else None
+        generator = torch.Generator().manual_seed(config.seed)
+        workers = config.num_workers if config.num_workers is not None else (4 if cuda else 0)
+        loader = DataLoader(
+            _Volumes(inputs[train_rows], time[train_rows], event[train_rows], augment),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=workers,
+            pin_memory=cuda,
+            worker_init_fn=_worker_seed if workers else None,
+            persistent_workers=bool(workers),
+        )
+        validation = (inputs[validation_rows], time[validation_rows], event[validation_rows])
+        return cls(
+            config=config,
+            device=device,
+            model=model,
+            parameters=parameters,
+            optimiser=optimiser,
+            scheduler=scheduler,
+            augment=augment,
+            generator=generator,
+            loader=loader,
+            validation=validation,
+            state={"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "history": []},
+            best_weights={k: v.detach().clone() for k, v in model.state_dict().items()},
+        )
+
+    def resume(self, checkpoint_dir: Path) -> None:
+        """Continue from ``checkpoint_dir/last.pt`` (and its best weights) when they exist."""
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         last = checkpoint_dir / LAST_CHECKPOINT
         if last.exists():
-            saved = torch.load(last, map_location=device, weights_only=False)
-            model.load_state_dict(saved["model"])
-            optimiser.load_state_dict(saved["optimiser"])
-            scheduler.load_state_dict(saved["scheduler"])
-            generator.set_state(saved["generator"])
+            saved = torch.load(last, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(saved["model"])
+            self.optimiser.load_state_dict(saved["optimiser"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
-            if augment is not None:
-                _set_augment_state(augment, saved["augment_rng"])
-            state = saved["state"]
-            log(f"resumed from {last} after epoch {state['epoch']}")
-    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if checkpoint_dir is not None and (checkpoint_dir / WEIGHTS_FILE).exists():
-        best_weights = torch.load(checkpoint_dir / WEIGHTS_FILE, map_location=device)
-    started = perf_counter()
-    while state["epoch"] < config.max_epochs:
-        epoch = state["epoch"] + 1
-        model.train()
+            if self.augment is not None:
+                _set_augment_state(self.augment, saved["augment_rng"])
+            self.state = saved["state"]
+            logger.info("resumed from %s after epoch %d", last, self.state["epoch"])
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if (checkpoint_dir / WEIGHTS_FILE).exists():
+            self.best_weights = torch.load(checkpoint_dir / WEIGHTS_FILE, map_location=self.device)
+
+    def epoch(self) -> bool:
+        """One pass over the training rows, then the validation loss and C-index; True when the
+        validation loss is the lowest so far (those weights are kept)."""
+        config, device = self.config, self.device
+        cuda = device.type == "cuda"
+        self.model.train()
         losses = []
-        for volumes, times, events in loader:
+        for volumes, times, events in self.loader:
             volumes = volumes.to(device, non_blocking=cuda)
             if cuda:
                 volumes = volumes.to(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                risk = model(volumes)
+                risk = self.model(volumes)
             loss = cox_loss(risk.float(), events.to(device), times.to(device), ties=config.ties)
-            optimiser.zero_grad(set_to_none=True)
+            self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
-            scheduler.step()
+            self.optimiser.step()
+            self.scheduler.step()
             losses.append(float(loss.detach()))
-        validation_risk = predict_risk(model, inputs[validation_rows], device=device)
-        validation_loss = float(
-            cox_loss(
-                torch.from_numpy(validation_risk),
-                torch.from_numpy(event[validation_rows]),
-                torch.from_numpy(time[validation_rows]),
-                ties=config.ties,
-            )
-        )
-        has_events = event[validation_rows].any() and np.ptp(validation_risk) > 0
-        validation_c = (
-            c_index(time[validation_rows], event[validation_rows], validation_risk)
-            if has_events
-            else float("nan")
-        )
-        state["history"].append(
+        validation_loss, validation_c = self._validate()
+        epoch = self.state["epoch"] + 1
+        self.state["history"].append(
             {
                 "epoch": epoch,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "validation_loss": validation_loss,
                 "validation_c_index": validation_c,
-                "learning_rate": float(scheduler.get_last_lr()[0]),
+                "learning_rate": float(self.scheduler.get_last_lr()[0]),
             }
         )
-        state["epoch"] = epoch
-        improved = validation_loss < state["best_loss"]
+        self.state["epoch"] = epoch
+        improved = validation_loss < self.state["best_loss"]
         if improved:
-            state["best_loss"], state["best_epoch"] = validation_loss, epoch
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        log(
-            f"epoch {epoch}: train loss {state['history'][-1]['train_loss']:.4f}, "
-            f"validation loss {validation_loss:.4f}, C-index {validation_c:.3f}"
-            + (" (best)" if improved else "")
-        )
-        if checkpoint_dir is not None:
-            if improved:
-                torch.save(best_weights, checkpoint_dir / WEIGHTS_FILE)
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "augment_rng": _augment_state(augment) if augment is not None else None,
-                    "state": state,
-                },
-                checkpoint_dir / LAST_CHECKPOINT,
+            self.state["best_loss"], self.state["best_epoch"] = validation_loss, epoch
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return improved
+
+    def _validate(self) -> tuple[float, float]:
+        inputs, time, event = self.validation
+        risk = predict_risk(self.model, inputs, device=self.device)
+        loss = float(
+            cox_loss(
+                torch.from_numpy(risk),
+                torch.from_numpy(event),
+                torch.from_numpy(time),
+                ties=self.config.ties,
             )
-        if epoch - state["best_epoch"] >= config.patience:
-            log(f"early stop: no lower validation loss for {config.patience} epochs")
-            break
-    model.load_state_dict(best_weights)
-    return TrainResult(
-        model=model,
-        history=pd.DataFrame(state["history"]),
-        best_epoch=int(state["best_epoch"]),
-        config=config,
-        parameters=parameters,
-        seconds=perf_counter() - started,
-    )
+        )
+        has_events = event.any() and np.ptp(risk) > 0
+        return loss, (c_index(time, event, risk) if has_events else float("nan"))
+
+    def checkpoint(self, checkpoint_dir: Path, improved: bool) -> None:
+        """The best weights (when they changed) and everything a resumed run needs."""
+        if improved:
+            torch.save(self.best_weights, checkpoint_dir / WEIGHTS_FILE)
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "augment_rng": _augment_state(self.augment) if self.augment is not None else None,
+                "state": self.state,
+            },
+            checkpoint_dir / LAST_CHECKPOINT,
+        )
 
 
 def save_model(result: TrainResult, folder: Path) -> Path:

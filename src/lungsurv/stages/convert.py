@@ -8,6 +8,7 @@ patient that could not be converted. Patients run in parallel, the largest first
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure, PatientError
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, LUNGS_FILE, QA_FILE
+from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.tables import failures_frame
 from lungsurv.imaging.convert import ConvertedPatient, ConvertSettings, convert_patient
 from lungsurv.imaging.qa import overlay_png
+
+logger = logging.getLogger(__name__)
 
 
 def write_patient(converted: ConvertedPatient, out_dir: Path, *, write_qa: bool = True) -> Path:
@@ -70,7 +74,13 @@ def convert_cohort(
     settings = settings or ConvertSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(row.to_dict(), out_dir, settings) for _, row in manifest.iterrows()]
-    results = map_patients(_convert_and_write, jobs, workers=workers)
+    progress = PatientProgress("convert", len(jobs), logger)
+
+    def report(index: int, result: dict[str, Any] | Failure, seconds: float) -> None:
+        failed = [result] if isinstance(result, Failure) else []
+        progress(str(jobs[index][0]["patient_id"]), seconds, failed)
+
+    results = map_patients(_convert_and_write, jobs, workers=workers, on_result=report)
     rows = [r for r in results if isinstance(r, dict)]
     failures = [r for r in results if isinstance(r, Failure)]
     return geometry_frame(rows), failures_frame(failures)

@@ -8,6 +8,7 @@ parallel, the costliest first.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure, InputError
 from lungsurv.core.layout import GTV_FILE, GTV_ROI, ID_COLUMNS, IMAGE_FILE, ring_distance, ring_name
+from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.tables import failures_frame
 from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.params import feature_names
+
+logger = logging.getLogger(__name__)
 
 
 def features_frame(
@@ -110,9 +114,14 @@ def extract_cohort(
         )
         for folder in folders
     ]
-    results = map_patients(
-        _extract_one, jobs, workers=workers, costs=[_voxel_count(f / IMAGE_FILE) for f in folders]
-    )
+    progress = PatientProgress("radiomics", len(jobs), logger)
+
+    def report(index: int, result: tuple[pd.DataFrame, list[Failure]], seconds: float) -> None:
+        frame, failures = result
+        progress(folders[index].name, seconds, failures, completed=len(frame) > 0)
+
+    costs = [_voxel_count(f / IMAGE_FILE) for f in folders]
+    results = map_patients(_extract_one, jobs, workers=workers, costs=costs, on_result=report)
     frames = [frame for frame, _ in results if len(frame)]
     table = (
         pd.concat(frames, ignore_index=True)

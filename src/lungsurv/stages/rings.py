@@ -7,6 +7,7 @@ QA picture, and returns one row per (patient, ring) and a failures table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,10 +16,13 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure, InputError, PatientError
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, LUNGS_FILE, ring_file, ring_name
+from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.tables import failures_frame
 from lungsurv.imaging.qa import overlay_png
 from lungsurv.imaging.rings import DEFAULT_DISTANCES_MM, make_rings
+
+logger = logging.getLogger(__name__)
 
 
 def segment_patient(
@@ -106,7 +110,12 @@ def segment_cohort(
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = sorted(p for p in volumes_dir.iterdir() if (p / GTV_FILE).exists())
     jobs = [(folder, out_dir, tuple(distances_mm), clip_to_lungs, write_qa) for folder in folders]
-    results = map_patients(_segment_one, jobs, workers=workers)
+    progress = PatientProgress("segment-rings", len(jobs), logger)
+
+    def report(index: int, result: list[dict[str, object]] | Failure, seconds: float) -> None:
+        progress(folders[index].name, seconds, [result] if isinstance(result, Failure) else [])
+
+    results = map_patients(_segment_one, jobs, workers=workers, on_result=report)
     rows = [row for r in results if isinstance(r, list) for row in r]
     failures = [r for r in results if isinstance(r, Failure)]
     frame = pd.DataFrame(rows, columns=list(RING_COLUMNS))

@@ -7,21 +7,26 @@ features in the radiomics table's schema (ROI ``dl``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 import pandas as pd
 
 from lungsurv.core.errors import Failure, InputError
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, SPLIT_COLUMN
+from lungsurv.core.logs import PatientProgress
 from lungsurv.core.tables import failures_frame
 from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
 from lungsurv.deep.train import TrainResult, train
 from lungsurv.deep.transforms import gtv_input
 from lungsurv.survival.metrics import c_index
+
+logger = logging.getLogger(__name__)
 
 STAGE = "train-3d-se-resnet"
 
@@ -38,9 +43,10 @@ def load_inputs(
     voxels: list[int] = []
     failures: list[Failure] = []
     folders = sorted(p for root in volume_roots for p in Path(root).iterdir() if p.is_dir())
+    folders = [folder for folder in folders if (folder / GTV_FILE).exists()]
+    progress = PatientProgress(STAGE, len(folders), logger)
     for folder in folders:
-        if not (folder / GTV_FILE).exists():
-            continue
+        started = perf_counter()
         try:
             image = sitk.ReadImage(str(folder / IMAGE_FILE))
             gtv = sitk.ReadImage(str(folder / GTV_FILE))
@@ -49,9 +55,11 @@ def load_inputs(
             )
         except (InputError, RuntimeError, ValueError, OSError) as error:
             failures.append(Failure.from_exception(folder.name, STAGE, error))
+            progress(folder.name, perf_counter() - started, failures[-1:])
             continue
         ids.append(folder.name)
         voxels.append(int(np.count_nonzero(sitk.GetArrayViewFromImage(gtv))))
+        progress(folder.name, perf_counter() - started)
     stacked = np.stack(inputs) if inputs else np.zeros((0, 1, size, size, size), np.float32)
     return ids, stacked, voxels, failures_frame(failures)
 
@@ -97,7 +105,6 @@ def train_cohort(
     *,
     ablation: bool = False,
     checkpoint_dir: Path | None = None,
-    log: Callable[[str], None] = print,
 ) -> CohortTraining:
     """Train on the training patients only (validation carved from them), then extract the deep
     features of every patient. ``ablation``: also train the same network without SE, and score
@@ -118,14 +125,14 @@ def train_cohort(
     for se in (True, False) if ablation else (True,):
         run = replace(config, se=se)
         where = None if checkpoint_dir is None else checkpoint_dir / ("se" if se else "no_se")
-        log(f"training {'3D-SE-ResNet' if se else '3D-ResNet'} on {int(train_mask.sum())} patients")
+        name = "3D-SE-ResNet" if se else "3D-ResNet"
+        logger.info("training %s on %d patients", name, int(train_mask.sum()))
         fitted["se" if se else "no_se"] = train(
             inputs[train_mask],
             time_days[train_mask],
             event[train_mask],
             run,
             checkpoint_dir=where,
-            log=log,
         )
     scores = pd.DataFrame(
         {
