@@ -137,16 +137,15 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_same_seed_same_weights_and_resume_after_preemption(tmp_path: Path) -> None:
     volumes, time, event = _synthetic(40, 16, seed=1)
-    quiet = {"log": lambda _: None}
-    first = _weights(train(volumes, time, event, TINY, **quiet).model)
-    second = _weights(train(volumes, time, event, TINY, **quiet).model)
+    first = _weights(train(volumes, time, event, TINY).model)
+    second = _weights(train(volumes, time, event, TINY).model)
     assert all(torch.equal(first[k], second[k]) for k in first)
-    straight = train(volumes, time, event, replace(TINY, patience=99), **quiet)
+    straight = train(volumes, time, event, replace(TINY, patience=99))
     # Preempted after epoch 1, then resumed from the checkpoint up to epoch 2.
     one = replace(TINY, max_epochs=1, patience=99)
-    train(volumes, time, event, one, checkpoint_dir=tmp_path, **quiet)
+    train(volumes, time, event, one, checkpoint_dir=tmp_path)
     two = replace(TINY, patience=99)
-    resumed = train(volumes, time, event, two, checkpoint_dir=tmp_path, **quiet)
+    resumed = train(volumes, time, event, two, checkpoint_dir=tmp_path)
     assert list(resumed.history["epoch"]) == [1, 2]
     assert np.allclose(resumed.history["train_loss"], straight.history["train_loss"])
     assert resumed.best_epoch == straight.best_epoch

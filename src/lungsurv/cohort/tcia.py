@@ -97,86 +97,94 @@ def import_nsclc_radiomics(
         {"patient_id": "", "problem": "unreadable DICOM file", "detail": f"{path}: {message}"}
         for path, message in index.unreadable
     ]
-    ct_by_patient: dict[str, dict[str, list[DicomFile]]] = defaultdict(lambda: defaultdict(list))
-    rt_by_patient: dict[str, list[DicomFile]] = defaultdict(list)
-    for f in index.files:
-        if f.modality == "CT":
-            ct_by_patient[f.patient_id][f.series_uid].append(f)
-        elif f.modality == "RTSTRUCT":
-            rt_by_patient[f.patient_id].append(f)
-
-    rows: list[dict[str, object]] = []
+    ct_by_patient, rt_by_patient = _by_patient(index.files)
     clinical_ids = set(clinical["patient_id"])
     image_ids = set(ct_by_patient) | set(rt_by_patient)
-    for pid in sorted(image_ids - clinical_ids):
-        report.append({"patient_id": pid, "problem": "images without a clinical row", "detail": ""})
-    for pid in sorted(clinical_ids - image_ids):
-        report.append({"patient_id": pid, "problem": "clinical row without images", "detail": ""})
-
+    report += [
+        _problem(p, "images without a clinical row") for p in sorted(image_ids - clinical_ids)
+    ]
+    report += [_problem(p, "clinical row without images") for p in sorted(clinical_ids - image_ids)]
     by_id = clinical.set_index("patient_id")
+    rows: list[dict[str, object]] = []
     for pid in sorted(image_ids & clinical_ids):
-        series = ct_by_patient.get(pid, {})
-        pairs = [
-            (rt, uid)
-            for rt in rt_by_patient.get(pid, [])
-            for uid in rt.referenced_series_uids
-            if uid in series
-        ]
-        if not series:
-            report.append({"patient_id": pid, "problem": "no CT series", "detail": ""})
-            continue
-        if not pairs:
-            detail = f"{len(series)} CT series, {len(rt_by_patient.get(pid, []))} RTSTRUCT(s)"
-            report.append(
-                {
-                    "patient_id": pid,
-                    "problem": "no RTSTRUCT references a CT series",
-                    "detail": detail,
-                }
-            )
-            continue
-        if len(pairs) > 1:
-            report.append(
-                {
-                    "patient_id": pid,
-                    "problem": "several RTSTRUCT/CT pairs; the first is used",
-                    "detail": ", ".join(str(rt.path) for rt, _ in pairs),
-                }
-            )
-        rtstruct, series_uid = pairs[0]
-        record = by_id.loc[pid]
-        if isinstance(record, pd.DataFrame):
-            report.append({"patient_id": pid, "problem": "duplicate clinical rows", "detail": ""})
-            continue
-        if pd.isna(record["time_days"]) or pd.isna(record["event"]):
-            report.append({"patient_id": pid, "problem": "no survival time or event", "detail": ""})
-            continue
-        folder = _common_folder(series[series_uid])
-        row: dict[str, object] = {
-            "patient_id": pid,
-            "image": str(folder),
-            "mask": str(rtstruct.path),
-            "roi": roi,
-            "time_days": float(record["time_days"]),
-            "event": int(record["event"]),
-            "center": center,
-        }
-        others = [
-            f
-            for uid, files in series.items()
-            if uid != series_uid
-            for f in files
-            if f.path.is_relative_to(folder)
-        ]
-        # A folder that also holds another series needs the series named in the manifest.
-        row["series_uid"] = series_uid if others else None
-        for column in ("age", "sex", "histology", "t_stage", "n_stage", "m_stage", "overall_stage"):
-            value = record[column]
-            row[column] = None if value is None or pd.isna(value) else value
-        rows.append(row)
+        row, problems = _manifest_row(
+            pid, ct_by_patient.get(pid, {}), rt_by_patient.get(pid, []), by_id.loc[pid]
+        )
+        report += problems
+        if row is not None:
+            rows.append(row | {"roi": roi, "center": center})
     manifest = pd.DataFrame(rows)
-    if len(manifest) and manifest["series_uid"].isna().all():
-        manifest = manifest.drop(columns="series_uid")
+    if len(manifest):
+        manifest = manifest[[*MANIFEST_ORDER, *(c for c in manifest if c not in MANIFEST_ORDER)]]
+        if manifest["series_uid"].isna().all():
+            manifest = manifest.drop(columns="series_uid")
     return ImportResult(
         manifest=manifest, report=pd.DataFrame(report, columns=list(REPORT_COLUMNS))
     )
+
+
+#: The manifest's first columns, in the order the importer writes them.
+MANIFEST_ORDER = ("patient_id", "image", "mask", "roi", "time_days", "event", "center")
+
+
+def _problem(patient_id: str, problem: str, detail: str = "") -> dict[str, str]:
+    return {"patient_id": patient_id, "problem": problem, "detail": detail}
+
+
+def _by_patient(
+    files: list[DicomFile],
+) -> tuple[dict[str, dict[str, list[DicomFile]]], dict[str, list[DicomFile]]]:
+    """CT files by patient and series, and RTSTRUCT files by patient."""
+    ct: dict[str, dict[str, list[DicomFile]]] = defaultdict(lambda: defaultdict(list))
+    rt: dict[str, list[DicomFile]] = defaultdict(list)
+    for f in files:
+        if f.modality == "CT":
+            ct[f.patient_id][f.series_uid].append(f)
+        elif f.modality == "RTSTRUCT":
+            rt[f.patient_id].append(f)
+    return ct, rt
+
+
+def _manifest_row(
+    pid: str,
+    series: dict[str, list[DicomFile]],
+    structures: list[DicomFile],
+    record: pd.Series | pd.DataFrame,
+) -> tuple[dict[str, object] | None, list[dict[str, str]]]:
+    """One patient's manifest row (None when it cannot have one) and the problems found."""
+    pairs = [(rt, uid) for rt in structures for uid in rt.referenced_series_uids if uid in series]
+    if not series:
+        return None, [_problem(pid, "no CT series")]
+    if not pairs:
+        detail = f"{len(series)} CT series, {len(structures)} RTSTRUCT(s)"
+        return None, [_problem(pid, "no RTSTRUCT references a CT series", detail)]
+    problems = []
+    if len(pairs) > 1:
+        detail = ", ".join(str(rt.path) for rt, _ in pairs)
+        problems.append(_problem(pid, "several RTSTRUCT/CT pairs; the first is used", detail))
+    if isinstance(record, pd.DataFrame):
+        return None, [*problems, _problem(pid, "duplicate clinical rows")]
+    if pd.isna(record["time_days"]) or pd.isna(record["event"]):
+        return None, [*problems, _problem(pid, "no survival time or event")]
+    rtstruct, series_uid = pairs[0]
+    folder = _common_folder(series[series_uid])
+    others = [
+        f
+        for uid, files in series.items()
+        if uid != series_uid
+        for f in files
+        if f.path.is_relative_to(folder)
+    ]
+    row: dict[str, object] = {
+        "patient_id": pid,
+        "image": str(folder),
+        "mask": str(rtstruct.path),
+        "time_days": float(record["time_days"]),
+        "event": int(record["event"]),
+        # A folder that also holds another series needs the series named in the manifest.
+        "series_uid": series_uid if others else None,
+    }
+    for column in ("age", "sex", "histology", "t_stage", "n_stage", "m_stage", "overall_stage"):
+        value = record[column]
+        row[column] = None if value is None or pd.isna(value) else value
+    return row, problems

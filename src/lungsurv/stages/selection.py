@@ -224,6 +224,7 @@ def select_features(
     rings = list(ring_rois(features["roi"]) if rings is None else rings)
     if combined_ring != "auto" and combined_ring not in rings:
         raise ValueError(f"combined ring {combined_ring!r} is not among the rings {rings}")
+    params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
     cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
@@ -233,53 +234,36 @@ def select_features(
     signature_blocks: dict[str, list[str]] = {}
     for combo in combos:
         joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            signature = CoxSignature(
-                alpha=alpha,
-                n_folds=n_folds,
-                cv_scoring=cv_scoring,
-                cv_rule=cv_rule,
-                random_state=random_state,
-            )
-            signature.fit(joined.loc[cohort.train], cohort.y)
+        signature = _fit_signature(
+            joined.loc[cohort.train], cohort.y, random_state=random_state, **params
+        )
         name = signature_name(combo)
         signature_blocks[name] = list(combo)
         scores[name] = signature.predict(joined)
         rows += _signature_rows(name, signature)
     if "overall_stage" in manifest.columns:
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
-    automatic = combined_ring == "auto"
-    ring_scores: dict[str, float] = {}
-    ring = combined_ring
-    if automatic:
+    ring, ring_scores = combined_ring, {}
+    if combined_ring == "auto":
         ring, ring_scores = choose_ring(
-            features,
-            manifest,
-            is_train,
-            rings,
-            random_state=random_state,
-            alpha=alpha,
-            n_folds=n_folds,
-            cv_scoring=cv_scoring,
-            cv_rule=cv_rule,
+            features, manifest, is_train, rings, random_state=random_state, **params
         )
     return Selection(
         table=pd.DataFrame(rows, columns=list(SELECTION_COLUMNS)),
         signature_blocks=signature_blocks,
         combined_blocks=[GTV_ROI, ring, *extra],
         ring=ring,
-        ring_chosen_automatically=automatic,
+        ring_chosen_automatically=combined_ring == "auto",
         scores=scores,
-        settings={
-            "alpha": alpha,
-            "n_folds": n_folds,
-            "cv_scoring": cv_scoring,
-            "cv_rule": cv_rule,
-            "random_state": random_state,
-            "ring_cv_c_index": ring_scores,
-        },
+        settings={**params, "random_state": random_state, "ring_cv_c_index": ring_scores},
     )
+
+
+def _fit_signature(x: pd.DataFrame, y: np.ndarray, **params: Any) -> CoxSignature:
+    """A :class:`CoxSignature` fitted quietly (lifelines/sksurv convergence chatter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CoxSignature(**params).fit(x, y)
 
 
 def overall_stage_number(stage: pd.Series) -> pd.Series:
@@ -332,10 +316,9 @@ def choose_ring(
         block = cohort.blocks[ring].loc[cohort.train]
         values = []
         for train, held_out in folds.split(block, event):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                signature = CoxSignature(random_state=random_state, **signature_params)
-                signature.fit(block.iloc[train], cohort.y[train])
+            signature = _fit_signature(
+                block.iloc[train], cohort.y[train], random_state=random_state, **signature_params
+            )
             risk = signature.predict(block.iloc[held_out])
             held = event[held_out]
             usable = held.any() and np.ptp(risk) > 0
