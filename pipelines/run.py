@@ -24,6 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from lungsurv.core.logs import PATIENT_COUNT, PROGRESS_LINE
+from lungsurv.stages.settings import PIPELINE_DEFAULTS
 
 DEFAULT_PARAMS = Path("params/demo.yaml")
 DATA_DIR = Path("data")
@@ -42,11 +43,13 @@ def pipeline_for(runner: dict[str, Any]) -> Any:
 
 
 def load_params(path: Path | None) -> dict[str, Any]:
+    """The library's defaults with the parameter file's changes on top: every run (local or
+    submitted) records the full set of values it used, as the KFP UI shows them."""
     path = path or DEFAULT_PARAMS
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise SystemExit(f"{path}: expected a mapping of pipeline parameters")
-    return params
+    return {**PIPELINE_DEFAULTS, **params}
 
 
 def default_cohort(n_patients: int, seed: int) -> Path:

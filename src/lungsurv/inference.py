@@ -79,7 +79,7 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
             raise InputError(
                 f"the bundle uses deep features but holds no network ({NETWORK_DIR}/{WEIGHTS_FILE})"
             )
-        from lungsurv.deep.train import load_model
+        from lungsurv.deep.train import load_model  # torch: the optional dl extra
 
         network = load_model(folder / NETWORK_DIR)
     radiomics = None
@@ -125,7 +125,36 @@ def predict_patient(
         raise InputError(str(error)) from error
     # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,
     # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
-    image, gtv = converted.image, converted.gtv
+    blocks = feature_blocks_of(
+        converted.image, converted.gtv, model, patient_id, only_used_features=only_used_features
+    )
+    scored = score(blocks, model.params)
+    risk = float(scored["risk"][0])
+    survival = survival_at(np.array([risk]), HORIZONS_DAYS, model.params)[0]
+    shares = contributions(blocks, model.params)
+    return {
+        "patient_id": patient_id,
+        "risk": risk,
+        "risk_group": "high" if risk > model.params.cutoff else "low",
+        "cutoff": float(model.params.cutoff),
+        "survival": {
+            f"{h // 365}y": float(s) for h, s in zip(HORIZONS_DAYS, survival, strict=True)
+        },
+        "contributions": {name: float(v[0]) for name, v in shares.items()},
+        "qa": _qa(converted.geometry, model),
+    }
+
+
+def feature_blocks_of(
+    image: sitk.Image,
+    gtv: sitk.Image,
+    model: ServingModel,
+    patient_id: str,
+    *,
+    only_used_features: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Every block the model scores, one row each: the GTV's and the ring's radiomics features
+    (only those the bundle uses, unless ``only_used_features`` is False) and the deep features."""
     rois: dict[str, sitk.Image] = {GTV_ROI: gtv}
     if model.ring_distance_mm is not None:
         (ring,) = make_rings(gtv, [model.ring_distance_mm])
@@ -145,6 +174,7 @@ def predict_patient(
         for block, features in values.items():
             blocks[block] = pd.DataFrame([features], index=[patient_id])
     if model.network is not None:
+        # Lazily: torch is the optional ``dl`` extra, needed only by bundles with deep features.
         from lungsurv.deep.features import deep_feature_frame, deep_features
         from lungsurv.deep.transforms import gtv_input
 
@@ -154,29 +184,19 @@ def predict_patient(
         blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))
-    scored = score(blocks, model.params)
-    risk = float(scored["risk"][0])
-    survival = survival_at(np.array([risk]), HORIZONS_DAYS, model.params)[0]
-    shares = contributions(blocks, model.params)
-    geometry = converted.geometry
+    return blocks
+
+
+def _qa(geometry: dict[str, Any], model: ServingModel) -> dict[str, Any]:
+    """What the converter saw, its warnings, and the values outside the training ranges."""
     return {
-        "patient_id": patient_id,
-        "risk": risk,
-        "risk_group": "high" if risk > model.params.cutoff else "low",
-        "cutoff": float(model.params.cutoff),
-        "survival": {
-            f"{h // 365}y": float(s) for h, s in zip(HORIZONS_DAYS, survival, strict=True)
-        },
-        "contributions": {name: float(v[0]) for name, v in shares.items()},
-        "qa": {
-            "source": geometry["source"],
-            "original_spacing_mm": [
-                float(geometry["orig_spacing_x"]),
-                float(geometry["orig_spacing_y"]),
-                float(geometry["orig_spacing_z"]),
-            ],
-            "gtv_volume_ml": float(geometry["gtv_volume_ml_resampled"]),
-            "warnings": [w for w in str(geometry["warnings"]).split("; ") if w]
-            + range_warnings(geometry, model.metadata.get("training_ranges", {})),
-        },
+        "source": geometry["source"],
+        "original_spacing_mm": [
+            float(geometry["orig_spacing_x"]),
+            float(geometry["orig_spacing_y"]),
+            float(geometry["orig_spacing_z"]),
+        ],
+        "gtv_volume_ml": float(geometry["gtv_volume_ml_resampled"]),
+        "warnings": [w for w in str(geometry["warnings"]).split("; ") if w]
+        + range_warnings(geometry, model.metadata.get("training_ranges", {})),
     }

@@ -281,41 +281,9 @@ def _assemble(
     irregular_spacing: IrregularSpacing,
     spacing_tolerance: float,
 ) -> CTSeries:
-    first = slices[0]
-    for s in slices[1:]:
-        if s.shape != first.shape or not np.allclose(s.spacing, first.spacing, atol=1e-4):
-            raise DicomError(
-                f"mixed series: slice {s.path.name} is {s.shape} at {s.spacing.tolist()} mm, "
-                f"slice {first.path.name} is {first.shape} at {first.spacing.tolist()} mm"
-            )
-        if not np.allclose(s.orientation, first.orientation, atol=1e-4):
-            raise DicomError(
-                f"mixed series: slice {s.path.name} has another ImageOrientationPatient"
-            )
-    if len(slices) < 2:
-        raise DicomError(f"the series has {len(slices)} slice; a volume needs at least 2")
-    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
-    normal = np.cross(row_dir, col_dir)
-    positions = np.array([s.position for s in slices])
-    along = positions @ normal
-    order = np.argsort(along)
-    slices = [slices[i] for i in order]
-    along, positions = along[order], positions[order]
+    _check_same_grid(slices)
+    slices, along, positions, normal = _stack_along_normal(slices)
     gaps = np.diff(along)
-    if np.any(gaps < 1e-3):
-        k = int(np.argmin(gaps))
-        raise DicomError(
-            f"duplicate slice position {along[k]:.2f} mm ({slices[k].path.name}, "
-            f"{slices[k + 1].path.name})"
-        )
-    stack_dir = positions[-1] - positions[0]
-    cos_angle = abs(float(stack_dir @ normal)) / float(np.linalg.norm(stack_dir))
-    tilt = float(np.degrees(np.arccos(min(1.0, cos_angle))))
-    if tilt > MAX_TILT_DEGREES:
-        raise DicomError(
-            f"gantry tilt of {tilt:.1f} degrees (slices are not stacked along their normal); "
-            "tilted series are not supported: reconstruct the CT without tilt"
-        )
     spacing_z = float(np.median(gaps))
     warnings: list[str] = []
     resampled = False
@@ -339,10 +307,11 @@ def _assemble(
         volume = _interpolate_slices(volume, along, grid)
         resampled = True
         warnings.append(message + f"; resampled linearly to {n} slices at {spacing_z:.2f} mm")
+    first = slices[0]
     image = sitk.GetImageFromArray(volume.astype(np.float32))
     image.SetSpacing((float(first.spacing[1]), float(first.spacing[0]), spacing_z))
     image.SetOrigin(tuple(float(v) for v in positions[0]))
-    direction = np.column_stack([row_dir, col_dir, normal])
+    direction = np.column_stack([first.orientation[:3], first.orientation[3:], normal])
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
     return CTSeries(
         image=image,
@@ -354,6 +323,53 @@ def _assemble(
         resampled_slices=resampled,
         warnings=warnings,
     )
+
+
+def _check_same_grid(slices: list[_Slice]) -> None:
+    """Every slice has the first one's matrix, pixel spacing and orientation; at least two."""
+    first = slices[0]
+    for s in slices[1:]:
+        if s.shape != first.shape or not np.allclose(s.spacing, first.spacing, atol=1e-4):
+            raise DicomError(
+                f"mixed series: slice {s.path.name} is {s.shape} at {s.spacing.tolist()} mm, "
+                f"slice {first.path.name} is {first.shape} at {first.spacing.tolist()} mm"
+            )
+        if not np.allclose(s.orientation, first.orientation, atol=1e-4):
+            raise DicomError(
+                f"mixed series: slice {s.path.name} has another ImageOrientationPatient"
+            )
+    if len(slices) < 2:
+        raise DicomError(f"the series has {len(slices)} slice; a volume needs at least 2")
+
+
+def _stack_along_normal(
+    slices: list[_Slice],
+) -> tuple[list[_Slice], np.ndarray, np.ndarray, np.ndarray]:
+    """The slices ordered along their normal: (slices, positions along the normal, patient
+    positions, the normal). Refuses duplicate positions and a tilted stack."""
+    first = slices[0]
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    positions = np.array([s.position for s in slices])
+    along = positions @ normal
+    order = np.argsort(along)
+    slices = [slices[i] for i in order]
+    along, positions = along[order], positions[order]
+    gaps = np.diff(along)
+    if np.any(gaps < 1e-3):
+        k = int(np.argmin(gaps))
+        raise DicomError(
+            f"duplicate slice position {along[k]:.2f} mm ({slices[k].path.name}, "
+            f"{slices[k + 1].path.name})"
+        )
+    stack_dir = positions[-1] - positions[0]
+    cos_angle = abs(float(stack_dir @ normal)) / float(np.linalg.norm(stack_dir))
+    tilt = float(np.degrees(np.arccos(min(1.0, cos_angle))))
+    if tilt > MAX_TILT_DEGREES:
+        raise DicomError(
+            f"gantry tilt of {tilt:.1f} degrees (slices are not stacked along their normal); "
+            "tilted series are not supported: reconstruct the CT without tilt"
+        )
+    return slices, along, positions, normal
 
 
 def _interpolate_slices(volume: np.ndarray, along: np.ndarray, grid: np.ndarray) -> np.ndarray:

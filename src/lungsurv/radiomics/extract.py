@@ -27,7 +27,7 @@ patients.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,42 +209,43 @@ def extract_patient(
                 if n.startswith("original_shape_")
             ]
         results[roi.name].update(_shape(extractor, image, roi, settings, shape_names))
+    for filtered, name, kwargs, lower, upper in _filtered_images(
+        extractor, image, checked, settings
+    ):
+        _features_on(extractor, filtered, checked, lower, upper, name, kwargs, results, wanted)
+    return results, failures
+
+
+def _filtered_images(
+    extractor: Any, image: sitk.Image, checked: list[_Roi], settings: dict[str, Any]
+) -> Iterator[tuple[sitk.Image, str, dict[str, Any], np.ndarray, np.ndarray]]:
+    """Each enabled image type's images, one at a time: (image, its PyRadiomics name, the
+    settings its features use, and the box of the full volume it covers). The original and
+    the wavelet sub-bands are cut to the ROIs' union box (wavelets with a margin); LoG is
+    filtered on the whole volume, since its recursive filter is not exact on a crop."""
+    from radiomics import imageoperations
+
     size = np.asarray(image.GetSize())
     for image_type, custom in extractor.enabledImagetypes.items():
         kwargs = settings | dict(custom)
         if image_type == "Original":
             lower, upper = _union_box(checked, size, np.zeros(3, dtype=int))
-            _features_on(
-                extractor,
-                _crop(image, lower, upper),
-                checked,
-                lower,
-                upper,
-                "original",
-                kwargs,
-                results,
-                wanted,
-            )
+            yield _crop(image, lower, upper), "original", kwargs, lower, upper
         elif image_type == "Wavelet":
             lower, upper = _union_box(checked, size, np.full(3, WAVELET_MARGIN_VOXELS))
             cropped = _crop(image, lower, upper)
             for filtered, name, filter_kwargs in imageoperations.getWaveletImage(
                 cropped, _crop(checked[0].mask, lower, upper), **kwargs
             ):
-                _features_on(
-                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results, wanted
-                )
+                yield filtered, name, filter_kwargs, lower, upper
         elif image_type == "LoG":
             lower, upper = np.zeros(3, dtype=int), size - 1
             for filtered, name, filter_kwargs in imageoperations.getLoGImage(
                 image, checked[0].mask, **kwargs
             ):
-                _features_on(
-                    extractor, filtered, checked, lower, upper, name, filter_kwargs, results, wanted
-                )
+                yield filtered, name, filter_kwargs, lower, upper
         else:
             raise InputError(f"image type {image_type!r} is not supported by the fast path")
-    return results, failures
 
 
 def _shape(
