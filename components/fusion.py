@@ -34,37 +34,27 @@ def pca_fuse(
     import pandas as pd
 
     from lungsurv.cohort.split import training_mask
-    from lungsurv.core.layout import DL_ROI
     from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
-    from lungsurv.imaging.qa import training_ranges
     from lungsurv.radiomics.params import resolve_params
-    from lungsurv.stages.fusion import fit_combined
+    from lungsurv.stages.fusion import fit_combined, write_bundle
     from lungsurv.stages.selection import Selection
-    from lungsurv.survival.bundle import save_bundle
 
     configure_logging()
-
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
-    is_train = training_mask(cohort)
     model, risks = fit_combined(
-        table, cohort, is_train, selection=chosen, variance=variance, random_state=seed
-    )
-    train_ids = list(risks.loc[risks["split"] == "train", "patient_id"])  # the fitted rows
-    ranges = training_ranges(pd.read_parquet(geometry.path), train_ids)
-    model.params_.metadata["training_ranges"] = ranges  # serving flags inputs outside them
-    save_bundle(
-        model.params_,
-        Path(bundle.path),
+        table, cohort, training_mask(cohort), selection=chosen, variance=variance,
+        random_state=seed,
+    )  # fmt: skip
+    write_bundle(
+        model, Path(bundle.path), scores=risks, geometry=pd.read_parquet(geometry.path),
+        selection=chosen,
         radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
-        selection_settings=chosen.settings,
-        network_dir=Path(network.path)
-        if network is not None and DL_ROI in chosen.combined_blocks
-        else None,
-    )
+        network_dir=Path(network.path) if network is not None else None,
+    )  # fmt: skip
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
     metrics.log_metric("pca_components", model.n_components_)

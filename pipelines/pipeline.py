@@ -10,6 +10,8 @@ HTML report, a Markdown summary and metrics) -> deploy (KServe; only when asked 
 Parameter defaults are the library's (:data:`lungsurv.stages.settings.PIPELINE_DEFAULTS`).
 """
 
+from typing import Any
+
 from kfp import dsl, kubernetes
 
 from components.cohort import prepare_cohort
@@ -96,50 +98,9 @@ def build_pipeline(*, deep_learning: bool = True):
         serving_min_replicas: int = 1,
         serving_max_replicas: int = 2,
     ):
-        cohort = prepare_cohort(
-            cohort_uri=cohort_uri,
-            shard_size=shard_size,
-            train_centers=train_centers,
-            split_column=split_column,
-            test_fraction=test_fraction,
-            seed=seed,
-        )
-        cohort.set_display_name("validate cohort")
-        # The manifest behind cohort_uri can change while the URI stays the same: always read it.
-        # Every later step is a function of its input artifacts and parameters (seeded), so KFP
-        # may reuse its cached outputs: changing only an evaluation parameter re-runs evaluate.
-        cohort.set_caching_options(False)
-        _with_s3_credentials(cohort, s3_secret_name)
-        with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
-            convert = convert_shard(
-                manifest=cohort.outputs["manifest"],
-                shard_index=shard_index,
-                shard_size=shard_size,
-                crop_margin_mm=crop_margin_mm,
-                mask_interpolation=mask_interpolation,
-                workers=workers,
-            )
-            convert.set_display_name("convert")
-            _with_s3_credentials(convert, s3_secret_name)
-            convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
-            rings = segment_rings(
-                volumes=convert.outputs["volumes"],
-                ring_distances_mm=ring_distances_mm,
-                clip_to_lungs=clip_rings_to_lungs,
-                workers=workers,
-            )
-            rings.set_display_name("segment-rings")
-            rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
-            radiomics = extract_radiomics(
-                volumes=convert.outputs["volumes"],
-                rings=rings.outputs["rings"],
-                params_uri=radiomics_params_uri,
-                normalize_scale=radiomics_normalize_scale,
-                workers=workers,
-            )
-            radiomics.set_display_name("radiomics")
-            _with_s3_credentials(radiomics, s3_secret_name)
-            radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+        params = dict(locals())  # the parameters, as KFP channels, for the steps below
+        cohort = _cohort(params)
+        convert, rings, radiomics = _imaging_shards(cohort, params)
         gather = gather_imaging(
             rejected=cohort.outputs["rejected"],
             geometries=dsl.Collected(convert.outputs["geometry"]),
@@ -153,59 +114,10 @@ def build_pipeline(*, deep_learning: bool = True):
         deep: dict = {}
         network: dict = {}
         if deep_learning:
-            train = train_se_resnet(
-                manifest=cohort.outputs["manifest"],
-                volumes=dsl.Collected(convert.outputs["volumes"]),
-                seed=seed,
-                input_size=dl_input_size,
-                max_epochs=dl_max_epochs,
-                batch_size=dl_batch_size,
-                learning_rate=dl_learning_rate,
-                patience=dl_patience,
-                units_per_stage=dl_units_per_stage,
-                se_ablation=se_ablation,
-                checkpoint_dir=dl_checkpoint_dir,
-            )
-            train.set_display_name("train-3D-SE-ResNet")
-            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-            train.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
-            kubernetes.add_node_selector_json(train, gpu_node_selector)
-            kubernetes.add_toleration_json(train, gpu_toleration)
-            # Data-loader workers share batches through /dev/shm: a memory-backed volume.
-            kubernetes.empty_dir_mount(
-                train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi"
-            )
+            train = _training(cohort, convert, params)
             deep = {"deep_features": train.outputs["deep_features"]}
             network = {"network": train.outputs["model"]}
-        selection = select_features(
-            manifest=cohort.outputs["manifest"],
-            features=gather.outputs["features"],
-            combined_ring=combined_ring,
-            seed=seed,
-            univariate_alpha=univariate_alpha,
-            lasso_folds=lasso_folds,
-            lasso_scoring=lasso_scoring,
-            lasso_rule=lasso_rule,
-            **deep,
-        )
-        selection.set_display_name("select-features")
-        selection.set_cpu_request("1").set_memory_request("4G")
-        fusion = pca_fuse(
-            manifest=cohort.outputs["manifest"],
-            features=gather.outputs["features"],
-            selection=selection.outputs["selection"],
-            signature_scores=selection.outputs["signature_scores"],
-            geometry=gather.outputs["geometry"],
-            variance=pca_variance,
-            seed=seed,
-            radiomics_params_uri=radiomics_params_uri,
-            radiomics_normalize_scale=radiomics_normalize_scale,
-            **deep,
-            **network,
-        )
-        fusion.set_display_name("PCA-fuse")
-        _with_s3_credentials(fusion, s3_secret_name)
-        fusion.set_cpu_request("1").set_memory_request("2G")
+        selection, fusion = _modelling(cohort, gather, params, deep=deep, network=network)
         report = evaluate(
             cohort_uri=cohort_uri,
             manifest=cohort.outputs["manifest"],
@@ -217,28 +129,158 @@ def build_pipeline(*, deep_learning: bool = True):
             seed=seed,
         )
         report.set_display_name("evaluate")
-        # Serve the model only when asked to and when it clears the bar on the test cohort.
-        with (
-            dsl.If(deploy == True, name="deploy requested"),  # noqa: E712 (a KFP condition)
-            dsl.If(report.outputs["Output"] >= deploy_min_c_index, name="test C-index ok"),
-        ):
-            served = deploy_model(
-                bundle=fusion.outputs["bundle"],
-                model_name=model_name,
-                namespace=serving_namespace,
-                models_uri=models_uri,
-                serving_image=SERVING_IMAGE,
-                service_account=serving_service_account,
-                min_replicas=serving_min_replicas,
-                max_replicas=serving_max_replicas,
-                timeout_s=900,
-            )
-            served.set_display_name("deploy")
-            served.set_caching_options(False)  # it changes the cluster
-            _with_s3_credentials(served, s3_secret_name)
         report.set_cpu_request("1").set_memory_request("2G")
+        _deploy(fusion, report, params)
 
     return pipeline
+
+
+def _cohort(p: dict[str, Any]) -> dsl.PipelineTask:
+    """Validate the manifest, decide the train/test split once, cut the cohort into shards."""
+    cohort = prepare_cohort(
+        cohort_uri=p["cohort_uri"],
+        shard_size=p["shard_size"],
+        train_centers=p["train_centers"],
+        split_column=p["split_column"],
+        test_fraction=p["test_fraction"],
+        seed=p["seed"],
+    )
+    cohort.set_display_name("validate cohort")
+    # The manifest behind cohort_uri can change while the URI stays the same: always read it.
+    # Every later step is a function of its input artifacts and parameters (seeded), so KFP
+    # may reuse its cached outputs: changing only an evaluation parameter re-runs evaluate.
+    cohort.set_caching_options(False)
+    _with_s3_credentials(cohort, p["s3_secret_name"])
+    return cohort
+
+
+def _imaging_shards(
+    cohort: dsl.PipelineTask, p: dict[str, Any]
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask, dsl.PipelineTask]:
+    """convert -> segment-rings -> radiomics, per shard (``dsl.ParallelFor``)."""
+    with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
+        convert = convert_shard(
+            manifest=cohort.outputs["manifest"],
+            shard_index=shard_index,
+            shard_size=p["shard_size"],
+            crop_margin_mm=p["crop_margin_mm"],
+            mask_interpolation=p["mask_interpolation"],
+            workers=p["workers"],
+        )
+        convert.set_display_name("convert")
+        _with_s3_credentials(convert, p["s3_secret_name"])
+        convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+        rings = segment_rings(
+            volumes=convert.outputs["volumes"],
+            ring_distances_mm=p["ring_distances_mm"],
+            clip_to_lungs=p["clip_rings_to_lungs"],
+            workers=p["workers"],
+        )
+        rings.set_display_name("segment-rings")
+        rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+        radiomics = extract_radiomics(
+            volumes=convert.outputs["volumes"],
+            rings=rings.outputs["rings"],
+            params_uri=p["radiomics_params_uri"],
+            normalize_scale=p["radiomics_normalize_scale"],
+            workers=p["workers"],
+        )
+        radiomics.set_display_name("radiomics")
+        _with_s3_credentials(radiomics, p["s3_secret_name"])
+        radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+    return convert, rings, radiomics
+
+
+def _training(
+    cohort: dsl.PipelineTask, convert: dsl.PipelineTask, p: dict[str, Any]
+) -> dsl.PipelineTask:
+    """train-3D-SE-ResNet on a GPU node, over every shard's volumes."""
+    train = train_se_resnet(
+        manifest=cohort.outputs["manifest"],
+        volumes=dsl.Collected(convert.outputs["volumes"]),
+        seed=p["seed"],
+        input_size=p["dl_input_size"],
+        max_epochs=p["dl_max_epochs"],
+        batch_size=p["dl_batch_size"],
+        learning_rate=p["dl_learning_rate"],
+        patience=p["dl_patience"],
+        units_per_stage=p["dl_units_per_stage"],
+        se_ablation=p["se_ablation"],
+        checkpoint_dir=p["dl_checkpoint_dir"],
+    )
+    train.set_display_name("train-3D-SE-ResNet")
+    train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    train.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+    kubernetes.add_node_selector_json(train, p["gpu_node_selector"])
+    kubernetes.add_toleration_json(train, p["gpu_toleration"])
+    # Data-loader workers share batches through /dev/shm: a memory-backed volume.
+    kubernetes.empty_dir_mount(
+        train, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi"
+    )
+    return train
+
+
+def _modelling(
+    cohort: dsl.PipelineTask,
+    gather: dsl.PipelineTask,
+    p: dict[str, Any],
+    *,
+    deep: dict[str, Any],
+    network: dict[str, Any],
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """select-features, then PCA-fuse, on the training patients."""
+    selection = select_features(
+        manifest=cohort.outputs["manifest"],
+        features=gather.outputs["features"],
+        combined_ring=p["combined_ring"],
+        seed=p["seed"],
+        univariate_alpha=p["univariate_alpha"],
+        lasso_folds=p["lasso_folds"],
+        lasso_scoring=p["lasso_scoring"],
+        lasso_rule=p["lasso_rule"],
+        **deep,
+    )
+    selection.set_display_name("select-features")
+    selection.set_cpu_request("1").set_memory_request("4G")
+    fusion = pca_fuse(
+        manifest=cohort.outputs["manifest"],
+        features=gather.outputs["features"],
+        selection=selection.outputs["selection"],
+        signature_scores=selection.outputs["signature_scores"],
+        geometry=gather.outputs["geometry"],
+        variance=p["pca_variance"],
+        seed=p["seed"],
+        radiomics_params_uri=p["radiomics_params_uri"],
+        radiomics_normalize_scale=p["radiomics_normalize_scale"],
+        **deep,
+        **network,
+    )
+    fusion.set_display_name("PCA-fuse")
+    _with_s3_credentials(fusion, p["s3_secret_name"])
+    fusion.set_cpu_request("1").set_memory_request("2G")
+    return selection, fusion
+
+
+def _deploy(fusion: dsl.PipelineTask, report: dsl.PipelineTask, p: dict[str, Any]) -> None:
+    """Serve the model only when asked to and when it clears the bar on the test cohort."""
+    with (
+        dsl.If(p["deploy"] == True, name="deploy requested"),  # noqa: E712 (a KFP condition)
+        dsl.If(report.outputs["Output"] >= p["deploy_min_c_index"], name="test C-index ok"),
+    ):
+        served = deploy_model(
+            bundle=fusion.outputs["bundle"],
+            model_name=p["model_name"],
+            namespace=p["serving_namespace"],
+            models_uri=p["models_uri"],
+            serving_image=SERVING_IMAGE,
+            service_account=p["serving_service_account"],
+            min_replicas=p["serving_min_replicas"],
+            max_replicas=p["serving_max_replicas"],
+            timeout_s=900,
+        )
+        served.set_display_name("deploy")
+        served.set_caching_options(False)  # it changes the cluster
+        _with_s3_credentials(served, p["s3_secret_name"])
 
 
 lungsurv_pipeline = build_pipeline(deep_learning=True)

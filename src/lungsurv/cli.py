@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lungsurv import __version__
 from lungsurv.cohort.manifest import load_manifest
@@ -117,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
     loudness.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_cohort_commands(sub)
+    _add_stage_commands(sub)
+    return parser
 
+
+def _add_cohort_commands(sub: Any) -> None:
     p = sub.add_parser(
         "synth",
         help="generate a synthetic cohort (DICOM + manifest + truth)",
@@ -154,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_validate)
 
+
+def _add_stage_commands(sub: Any) -> None:
     p = sub.add_parser(
         "convert", help="CT + GTV -> 1 mm NIfTI volumes", formatter_class=DEFAULTS_SHOWN
     )
@@ -186,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clip-to-lungs", action="store_true", help="clip the rings to the lungs")
     p.set_defaults(func=_rings)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

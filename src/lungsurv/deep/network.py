@@ -88,24 +88,13 @@ class SEResNet3D(nn.Module):
         dropout: float = 0.4,
     ) -> None:
         super().__init__()
-        if spatial_dims != 3:
-            raise ValueError(f"spatial_dims must be 3 (a 3D network), got {spatial_dims}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(
-                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
-            )
-        if len(channels) < 1 or min(channels) < 1:
-            raise ValueError(f"channels must be positive widths, got {tuple(channels)}")
-        if units_per_stage < 1:
-            raise ValueError(f"units_per_stage must be >= 1, got {units_per_stage}")
-        if se and any(c // se_reduction < 1 for c in channels):
-            raise ValueError(
-                f"se_reduction {se_reduction} leaves no unit for a stage of {min(channels)} "
-                "channels; use a smaller reduction"
-            )
+        _check_arguments(
+            spatial_dims, in_channels, out_channels, channels, units_per_stage, se, se_reduction
+        )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.feature_dim = int(channels[-1])
+        # Built in this order (stem, stages, head): the seeded initialisation depends on it.
         self.stem = nn.Sequential(
             nn.Conv3d(in_channels, channels[0], 3, stride=2, padding=1, bias=False),
             nn.BatchNorm3d(channels[0]),
@@ -115,20 +104,8 @@ class SEResNet3D(nn.Module):
         stages: list[nn.Module] = []
         width = channels[0]
         for index, out in enumerate(channels):
-            units: list[nn.Module] = []
-            for unit in range(units_per_stage):
-                units.append(
-                    BasicUnit3D(
-                        width,
-                        out,
-                        stride=2 if index > 0 and unit == 0 else 1,
-                        preactivate=not (index == 0 and unit == 0),
-                    )
-                )
-                width = out
-            if se:
-                units.append(ChannelSELayer(spatial_dims=3, in_channels=out, r=se_reduction))
-            stages.append(nn.Sequential(*units))
+            stages.append(_stage(index, width, out, units_per_stage, se, se_reduction))
+            width = out
         self.stages = nn.Sequential(*stages)
         self.final = nn.Sequential(nn.BatchNorm3d(width), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool3d(1)
@@ -152,6 +129,52 @@ class SEResNet3D(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _check_arguments(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int],
+    units_per_stage: int,
+    se: bool,
+    se_reduction: int,
+) -> None:
+    if spatial_dims != 3:
+        raise ValueError(f"spatial_dims must be 3 (a 3D network), got {spatial_dims}")
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(
+            f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+        )
+    if len(channels) < 1 or min(channels) < 1:
+        raise ValueError(f"channels must be positive widths, got {tuple(channels)}")
+    if units_per_stage < 1:
+        raise ValueError(f"units_per_stage must be >= 1, got {units_per_stage}")
+    if se and any(c // se_reduction < 1 for c in channels):
+        raise ValueError(
+            f"se_reduction {se_reduction} leaves no unit for a stage of {min(channels)} "
+            "channels; use a smaller reduction"
+        )
+
+
+def _stage(
+    index: int, width: int, out: int, units_per_stage: int, se: bool, se_reduction: int
+) -> nn.Sequential:
+    """Stage ``index``: basic units (the first strided from stage 2 on, and without
+    pre-activation in stage 1, after the stem's BN-ReLU), then the SE module."""
+    units: list[nn.Module] = []
+    for unit in range(units_per_stage):
+        units.append(
+            BasicUnit3D(
+                width if unit == 0 else out,
+                out,
+                stride=2 if index > 0 and unit == 0 else 1,
+                preactivate=not (index == 0 and unit == 0),
+            )
+        )
+    if se:
+        units.append(ChannelSELayer(spatial_dims=3, in_channels=out, r=se_reduction))
+    return nn.Sequential(*units)
 
 
 def network_for(config: TrainConfig) -> SEResNet3D:

@@ -7,11 +7,17 @@ selection's own signatures, and scores every patient (risk, risk group, one sign
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN
+from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN, TRAIN
+from lungsurv.imaging.qa import training_ranges
 from lungsurv.stages.selection import Selection, _assemble, has_roi, select_features
+from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, score
 
 
@@ -55,7 +61,6 @@ def fit_combined(
         blocks = [GTV_ROI, ring] + ([DL_ROI] if has_roi(features, DL_ROI) else [])
         prefit, chosen_automatically = None, False
     cohort = _assemble(features, manifest, is_train, blocks)
-    patients, outcomes = cohort.patients, cohort.outcomes
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
     model = FusionModel(
         variance=variance,
@@ -65,7 +70,12 @@ def fit_combined(
         block_parameters=prefit,
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
-    scored = score(cohort.blocks, model.params_)
+    return model, _scores_table(cohort, score(cohort.blocks, model.params_), model.cutoff_)
+
+
+def _scores_table(cohort: Any, scored: dict[str, np.ndarray], cutoff: float) -> pd.DataFrame:
+    """``patient_id, split, time_days, event, risk, risk_group, signature_<block>...``."""
+    patients, outcomes = cohort.patients, cohort.outcomes
     table = pd.DataFrame(
         {
             "patient_id": patients,
@@ -75,8 +85,32 @@ def fit_combined(
             "risk": scored["risk"],
         }
     )
-    table["risk_group"] = np.where(table["risk"] > model.cutoff_, "high", "low")
+    table["risk_group"] = np.where(table["risk"] > cutoff, "high", "low")
     for key, values in scored.items():
         if key.startswith("signature_"):
             table[key] = values
-    return model, table
+    return table
+
+
+def write_bundle(
+    model: FusionModel,
+    folder: Path,
+    *,
+    scores: pd.DataFrame,
+    geometry: pd.DataFrame,
+    selection: Selection,
+    radiomics_params: Mapping[str, Any],
+    network_dir: Path | None = None,
+) -> Path:
+    """The model bundle serving loads: the fitted model with the training patients' GTV-volume
+    and slice-thickness ranges (serving flags inputs outside them), the radiomics parameters,
+    the selection settings, and the network when the model fuses deep features."""
+    train_ids = list(scores.loc[scores[SPLIT_COLUMN] == TRAIN, "patient_id"])  # the fitted rows
+    model.params_.metadata["training_ranges"] = training_ranges(geometry, train_ids)
+    return save_bundle(
+        model.params_,
+        folder,
+        radiomics_params=radiomics_params,
+        selection_settings=selection.settings,
+        network_dir=network_dir if DL_ROI in selection.combined_blocks else None,
+    )

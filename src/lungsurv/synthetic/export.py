@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
 
-from lungsurv.core.layout import SPLIT_COLUMN
+from lungsurv.core.layout import DEFAULT_ROI, SPLIT_COLUMN
 from lungsurv.core.storage import is_s3_uri
 from lungsurv.survival.metrics import c_index
 from lungsurv.synthetic.phantom import (
@@ -175,6 +175,19 @@ def write_rtstruct(
     ds.StructureSetLabel = "RTPLAN"
     ds.StructureSetDate = "20150312"
     ds.StructureSetTime = "120000"
+    ds.ReferencedFrameOfReferenceSequence = _referenced_frame(ds, patient, ct_uids)
+    ds.StructureSetROISequence = DicomSequence()
+    ds.ROIContourSequence = DicomSequence()
+    ds.RTROIObservationsSequence = DicomSequence()
+    outlines = _roi_outlines(patient, geometry, config)
+    for number, (name, contours) in enumerate(outlines.items(), start=1):
+        _add_roi(ds, number, name, contours, geometry, ct_uids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _referenced_frame(ds: Dataset, patient: Patient, ct_uids: list[str]) -> DicomSequence:
+    """The frame of reference -> study -> CT series -> every CT slice the contours lie on."""
     series = Dataset()
     series.SeriesInstanceUID = _uid(patient.patient_id, "ct-series")
     series.ContourImageSequence = DicomSequence()
@@ -190,49 +203,62 @@ def write_rtstruct(
     frame = Dataset()
     frame.FrameOfReferenceUID = ds.FrameOfReferenceUID
     frame.RTReferencedStudySequence = DicomSequence([study])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
+    return DicomSequence([frame])
 
-    rois: dict[str, list[tuple[np.ndarray, int]]] = {"GTV-1": []}
+
+def _roi_outlines(
+    patient: Patient, geometry: _Geometry, config: GeneratorConfig
+) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """Each ROI's outlines (points, slice index): the tumour and both lungs on every slice."""
+    rois: dict[str, list[tuple[np.ndarray, int]]] = {DEFAULT_ROI: []}
     lungs = _lungs(config.anatomy_scale)
     for name in lungs:
         rois[name] = []
     for k in range(geometry.shape[0]):
         z = geometry.origin[2] + geometry.thickness * k
         for outline in tumour_contours(patient.tumour, z):
-            rois["GTV-1"].append((outline, k))
+            rois[DEFAULT_ROI].append((outline, k))
         for name, (centre, semi) in lungs.items():
             outline = ellipse_contour(centre, semi, z)
             if outline is not None:
                 rois[name].append((outline, k))
-    ds.StructureSetROISequence = DicomSequence()
-    ds.ROIContourSequence = DicomSequence()
-    ds.RTROIObservationsSequence = DicomSequence()
-    colours = {"GTV-1": [255, 0, 0], "Lung-Left": [0, 128, 255], "Lung-Right": [0, 200, 120]}
-    for number, (name, outlines) in enumerate(rois.items(), start=1):
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = ds.FrameOfReferenceUID
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        ds.StructureSetROISequence.append(roi)
-        contour = Dataset()
-        contour.ReferencedROINumber = number
-        contour.ROIDisplayColor = colours[name]
-        contour.ContourSequence = DicomSequence(
-            [
-                _contour_item(o, geometry.origin[2] + geometry.thickness * k, ct_uids[k])
-                for o, k in outlines
-            ]
-        )
-        ds.ROIContourSequence.append(contour)
-        observation = Dataset()
-        observation.ObservationNumber = number
-        observation.ReferencedROINumber = number
-        observation.RTROIInterpretedType = "GTV" if name.startswith("GTV") else "ORGAN"
-        observation.ROIInterpreter = ""
-        ds.RTROIObservationsSequence.append(observation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    return rois
+
+
+ROI_COLOURS = {DEFAULT_ROI: [255, 0, 0], "Lung-Left": [0, 128, 255], "Lung-Right": [0, 200, 120]}
+
+
+def _add_roi(
+    ds: Dataset,
+    number: int,
+    name: str,
+    outlines: list[tuple[np.ndarray, int]],
+    geometry: _Geometry,
+    ct_uids: list[str],
+) -> None:
+    """One ROI's three entries: its definition, its contours, its observation."""
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = ds.FrameOfReferenceUID
+    roi.ROIName = name
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    ds.StructureSetROISequence.append(roi)
+    contour = Dataset()
+    contour.ReferencedROINumber = number
+    contour.ROIDisplayColor = ROI_COLOURS[name]
+    contour.ContourSequence = DicomSequence(
+        [
+            _contour_item(o, geometry.origin[2] + geometry.thickness * k, ct_uids[k])
+            for o, k in outlines
+        ]
+    )
+    ds.ROIContourSequence.append(contour)
+    observation = Dataset()
+    observation.ObservationNumber = number
+    observation.ReferencedROINumber = number
+    observation.RTROIInterpretedType = "GTV" if name.startswith("GTV") else "ORGAN"
+    observation.ROIInterpreter = ""
+    ds.RTROIObservationsSequence.append(observation)
 
 
 def _series_folder(patient: Patient, number: int, kind: str) -> str:
@@ -253,7 +279,7 @@ def write_patient(patient: Patient, config: GeneratorConfig, root: Path) -> dict
         "patient_id": patient.patient_id,
         "image": str(ct_folder.relative_to(root)),
         "mask": str(rtstruct.relative_to(root)),
-        "roi": "GTV-1",
+        "roi": DEFAULT_ROI,
         "time_days": patient.time_days,
         "event": patient.event,
         "center": patient.center.name,
