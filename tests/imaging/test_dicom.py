@@ -12,7 +12,7 @@ from matplotlib.path import Path as MplPath
 from skimage.morphology import convex_hull_image
 
 from lungsurv.core.errors import DicomError
-from lungsurv.imaging import dicom
+from lungsurv.imaging import dicom, rtstruct
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
 
 
@@ -49,8 +49,8 @@ def lung1_series(lung1_dir: Path) -> dicom.CTSeries:
 
 
 @pytest.fixture(scope="module")
-def lung1_structures(lung1_dir: Path) -> dicom.StructureSet:
-    return dicom.read_rtstruct(lung1_dir / "RTSTRUCT" / "1-1.dcm")
+def lung1_structures(lung1_dir: Path) -> rtstruct.StructureSet:
+    return rtstruct.read_rtstruct(lung1_dir / "RTSTRUCT" / "1-1.dcm")
 
 
 def test_lung1_ct_geometry(lung1_series: dicom.CTSeries) -> None:
@@ -81,11 +81,11 @@ def test_lung1_orientation(lung1_series: dicom.CTSeries, lung1_structures) -> No
     """Contours land on the anatomy their names say, in LPS patient coordinates."""
     image = lung1_series.image
     hu = sitk.GetArrayViewFromImage(image)
-    gtv = sitk.GetArrayFromImage(dicom.roi_mask(lung1_structures, "GTV-1", image)[0]) > 0
+    gtv = sitk.GetArrayFromImage(rtstruct.roi_mask(lung1_structures, "GTV-1", image)[0]) > 0
     centroids = {}
     envelope = np.zeros_like(gtv)
     for name in ("Lung-Left", "Lung-Right"):
-        lung = sitk.GetArrayFromImage(dicom.roi_mask(lung1_structures, name, image)[0]) > 0
+        lung = sitk.GetArrayFromImage(rtstruct.roi_mask(lung1_structures, name, image)[0]) > 0
         assert hu[lung].mean() < -650, f"{name} is not over air-filled lung"
         index = np.argwhere(lung).mean(axis=0)[::-1]
         centroids[name] = np.asarray(image.TransformContinuousIndexToPhysicalPoint(index.tolist()))
@@ -111,7 +111,7 @@ def test_fill_polygon_matches_point_in_polygon(seed: int) -> None:
     angles = np.sort(rng.uniform(0, 2 * np.pi, 40))
     radii = rng.uniform(5, 14, 40)
     x, y = 20 + radii * np.cos(angles), 18 + radii * np.sin(angles)
-    filled = dicom.fill_polygon(x, y, (40, 44))
+    filled = rtstruct.fill_polygon(x, y, (40, 44))
     rows, cols = np.mgrid[0:40, 0:44]
     centres = np.column_stack([cols.ravel(), rows.ravel()])
     expected = MplPath(np.column_stack([x, y])).contains_points(centres).reshape(40, 44)
@@ -130,20 +130,20 @@ def test_rasterize_contours_makes_holes() -> None:
         ],
         dtype=float,
     )
-    mask, warnings = dicom.rasterize_contours([square(10.5, 1), square(4.5, 1)], reference)
+    mask, warnings = rtstruct.rasterize_contours([square(10.5, 1), square(4.5, 1)], reference)
     layer = sitk.GetArrayViewFromImage(mask)[1]
     assert layer.sum() == 21 * 21 - 9 * 9
     assert layer[20, 20] == 0 and layer[12, 12] == 1
     assert not warnings
 
 
-def test_find_roi_by_name_or_regex(lung1_structures: dicom.StructureSet) -> None:
-    assert dicom.find_roi(lung1_structures, "gtv-1") == "GTV-1"
-    assert dicom.find_roi(lung1_structures, r"GTV.*") == "GTV-1"
+def test_find_roi_by_name_or_regex(lung1_structures: rtstruct.StructureSet) -> None:
+    assert rtstruct.find_roi(lung1_structures, "gtv-1") == "GTV-1"
+    assert rtstruct.find_roi(lung1_structures, r"GTV.*") == "GTV-1"
     with pytest.raises(DicomError, match="ambiguous"):
-        dicom.find_roi(lung1_structures, r"Lung.*")
+        rtstruct.find_roi(lung1_structures, r"Lung.*")
     with pytest.raises(DicomError, match="not found"):
-        dicom.find_roi(lung1_structures, "CTV")
+        rtstruct.find_roi(lung1_structures, "CTV")
 
 
 def test_irregular_spacing_is_resampled_or_refused(small_cohort_dir: Path, tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ import SimpleITK as sitk
 
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError
-from lungsurv.imaging import dicom
-from lungsurv.imaging.dicom import physical_to_index
+from lungsurv.imaging import dicom, rtstruct
+from lungsurv.imaging.rtstruct import physical_to_index
 
 MaskInterpolation = Literal["volume", "linear", "nearest"]
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -201,7 +201,7 @@ def _load_dicom(
 ) -> LoadedPatient:
     if mask_path.is_dir() or is_image_file(mask_path):
         raise InputError("a DICOM CT series needs an RTSTRUCT file as its mask")
-    structure_set = dicom.read_rtstruct(mask_path)
+    structure_set = rtstruct.read_rtstruct(mask_path)
     index = dicom.index_folder(folder)
     if not series_uid:
         ct_series = index.series("CT")
@@ -216,16 +216,16 @@ def _load_dicom(
     series = dicom.read_ct_series(
         folder, series_uid=series_uid, irregular_spacing=settings.irregular_spacing, index=index
     )
-    dicom.check_reference(structure_set, series)
-    gtv, name, warnings = dicom.roi_mask(structure_set, roi, series.image)
+    rtstruct.check_reference(structure_set, series)
+    gtv, name, warnings = rtstruct.roi_mask(structure_set, roi, series.image)
     lungs = None
-    lung_names = [n for n in dicom.find_rois(structure_set, settings.lung_roi) if n != name]
+    lung_names = [n for n in rtstruct.find_rois(structure_set, settings.lung_roi) if n != name]
     if lung_names:
         lung_arrays = []
         for lung_name in lung_names:
             contours = structure_set.contours(lung_name)
             if contours:
-                mask, lung_warnings = dicom.rasterize_contours(
+                mask, lung_warnings = rtstruct.rasterize_contours(
                     contours, series.image, roi_name=lung_name
                 )
                 lung_arrays.append(sitk.GetArrayViewFromImage(mask) > 0)

@@ -1,0 +1,200 @@
+"""RTSTRUCT structure sets: ROIs found by name, contours filled on the CT grid.
+
+Contours (patient mm) are filled on the CT grid with the even-odd rule, so inner contours are
+holes and several contours per slice are allowed; a structure set must reference the CT series
+(or its frame of reference) it is applied to. No header value is copied into a mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from lungsurv.core.errors import DicomError
+from lungsurv.imaging.dicom import CTSeries, referenced_series
+
+
+@dataclass
+class StructureSet:
+    """An RTSTRUCT's ROIs and the series its contours were drawn on."""
+
+    path: Path
+    dataset: pydicom.Dataset
+    roi_names: dict[int, str]
+    referenced_series_uids: tuple[str, ...]
+    frame_of_reference_uid: str
+
+    def contours(self, roi_name: str) -> list[np.ndarray]:
+        """The closed planar contours of ``roi_name`` as (N, 3) arrays in patient mm."""
+        number = next(n for n, name in self.roi_names.items() if name == roi_name)
+        result: list[np.ndarray] = []
+        for roi_contour in self.dataset.get("ROIContourSequence", []):
+            if int(roi_contour.get("ReferencedROINumber", -1)) != number:
+                continue
+            for contour in roi_contour.get("ContourSequence", []):
+                kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
+                data = contour.get("ContourData", [])
+                if kind != "CLOSED_PLANAR" or len(data) < 9:
+                    continue
+                result.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
+        return result
+
+
+def read_rtstruct(path: Path) -> StructureSet:
+    """Read an RTSTRUCT file; raise :class:`DicomError` if it is not one."""
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise DicomError(f"corrupt RTSTRUCT file {path.name}: {error}") from error
+    modality = str(ds.get("Modality", "")).upper()
+    if modality != "RTSTRUCT":
+        raise DicomError(f"{path.name} is not an RTSTRUCT (Modality {modality or 'missing'})")
+    names = {
+        int(item.ROINumber): str(item.get("ROIName", ""))
+        for item in ds.get("StructureSetROISequence", [])
+    }
+    frames = ds.get("ReferencedFrameOfReferenceSequence", [])
+    frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
+    if not frame_uid and names:
+        first = ds.StructureSetROISequence[0]
+        frame_uid = str(first.get("ReferencedFrameOfReferenceUID", ""))
+    return StructureSet(
+        path=path,
+        dataset=ds,
+        roi_names=names,
+        referenced_series_uids=referenced_series(ds),
+        frame_of_reference_uid=frame_uid,
+    )
+
+
+def find_roi(structure_set: StructureSet, pattern: str) -> str:
+    """The one ROI name matching ``pattern``: an exact name (case-insensitive) or a regex."""
+    names = list(structure_set.roi_names.values())
+    exact = [n for n in names if n.casefold() == pattern.casefold()]
+    if len(exact) == 1:
+        return exact[0]
+    try:
+        regex = re.compile(pattern, re.IGNORECASE)
+    except re.error:
+        regex = re.compile(re.escape(pattern), re.IGNORECASE)
+    matches = [n for n in names if regex.fullmatch(n)]
+    if not matches:
+        raise DicomError(f"ROI {pattern!r} not found; the RTSTRUCT has {sorted(names)}")
+    if len(matches) > 1:
+        raise DicomError(f"ROI {pattern!r} is ambiguous: it matches {sorted(matches)}")
+    return matches[0]
+
+
+def find_rois(structure_set: StructureSet, pattern: str) -> list[str]:
+    """Every ROI name that ``pattern`` (a regex) matches in full, case-insensitive."""
+    regex = re.compile(pattern, re.IGNORECASE)
+    return sorted(n for n in structure_set.roi_names.values() if regex.fullmatch(n))
+
+
+def check_reference(structure_set: StructureSet, series: CTSeries) -> None:
+    """Refuse an RTSTRUCT drawn on another series (or frame of reference) than ``series``."""
+    refs = structure_set.referenced_series_uids
+    if refs and series.series_uid not in refs:
+        raise DicomError(
+            f"RTSTRUCT {structure_set.path.name} references series {', '.join(refs)}, "
+            f"not the CT series {series.series_uid}"
+        )
+    if (
+        not refs
+        and structure_set.frame_of_reference_uid
+        and series.frame_of_reference_uid
+        and structure_set.frame_of_reference_uid != series.frame_of_reference_uid
+    ):
+        raise DicomError(
+            f"RTSTRUCT {structure_set.path.name} is in frame of reference "
+            f"{structure_set.frame_of_reference_uid}, the CT in {series.frame_of_reference_uid}"
+        )
+
+
+def physical_to_index(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Continuous (x, y, z) indices of physical points (N, 3) on ``image``'s grid."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    return ((points - origin) @ direction) / spacing
+
+
+def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels (rows, columns) whose centres lie inside the polygon ``(x, y)`` (even-odd rule).
+
+    A scanline fill: for each pixel row, the crossings of the row's centre line with the edges
+    (half-open in y, so a vertex on the line is counted once) bound the inside spans.
+    """
+    layer = np.zeros(shape, dtype=bool)
+    x0, y0 = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    first = max(0, int(np.ceil(y0.min())))
+    last = min(shape[0] - 1, int(np.floor(y0.max())))
+    if last < first:
+        return layer
+    rows = np.arange(first, last + 1, dtype=float)[:, None]
+    crosses = ((y0 <= rows) & (rows < y1)) | ((y1 <= rows) & (rows < y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+    at = np.where(crosses, at, np.inf)
+    at.sort(axis=1)
+    counts = crosses.sum(axis=1)
+    for i, row in enumerate(range(first, last + 1)):
+        xs = at[i, : counts[i]]
+        for start, stop in zip(xs[0::2], xs[1::2], strict=False):
+            lo = max(0, int(np.ceil(start)))
+            hi = min(shape[1], int(np.ceil(stop)))
+            if hi > lo:
+                layer[row, lo:hi] = True
+    return layer
+
+
+def rasterize_contours(
+    contours: Sequence[np.ndarray], reference: sitk.Image, *, roi_name: str = "ROI"
+) -> tuple[sitk.Image, list[str]]:
+    """Fill closed planar contours on ``reference``'s grid (even-odd rule); return mask, warnings.
+
+    A voxel is inside when its centre is inside the polygon of its slice. Contours lying between
+    slices (more than a third of a slice from any slice centre) are put on the nearest slice and
+    reported.
+    """
+    size = reference.GetSize()
+    mask = np.zeros((size[2], size[1], size[0]), dtype=bool)
+    warnings: list[str] = []
+    off_plane = outside = 0
+    for points in contours:
+        index = physical_to_index(reference, points)
+        z = float(np.median(index[:, 2]))
+        k = round(z)
+        if abs(z - k) > 1 / 3:
+            off_plane += 1
+        if not 0 <= k < size[2]:
+            outside += 1
+            continue
+        mask[k] ^= fill_polygon(index[:, 0], index[:, 1], (size[1], size[0]))
+    if off_plane:
+        warnings.append(f"{roi_name}: {off_plane} contour(s) lie between CT slices")
+    if outside:
+        warnings.append(f"{roi_name}: {outside} contour(s) lie outside the CT volume")
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image, warnings
+
+
+def roi_mask(
+    structure_set: StructureSet, pattern: str, reference: sitk.Image
+) -> tuple[sitk.Image, str, list[str]]:
+    """The label volume of the ROI matching ``pattern`` on ``reference``; (mask, name, warnings)."""
+    name = find_roi(structure_set, pattern)
+    contours = structure_set.contours(name)
+    if not contours:
+        raise DicomError(f"ROI {name!r} has no closed planar contour (empty contour)")
+    mask, warnings = rasterize_contours(contours, reference, roi_name=name)
+    return mask, name, warnings
