@@ -107,3 +107,25 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
     module.write_text("def f():\n    from lungsurv.stages.convert import convert_cohort\n")
     assert "lungsurv.stages.convert" in _imports(module)
     assert RANK[_layer("lungsurv.stages.convert")] > RANK[_layer("lungsurv.imaging.convert")]
+
+
+#: A function reads in one screen: at most this many lines, docstring included.
+MAX_FUNCTION_LINES = 65
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_functions_read_in_one_screen(module: str) -> None:
+    path = next(p for p in PACKAGE.rglob("*.py") if _module_name(p) == module)
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"{module}: {long}"
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_modules_stay_small(module: str) -> None:
+    path = next(p for p in PACKAGE.rglob("*.py") if _module_name(p) == module)
+    assert len(path.read_text().splitlines()) <= 500

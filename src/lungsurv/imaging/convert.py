@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError
+from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, rtstruct
 from lungsurv.imaging.rtstruct import physical_to_index
 
@@ -178,7 +179,7 @@ def load_patient(
     row = dict(row)
     image_path = storage.localize(row["image"], workdir / "image")
     mask_path = storage.localize(row["mask"], workdir / "mask")
-    roi = row.get("roi") or "GTV-1"
+    roi = row.get("roi") or DEFAULT_ROI
     if image_path.is_dir():
         return _load_dicom(image_path, mask_path, roi, row.get("series_uid"), settings)
     if not is_image_file(image_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lungsurv.core.layout import SPLIT_COLUMN
-from lungsurv.stages.evaluation import Evaluation
+from lungsurv.stages.evaluation import RISK_TABLE_DAYS, Evaluation
 from lungsurv.survival.fusion import loadings_frame
 from lungsurv.survival.metrics import kaplan_meier, status_at
 
@@ -85,7 +85,7 @@ def _km_panel(
 
 
 def kaplan_meier_png(
-    scores: pd.DataFrame, cutoff: float, at_days: Sequence[int] = (0, 365, 730, 1095, 1460, 1825)
+    scores: pd.DataFrame, cutoff: float, at_days: Sequence[int] = RISK_TABLE_DAYS
 ) -> bytes:
     """High- vs low-risk Kaplan-Meier curves, training and test side by side, with the number
     at risk at ``at_days`` under each panel (Figure 8)."""

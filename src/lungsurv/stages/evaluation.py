@@ -308,8 +308,12 @@ def risk_group_table(
     return pd.DataFrame(rows, columns=list(RISK_GROUP_COLUMNS))
 
 
+#: The days of the Kaplan-Meier figure's number-at-risk table: every year up to five.
+RISK_TABLE_DAYS: tuple[int, ...] = (0, 365, 730, 1095, 1460, 1825)
+
+
 def number_at_risk(
-    scores: pd.DataFrame, cutoff: float, times: tuple[int, ...] = (0, 365, 730, 1095, 1460, 1825)
+    scores: pd.DataFrame, cutoff: float, times: tuple[int, ...] = RISK_TABLE_DAYS
 ) -> pd.DataFrame:
     """Patients still at risk at ``times`` per cohort and risk group (Figure 8's table)."""
     rows = []

@@ -16,7 +16,13 @@ import pandas as pd
 
 from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN, TRAIN
 from lungsurv.imaging.qa import training_ranges
-from lungsurv.stages.selection import Selection, _assemble, has_roi, select_features
+from lungsurv.stages.selection import (
+    DEFAULT_COMBINED_RING,
+    Selection,
+    _assemble,
+    has_roi,
+    select_features,
+)
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, score
 
@@ -26,7 +32,7 @@ def fit_combined(
     manifest: pd.DataFrame,
     is_train: pd.Series,
     *,
-    ring: str = "ring_6mm",
+    ring: str = DEFAULT_COMBINED_RING,
     selection: Selection | None = None,
     variance: float = 0.95,
     alpha: float = 0.05,

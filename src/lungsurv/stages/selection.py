@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 from sksurv.util import Surv
 
-from lungsurv.core.layout import DL_ROI, GTV_ROI, RING_PREFIX, SPLIT_COLUMN, is_ring, ring_rois
+from lungsurv.core.layout import (
+    DL_ROI,
+    GTV_ROI,
+    RING_PREFIX,
+    SPLIT_COLUMN,
+    is_ring,
+    ring_name,
+    ring_rois,
+)
 from lungsurv.core.tables import write_parquet
 from lungsurv.survival.cox import univariate_cox
 from lungsurv.survival.fusion import BlockParameters, feature_blocks
@@ -30,6 +38,8 @@ from lungsurv.survival.selection import CoxSignature
 
 SELECTED_FILE = "selected_features.parquet"
 SELECTION_FILE = "selection.json"
+#: The ring the combined model fuses: the paper's 6 mm (``"auto"`` chooses one by CV).
+DEFAULT_COMBINED_RING = ring_name(6.0)
 #: Overall stage as an ordinal covariate for the TNM baseline (AJCC 7th edition groups).
 STAGE_ORDER: dict[str, int] = {"i": 1, "ia": 1, "ib": 1, "ii": 2, "iia": 2, "iib": 2}
 
@@ -200,7 +210,7 @@ def select_features(
     is_train: pd.Series,
     *,
     rings: Sequence[str] | None = None,
-    combined_ring: str = "ring_6mm",
+    combined_ring: str = DEFAULT_COMBINED_RING,
     alpha: float = 0.05,
     n_folds: int = 10,
     cv_scoring: str = "deviance",

@@ -140,28 +140,7 @@ class FusionModel(BaseEstimator):
         if not 0 < self.variance <= 1:
             raise ValueError(f"variance must be in (0, 1], got {self.variance}")
         survival_arrays(y)
-        self.signatures_: dict[str, CoxSignature] = {}
-        parameters: list[BlockParameters] = []
-        if self.block_parameters is not None:
-            parameters = list(self.block_parameters)
-            missing = [p.name for p in parameters if p.name not in blocks]
-            if missing:
-                raise ValueError(f"block_parameters name block(s) {missing} not given to fit")
-        for name, block in blocks.items() if self.block_parameters is None else ():
-            signature = CoxSignature(
-                alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
-            ).fit(block, y)
-            self.signatures_[name] = signature
-            chosen = signature.selected_
-            parameters.append(
-                BlockParameters(
-                    name=name,
-                    features=[str(block.columns[i]) for i in chosen],
-                    mean=signature.scaler_.mean_[chosen],
-                    scale=signature.scaler_.scale_[chosen],
-                    signature_coef=np.asarray(signature.coef_, dtype=float),
-                )
-            )
+        parameters = self._block_parameters(blocks, y)
         n_selected = sum(len(p.features) for p in parameters)
         if n_selected == 0:
             warnings.warn(
@@ -196,6 +175,35 @@ class FusionModel(BaseEstimator):
         self.params_ = params
         self.cutoff_ = params.cutoff
         return self
+
+    def _block_parameters(
+        self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray
+    ) -> list[BlockParameters]:
+        """The given signatures, or each block's own signature fitted here (``signatures_``)."""
+        self.signatures_: dict[str, CoxSignature] = {}
+        if self.block_parameters is not None:
+            parameters = list(self.block_parameters)
+            missing = [p.name for p in parameters if p.name not in blocks]
+            if missing:
+                raise ValueError(f"block_parameters name block(s) {missing} not given to fit")
+            return parameters
+        parameters = []
+        for name, block in blocks.items():
+            signature = CoxSignature(
+                alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
+            ).fit(block, y)
+            self.signatures_[name] = signature
+            chosen = signature.selected_
+            parameters.append(
+                BlockParameters(
+                    name=name,
+                    features=[str(block.columns[i]) for i in chosen],
+                    mean=signature.scaler_.mean_[chosen],
+                    scale=signature.scaler_.scale_[chosen],
+                    signature_coef=np.asarray(signature.coef_, dtype=float),
+                )
+            )
+        return parameters
 
     def predict(self, blocks: Mapping[str, pd.DataFrame]) -> np.ndarray:
         """The combined risk (Cox linear predictor on the components)."""
