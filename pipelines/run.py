@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import yaml
 from tqdm import tqdm
 
-from lungsurv.core.logs import PATIENT_COUNT, PROGRESS_LINE
+from lungsurv.core.logs import PATIENT_COUNT, PROGRESS_LINE, configure_logging
 from lungsurv.stages.settings import PIPELINE_DEFAULTS
 
 DEFAULT_PARAMS = Path("params/demo.yaml")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/local"))
     parser.add_argument("--verbose", action="store_true", help="show the runner's full log")
     args = parser.parse_args(argv)
-
+    configure_logging()  # the default cohort's generation reports each patient
     params = load_params(args.params)
     runner = {k: params.pop(k) for k in RUNNER_KEYS if k in params}
     host = os.environ.get("KFP_HOST")

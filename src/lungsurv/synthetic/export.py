@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
 
 from lungsurv.core.layout import DEFAULT_ROI, SPLIT_COLUMN
+from lungsurv.core.logs import PatientProgress
+from lungsurv.core.parallel import map_patients
 from lungsurv.core.storage import is_s3_uri
 from lungsurv.survival.metrics import c_index
 from lungsurv.synthetic.phantom import (
@@ -31,6 +33,8 @@ from lungsurv.synthetic.phantom import (
     render_ct,
     tumour_contours,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def oracle_c_index_for(cohort_uri: str, scores: pd.DataFrame, split: str = "test") -> float | None:
@@ -351,11 +355,13 @@ def generate_cohort(
     root.mkdir(parents=True, exist_ok=True)
     patients = draw_cohort(config)
     jobs = [(p, config, root) for p in patients]
-    if n_jobs > 1:
-        with ProcessPoolExecutor(n_jobs) as pool:
-            rows = list(pool.map(_write_one, jobs))
-    else:
-        rows = [_write_one(job) for job in jobs]
+    progress = PatientProgress("synth", len(jobs), logger)
+    rows = map_patients(
+        _write_one,
+        jobs,
+        workers=n_jobs,
+        on_result=lambda index, row, seconds: progress(patients[index].patient_id, seconds),
+    )
     manifest = pd.DataFrame(rows)
     manifest.to_csv(root / MANIFEST_FILE, index=False)
     clinical_frame(manifest).to_csv(root / CLINICAL_FILE, index=False, na_rep="NA")
