@@ -45,7 +45,8 @@ def prepare_cohort(
     write_parquet(valid, manifest.path)
     write_parquet(report.failures(), rejected.path)
     train = int((valid[SPLIT_COLUMN] == TRAIN).sum())
-    log.info("%d valid patients (%d train, %d test)", len(valid), train, len(valid) - train)
+    log.info("cohort: %d patient(s)", len(valid))
+    log.info("split: %d train, %d test", train, len(valid) - train)
     manifest.metadata.update({"patients": len(valid), "train": train, "format": "parquet"})
     rejected.metadata.update({"patients": len(report.rejected_ids), "format": "parquet"})
     return [str(i) for i in range(shard_count(len(report.valid), shard_size))]

@@ -78,9 +78,11 @@ def default_cohort(n_patients: int, seed: int) -> Path:
 #: task lines, failures, and the training's per-epoch lines.
 PROGRESS = re.compile(
     r"Running pipeline|Task '.*' finished|Pipeline '.*' finished|ERROR|failed: "
-    r"|epoch \d+/\d+: |training 3D|early stop"
+    r"|epoch \d+/\d+: |training 3D|early stop|split: \d+ train"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: The library's log prefix (time, level, logger), dropped on the terminal; warnings keep a word.
+LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d (?:INFO|(?P<level>WARNING|ERROR)) lungsurv[\w.]*: ")
 
 
 class ProgressStream(io.TextIOBase):
@@ -92,6 +94,8 @@ class ProgressStream(io.TextIOBase):
         self.terminal, self.log, self.pending = terminal, log, ""
         self.use_bars = terminal.isatty() if bars is None else bars
         self.bars: dict[str, tqdm] = {}
+        self.announced: dict[str, int] = {}
+        self.cohort_total = 0  # the valid patients, once the cohort step has said
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -112,19 +116,30 @@ class ProgressStream(io.TextIOBase):
             self._show(plain)
             return True
         stage = (start or done)["stage"]  # type: ignore[index]
+        if stage == "cohort":
+            self.cohort_total = int(start["total"]) if start else 0
+            self._show(plain)
+            return True
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(
                 total=0, desc=f"{stage:18s}", unit="patient", file=self.terminal, leave=True
             )
         if start:
-            bar.total += int(start["total"])
+            # Shards announce their patients one by one: the bar spans the whole cohort.
+            self.announced[stage] = self.announced.get(stage, 0) + int(start["total"])
+            bar.total = max(self.announced[stage], self.cohort_total)
             bar.refresh()
-        else:
+        elif bar.n < bar.total:
             bar.update(1)
+            if self.cohort_total and bar.n >= bar.total:
+                bar.close()  # the stage is through: its time stops there
         return True
 
     def _show(self, plain: str) -> None:
+        if prefix := LOG_PREFIX.match(plain):
+            level = prefix["level"]
+            plain = (f"{level.lower()}: " if level else "") + plain[prefix.end() :]
         if self.bars:
             tqdm.write(plain, file=self.terminal)
         else:

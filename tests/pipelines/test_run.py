@@ -66,3 +66,26 @@ def test_patients_are_lines_where_no_bar_can_be_drawn() -> None:
     ProgressStream(terminal, log).write(LINES)  # StringIO is no TTY: lines, e.g. in CI
     shown = terminal.getvalue().splitlines()
     assert len(shown) == 4 and shown[1].endswith("convert: patient 1/2 P1 ok in 1.0 s")
+
+
+def test_bars_span_the_cohort_and_stop_when_it_is_through() -> None:
+    terminal, log = io.StringIO(), io.StringIO()
+    stream = ProgressStream(terminal, log, bars=True)
+    stream.write(
+        "    12:00:00 INFO lungsurv.components.cohort: cohort: 2 patient(s)\n"
+        "    12:00:00 INFO lungsurv.components.cohort: split: 1 train, 1 test\n"
+        "    12:00:01 INFO lungsurv.stages.convert: convert: 1 patient(s)\n"
+        "    12:00:02 INFO lungsurv.stages.convert: convert: patient 1/1 P1 ok in 1.0 s\n"
+    )
+    bar = stream.bars["convert"]
+    assert (bar.n, bar.total) == (1, 2)  # one shard of two is through
+    stream.write(
+        "    12:00:03 INFO lungsurv.stages.convert: convert: 1 patient(s)\n"
+        "    12:00:04 INFO lungsurv.stages.convert: convert: patient 1/1 P2 ok in 1.0 s\n"
+        "    12:00:05 WARNING lungsurv.stages.rings: segment-rings: patient P2 failed: empty\n"
+    )
+    assert (bar.n, bar.total) == (2, 2) and bar.disable  # closed: its clock stopped
+    shown = terminal.getvalue()
+    assert "cohort: 2 patient(s)" in shown and "split: 1 train, 1 test" in shown
+    assert "warning: segment-rings: patient P2 failed: empty" in shown  # no log prefix
+    assert "lungsurv.stages" not in shown
