@@ -40,13 +40,17 @@ from lungsurv.core.layout import (
     ring_distance,
     ring_name,
 )
-from lungsurv.imaging.convert import convert_patient
+from lungsurv.imaging.convert import ConvertSettings, convert_patient
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
 from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.params import used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
+
+#: The pipeline's conversion, except that a request's voxels must come in the request: a NRRD or
+#: MetaImage header naming any other file is refused (it would make the server read that file).
+SERVING_CONVERT = ConvertSettings(external_data="refuse")
 
 
 @dataclass
@@ -120,7 +124,7 @@ def predict_patient(
     if roi:
         row["roi"] = roi
     try:
-        converted = convert_patient(row)
+        converted = convert_patient(row, SERVING_CONVERT)
     except PatientError as error:
         raise InputError(str(error)) from error
     # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,

@@ -250,6 +250,39 @@ def test_bad_requests_get_a_400_with_the_reason(
     assert status == 200 and body["predictions"][0]["risk_group"] in ("high", "low")
 
 
+def test_a_header_cannot_make_the_server_read_a_file(
+    server: str, patients: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The byte oracle: a NRRD mask whose header names a file on the server's disk (here a
+    'secret' holding the real mask's voxels, so the read would succeed), and ``roi`` as the
+    guessed label value. Before the fix the answer told a right guess (200) from a wrong one
+    (400, "zero voxels"); now both get the same 400 and nothing is read."""
+    row = patients.iloc[0]
+    sitk.WriteImage(sitk.ReadImage(row["mask"]), str(tmp_path / "gtv.nhdr"))
+    secret = tmp_path / "secret.raw"
+    (tmp_path / "gtv.raw").rename(secret)
+    header = (
+        (tmp_path / "gtv.nhdr").read_text().replace("data file: gtv.raw", f"data file: {secret}")
+    )
+    payload = base64.b64encode(header.encode()).decode()
+    url = f"{server}/v1/models/{MODEL}:predict"
+    answers = []
+    for guess in ("1", "2"):
+        instance = {**_instance(row), "gtv": {"b64": payload}, "roi": guess}
+        answers.append(_call(url, {"instances": [instance]}))
+    assert [status for status, _ in answers] == [400, 400]
+    assert answers[0][1] == answers[1][1]  # nothing to tell the guesses apart
+    assert "separate data file" in json.dumps(answers[0][1])
+    request = {
+        "inputs": [
+            {"name": "ct", "shape": [1], "datatype": "BYTES", "data": [_b64(row["image"])]},
+            {"name": "gtv", "shape": [1], "datatype": "BYTES", "data": [payload]},
+        ]
+    }
+    status, body = _call(f"{server}/v2/models/{MODEL}/infer", request)
+    assert status == 400 and "separate data file" in json.dumps(body)
+
+
 @pytest.mark.slow
 def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> None:
     """LUNG1-001 (TCIA, ../shared) as a user would send it: integer-HU CT and GTV as NIfTI."""

@@ -33,6 +33,7 @@ from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, rtstruct
+from lungsurv.imaging.headers import EXTERNAL_DATA_POLICIES, ExternalData, check_data_files
 from lungsurv.imaging.rtstruct import physical_to_index
 
 MaskInterpolation = Literal["volume", "linear", "nearest"]
@@ -52,12 +53,19 @@ class ConvertSettings:
     irregular_spacing: dicom.IrregularSpacing = "resample"
     lung_roi: str = r"(?:lung|pulmo)[-_ ]?(?:left|right|l|r|lt|rt|links|rechts)?"
     write_qa: bool = True
+    #: Data files a NRRD/MetaImage header may name: in its own folder (the pipeline), or none
+    #: (serving: a request's voxels come in the request); see :mod:`lungsurv.imaging.headers`.
+    external_data: ExternalData = "same-folder"
 
     def __post_init__(self) -> None:
         if self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
         if self.crop_margin_mm < 0:
             raise ValueError(f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}")
+        if self.external_data not in EXTERNAL_DATA_POLICIES:
+            raise ValueError(
+                f"external_data must be one of {EXTERNAL_DATA_POLICIES}, got {self.external_data!r}"
+            )
         if self.mask_interpolation not in ("volume", "linear", "nearest"):
             raise ValueError(
                 "mask_interpolation must be 'volume', 'linear' or 'nearest', "
@@ -104,7 +112,8 @@ def mask_volume_ml(mask: sitk.Image) -> float:
     return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel_volume_ml(mask)
 
 
-def _read_image_file(path: Path, what: str) -> sitk.Image:
+def _read_image_file(path: Path, what: str, external_data: ExternalData) -> sitk.Image:
+    check_data_files(path, external_data, what)  # before ITK follows a header anywhere
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -155,9 +164,15 @@ def same_geometry(
     return None
 
 
-def load_label_file(path: Path, reference: sitk.Image, roi: str | None) -> sitk.Image:
+def load_label_file(
+    path: Path,
+    reference: sitk.Image,
+    roi: str | None,
+    *,
+    external_data: ExternalData = "same-folder",
+) -> sitk.Image:
     """A binary mask from a label image: label ``roi`` when it is a number, else all non-zero."""
-    label = _read_image_file(path, "mask")
+    label = _read_image_file(path, "mask", external_data)
     if label.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"mask {path.name} has {label.GetNumberOfComponentsPerPixel()} components")
     difference = same_geometry(reference, label)
@@ -184,7 +199,7 @@ def load_patient(
         return _load_dicom(image_path, mask_path, roi, row.get("series_uid"), settings)
     if not is_image_file(image_path):
         raise InputError(f"image {image_path.name}: expected a DICOM folder or a NIfTI/NRRD file")
-    image = _read_image_file(image_path, "image")
+    image = _read_image_file(image_path, "image", settings.external_data)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"image {image_path.name} is not a 3D scalar volume")
     count = count_non_finite(image_path, image)
@@ -192,7 +207,8 @@ def load_patient(
         raise InputError(f"image {image_path.name} holds {count} NaN or infinite voxel(s)")
     if mask_path.is_dir() or not is_image_file(mask_path):
         raise InputError(f"mask {mask_path.name}: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")
-    gtv = load_label_file(mask_path, image, roi if str(roi).isdigit() else None)
+    number = roi if str(roi).isdigit() else None
+    gtv = load_label_file(mask_path, image, number, external_data=settings.external_data)
     source = "nrrd" if image_path.name.lower().endswith((".nrrd", ".nhdr")) else "nifti"
     return LoadedPatient(image=image, gtv=gtv, lungs=None, source=source, roi_name=str(roi))
 
