@@ -27,7 +27,7 @@ import pandas as pd
 import SimpleITK as sitk
 import yaml
 
-from lungsurv.core.errors import InputError, PatientError
+from lungsurv.core.errors import InputError, PatientError, problem_of
 from lungsurv.core.layout import (
     BUNDLE_FILE,
     DL_ROI,
@@ -129,9 +129,14 @@ def predict_patient(
         raise InputError(str(error)) from error
     # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,
     # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
-    blocks = feature_blocks_of(
-        converted.image, converted.gtv, model, patient_id, only_used_features=only_used_features
-    )
+    try:
+        blocks = feature_blocks_of(
+            converted.image, converted.gtv, model, patient_id, only_used_features=only_used_features
+        )
+    except InputError:
+        raise
+    except Exception as error:  # the patient's images, not the server: a 400 with the reason
+        raise InputError(f"cannot compute the features: {problem_of(error)}") from error
     scored = score(blocks, model.params)
     risk = float(scored["risk"][0])
     survival = survival_at(np.array([risk]), HORIZONS_DAYS, model.params)[0]

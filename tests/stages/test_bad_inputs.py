@@ -173,6 +173,47 @@ def image_is_not_an_image(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def roi_number_missing(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    _edit_rtstruct(
+        root, frame.iloc[VICTIM], lambda ds: delattr(ds.StructureSetROISequence[0], "ROINumber")
+    )
+    return frame
+
+
+def referenced_roi_number_empty(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    def blank(ds: pydicom.Dataset) -> None:
+        for contour in ds.ROIContourSequence:
+            contour.ReferencedROINumber = ""
+
+    _edit_rtstruct(root, frame.iloc[VICTIM], blank)
+    return frame
+
+
+def rescale_slope_empty(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    path = _ct_files(root, frame.iloc[VICTIM])[3]
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope = ""
+    ds.save_as(path)
+    return frame
+
+
+def rescale_slope_zero(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    path = _ct_files(root, frame.iloc[VICTIM])[3]
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope = 0
+    ds.save_as(path)
+    return frame
+
+
+def _unsafe_id(value: str) -> Breaker:
+    def breaker(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[VICTIM, "patient_id"] = value
+        return frame
+
+    breaker.__name__ = f"unsafe_id_{value}"
+    return breaker
+
+
 CASES: list[tuple[Breaker, str]] = [
     (corrupt_dicom, "corrupt DICOM file"),
     (missing_slice, "missing slice"),
@@ -191,6 +232,15 @@ CASES: list[tuple[Breaker, str]] = [
     (gantry_tilt, "gantry tilt of 15.0 degrees"),
     (rtstruct_not_a_structure_set, "is not an RTSTRUCT"),
     (image_is_not_an_image, "not a readable image"),
+    (roi_number_missing, "structure set ROI 1 of 3 has no usable ROINumber"),
+    (referenced_roi_number_empty, "ROI contour set 1 of 3 has no usable ReferencedROINumber"),
+    (rescale_slope_empty, "RescaleSlope is empty or not a number"),
+    (rescale_slope_zero, "RescaleSlope is 0"),
+    *[
+        (_unsafe_id(value), "a patient id must be 1-64 letters")
+        for value in ("/abs/path", "../../x", "..", ".", "a/b", "x" * 65, ".hidden")
+    ],
+    (_unsafe_id("geometry.parquet"), "may not be one of the stages' file names"),
 ]
 
 

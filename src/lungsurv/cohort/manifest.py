@@ -32,7 +32,7 @@ import pandas as pd
 
 from lungsurv.core import storage
 from lungsurv.core.errors import Failure, ManifestError
-from lungsurv.core.layout import DEFAULT_ROI
+from lungsurv.core.layout import DEFAULT_ROI, patient_id_problem
 from lungsurv.core.tables import failures_frame
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "image", "mask", "time_days", "event", "center")
@@ -181,6 +181,8 @@ def validate_manifest(
     for row_number, pid in enumerate(ids):
         if not pid:
             problems.append(Problem(f"<row {row_number + 2}>", "patient_id", "empty patient id"))
+        elif problem := patient_id_problem(pid):
+            problems.append(Problem(pid, "patient_id", problem))
     duplicated = ids[ids.duplicated(keep=False) & (ids != "")]
     for pid in sorted(set(duplicated)):
         count = int((ids == pid).sum())

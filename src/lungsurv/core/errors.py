@@ -37,6 +37,22 @@ class PatientError(LungsurvError):
         super().__init__(f"patient {patient_id!r}: {problem}")
 
 
+#: Errors whose message says what is wrong with the input on its own; others get their type too.
+_SELF_EXPLAINING = (LungsurvError, ValueError, OSError, RuntimeError)
+
+
+def problem_of(error: BaseException) -> str:
+    """What went wrong with a patient's input, in words. A library error that the input caused
+    but the library did not expect (a ``KeyError`` for a missing DICOM attribute, say) keeps
+    its type, so the message still says something."""
+    if isinstance(error, PatientError):
+        return error.problem
+    text = str(error)
+    if isinstance(error, _SELF_EXPLAINING) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 @dataclass(frozen=True)
 class Failure:
     """One row of a failures table."""
@@ -51,7 +67,7 @@ class Failure:
 
     @classmethod
     def from_exception(cls, patient_id: str, stage: str, error: BaseException) -> Failure:
-        message = error.problem if isinstance(error, PatientError) else str(error)
+        message = problem_of(error)
         kind = (
             error.kind if isinstance(error, PatientError) and error.kind else type(error).__name__
         )

@@ -48,6 +48,12 @@ BUNDLE_FILE = "model.json"
 NETWORK_DIR = "network"
 RADIOMICS_PARAMS_FILE = "radiomics_params.yaml"
 
+#: A patient id names the patient's folder in every stage's output: 1 to 64 letters, digits,
+#: ``-``, ``_`` or ``.``, not starting with ``.`` (so never ``.``, ``..`` or a hidden name).
+PATIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+#: Names a patient id may not take: the files the stages write beside the patients' folders.
+RESERVED_NAMES = frozenset(n.lower() for n in (GEOMETRY_FILE, FAILURES_FILE, RINGS_FILE))
+
 #: Survival horizons of the evaluation and of every prediction: 1, 2 and 3 years, in days.
 HORIZONS_DAYS: tuple[int, ...] = (365, 730, 1095)
 
@@ -84,3 +90,12 @@ def ring_rois(rois: Iterable[str]) -> list[str]:
 def is_radiomics_roi(roi: str) -> bool:
     """Whether ``roi`` is a block of radiomics features (the GTV or a ring), not deep features."""
     return roi == GTV_ROI or is_ring(roi)
+
+
+def patient_id_problem(patient_id: str) -> str | None:
+    """Why ``patient_id`` cannot name a folder, or None when it can."""
+    if not PATIENT_ID_PATTERN.fullmatch(patient_id):
+        return "a patient id must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+    if patient_id.lower() in RESERVED_NAMES:
+        return f"a patient id may not be one of the stages' file names {sorted(RESERVED_NAMES)}"
+    return None

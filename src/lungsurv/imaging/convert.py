@@ -30,7 +30,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lungsurv.core import storage
-from lungsurv.core.errors import DicomError, InputError, PatientError
+from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, rtstruct
 from lungsurv.imaging.headers import EXTERNAL_DATA_POLICIES, ExternalData, check_data_files
@@ -377,8 +377,9 @@ def convert_patient(
         return _resample_patient(pid, loaded, settings)
     except PatientError:
         raise
-    except (InputError, ValueError, OSError, RuntimeError) as error:
-        raise PatientError(pid, str(error), stage="convert", kind=type(error).__name__) from error
+    except Exception as error:  # the patient boundary: whatever this patient's files cause
+        kind = type(error).__name__
+        raise PatientError(pid, problem_of(error), stage="convert", kind=kind) from error
 
 
 def _resample_patient(

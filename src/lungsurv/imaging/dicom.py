@@ -187,6 +187,20 @@ def _float_list(value: object, n: int, name: str, path: Path) -> np.ndarray:
     return array
 
 
+def _number(ds: pydicom.Dataset, keyword: str, default: float, path: Path) -> float:
+    """A numeric attribute: ``default`` when absent, refused when empty, malformed or infinite."""
+    if keyword not in ds:
+        return default
+    value = ds.get(keyword)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise DicomError(f"{path.name}: {keyword} is empty or not a number") from error
+    if not np.isfinite(number):
+        raise DicomError(f"{path.name}: {keyword} is not finite")
+    return number
+
+
 @dataclass
 class _Slice:
     path: Path
@@ -218,8 +232,10 @@ def _read_slice(path: Path) -> _Slice:
             f"corrupt DICOM file {path.name}: pixel data is {stored.shape}, header says "
             f"{(rows, columns)}"
         )
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
+    slope = _number(ds, "RescaleSlope", 1.0, path)
+    intercept = _number(ds, "RescaleIntercept", 0.0, path)
+    if slope == 0:
+        raise DicomError(f"{path.name}: RescaleSlope is 0 (every voxel would be the intercept)")
     thickness = ds.get("SliceThickness")
     return _Slice(
         path=path,

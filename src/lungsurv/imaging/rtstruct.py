@@ -35,8 +35,10 @@ class StructureSet:
         """The closed planar contours of ``roi_name`` as (N, 3) arrays in patient mm."""
         number = next(n for n, name in self.roi_names.items() if name == roi_name)
         result: list[np.ndarray] = []
-        for roi_contour in self.dataset.get("ROIContourSequence", []):
-            if int(roi_contour.get("ReferencedROINumber", -1)) != number:
+        sets = list(self.dataset.get("ROIContourSequence", []))
+        for k, roi_contour in enumerate(sets):
+            where = f"ROI contour set {k + 1} of {len(sets)}"
+            if _roi_number(roi_contour, "ReferencedROINumber", where) != number:
                 continue
             for contour in roi_contour.get("ContourSequence", []):
                 kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
@@ -45,6 +47,14 @@ class StructureSet:
                     continue
                 result.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
         return result
+
+
+def _roi_number(item: pydicom.Dataset, keyword: str, where: str) -> int:
+    """An ROI number (``ROINumber``, ``ReferencedROINumber``), refused by name when unusable."""
+    try:
+        return int(item.get(keyword))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise DicomError(f"{where} has no usable {keyword}") from error
 
 
 def read_rtstruct(path: Path) -> StructureSet:
@@ -56,9 +66,12 @@ def read_rtstruct(path: Path) -> StructureSet:
     modality = str(ds.get("Modality", "")).upper()
     if modality != "RTSTRUCT":
         raise DicomError(f"{path.name} is not an RTSTRUCT (Modality {modality or 'missing'})")
+    items = list(ds.get("StructureSetROISequence", []))
     names = {
-        int(item.ROINumber): str(item.get("ROIName", ""))
-        for item in ds.get("StructureSetROISequence", [])
+        _roi_number(item, "ROINumber", f"structure set ROI {k + 1} of {len(items)}"): str(
+            item.get("ROIName", "")
+        )
+        for k, item in enumerate(items)
     }
     frames = ds.get("ReferencedFrameOfReferenceSequence", [])
     frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""

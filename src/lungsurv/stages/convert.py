@@ -16,10 +16,11 @@ from typing import Any
 import pandas as pd
 import SimpleITK as sitk
 
-from lungsurv.core.errors import Failure, PatientError
+from lungsurv.core.errors import Failure
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, LUNGS_FILE, QA_FILE
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
+from lungsurv.core.paths import patient_folder
 from lungsurv.core.tables import failures_frame
 from lungsurv.imaging.convert import ConvertedPatient, ConvertSettings, convert_patient
 from lungsurv.imaging.qa import overlay_png
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def write_patient(converted: ConvertedPatient, out_dir: Path, *, write_qa: bool = True) -> Path:
     """Write a converted patient's NIfTI files (and QA picture) to ``out_dir/<patient_id>``."""
-    folder = out_dir / converted.patient_id
+    folder = patient_folder(out_dir, converted.patient_id)
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(converted.image, str(folder / IMAGE_FILE), useCompression=True)
     sitk.WriteImage(converted.gtv, str(folder / GTV_FILE), useCompression=True)
@@ -54,7 +55,7 @@ def _convert_and_write(
         converted = convert_patient(row, settings)
         write_patient(converted, out_dir, write_qa=settings.write_qa)
         return converted.geometry
-    except PatientError as error:
+    except Exception as error:  # the patient boundary: one patient never stops the cohort
         return Failure.from_exception(str(row["patient_id"]), "convert", error)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from lungsurv.core.errors import Failure, InputError
+from lungsurv.core.errors import Failure
 from lungsurv.core.layout import GTV_FILE, GTV_ROI, ID_COLUMNS, IMAGE_FILE, ring_distance, ring_name
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
@@ -64,9 +64,9 @@ def _extract_one(
         image = sitk.ReadImage(str(volume_dir / IMAGE_FILE))
         rois = patient_rois(volume_dir, rings_dir)
         results, roi_failures = extract_patient(image, rois, params)
-    except (InputError, RuntimeError, ValueError, OSError) as error:
+    except Exception as error:  # the patient boundary: one patient never stops the cohort
         return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), [
-            Failure(pid, "radiomics", type(error).__name__, str(error))
+            Failure.from_exception(pid, "radiomics", error)
         ]
     failures = [Failure(pid, "radiomics", "RoiError", message) for message in roi_failures.values()]
     if GTV_ROI in roi_failures:

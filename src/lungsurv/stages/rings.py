@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from lungsurv.core.errors import Failure, InputError, PatientError
+from lungsurv.core.errors import Failure, PatientError, problem_of
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, LUNGS_FILE, ring_file, ring_name
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
+from lungsurv.core.paths import patient_folder
 from lungsurv.core.tables import failures_frame
 from lungsurv.imaging.qa import overlay_png
 from lungsurv.imaging.rings import DEFAULT_DISTANCES_MM, make_rings
@@ -39,7 +40,7 @@ def segment_patient(
     lungs_path = patient_dir / LUNGS_FILE
     lungs = sitk.ReadImage(str(lungs_path)) if lungs_path.exists() else None
     rings = make_rings(gtv, distances_mm, lungs=lungs, clip_to_lungs=clip_to_lungs)
-    folder = out_dir / pid
+    folder = patient_folder(out_dir, pid)
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     for ring in rings:
@@ -75,8 +76,8 @@ def _segment_one(
         return segment_patient(
             patient_dir, out_dir, distances_mm, clip_to_lungs=clip_to_lungs, write_qa=write_qa
         )
-    except (InputError, RuntimeError, OSError) as error:
-        problem = PatientError(patient_dir.name, str(error), stage="segment-rings")
+    except Exception as error:  # the patient boundary: one patient never stops the cohort
+        problem = PatientError(patient_dir.name, problem_of(error), stage="segment-rings")
         return Failure.from_exception(patient_dir.name, "segment-rings", problem)
 
 

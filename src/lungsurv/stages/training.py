@@ -16,7 +16,7 @@ from time import perf_counter
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.errors import Failure, InputError
+from lungsurv.core.errors import Failure
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, SPLIT_COLUMN
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.tables import failures_frame
@@ -53,7 +53,7 @@ def load_inputs(
             inputs.append(
                 gtv_input(image, gtv, size=size, margin_mm=margin_mm, mask_outside=mask_outside)
             )
-        except (InputError, RuntimeError, ValueError, OSError) as error:
+        except Exception as error:  # the patient boundary: one patient never stops the cohort
             failures.append(Failure.from_exception(folder.name, STAGE, error))
             progress(folder.name, perf_counter() - started, failures[-1:])
             continue
