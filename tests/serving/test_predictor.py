@@ -307,20 +307,35 @@ def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> No
     }
 
 
-def _dicom_zip(small_cohort_dir: Path, index: int, *, with_rtstruct: bool = True) -> str:
-    """A patient's CT series and RTSTRUCT zipped in nested folders, as a PACS export might."""
+def _dicom_zip(
+    small_cohort_dir: Path, index: int, *, with_rtstruct: bool = True, change: str = ""
+) -> str:
+    """A patient's CT series and RTSTRUCT zipped in nested folders, as a PACS export might;
+    ``change`` breaks it: ``corrupt member`` (damaged compressed bytes), ``no ROINumber``."""
     import io
     import zipfile
 
+    import pydicom
+
     row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[index]
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted((small_cohort_dir / row["image"]).iterdir()):
             archive.write(path, f"export/{row['patient_id']}/CT/{path.name}")
         if with_rtstruct:
-            archive.write(small_cohort_dir / row["mask"], "export/RS/structures.dcm")
+            structures = pydicom.dcmread(small_cohort_dir / row["mask"])
+            if change == "no ROINumber":
+                del structures.StructureSetROISequence[0].ROINumber
+            rtstruct = io.BytesIO()
+            structures.save_as(rtstruct)
+            archive.writestr("export/RS/structures.dcm", rtstruct.getvalue())
         archive.writestr("README.txt", "not DICOM: ignored")
-    return base64.b64encode(buffer.getvalue()).decode()
+    data = bytearray(buffer.getvalue())
+    if change == "corrupt member":
+        first = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0]
+        start = first.header_offset + 30 + len(first.filename.encode()) + 10
+        data[start : start + 64] = bytes(64)  # inside the first slice's compressed data
+    return base64.b64encode(bytes(data)).decode()
 
 
 def test_a_dicom_zip_scores_like_the_dicom_folder(
@@ -362,13 +377,15 @@ def test_a_dicom_zip_scores_like_the_dicom_folder(
         ("not a zip", "not a zip archive"),
         ("no rtstruct", "0 RTSTRUCT"),
         ("unknown roi", "GTV-404"),
+        ("corrupt member", "zip member 1 of"),
+        ("no ROINumber", "has no usable ROINumber"),
     ],
 )
 def test_bad_dicom_zips_get_a_400(
     server: str, small_cohort_dir: Path, change: str, reason: str
 ) -> None:
     row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[4]
-    archive = _dicom_zip(small_cohort_dir, 4, with_rtstruct=change != "no rtstruct")
+    archive = _dicom_zip(small_cohort_dir, 4, with_rtstruct=change != "no rtstruct", change=change)
     if change == "not a zip":
         archive = base64.b64encode(b"PK but not really a zip").decode()
     roi = "GTV-404" if change == "unknown roi" else row["roi"]
