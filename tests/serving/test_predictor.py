@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lungsurv.imaging.convert import ConvertSettings, load_patient
 from lungsurv.radiomics.params import load_params
@@ -103,20 +105,27 @@ def bundle_and_reference(
     return folder, reference
 
 
-def _call(url: str, body: Any | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+def _call(
+    url: str, body: Any | None = None, raw: bytes | None = None, timeout: float = 120
+) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
 
 
 @pytest.fixture(scope="module")
-def server(bundle_and_reference: tuple[Path, pd.Series]) -> Iterator[str]:
-    """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it."""
+def server(
+    bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it. Its log
+    goes to a file: a pipe nobody reads fills up and blocks the server."""
     port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -133,13 +142,13 @@ def server(bundle_and_reference: tuple[Path, pd.Series]) -> Iterator[str]:
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
             if process.poll() is not None:
-                pytest.fail(f"the model server exited: {process.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"the model server exited: {log_path.read_text()[-2000:]}")
             try:
                 if _call(f"{url}/v2/health/ready")[0] == 200:
                     break
@@ -152,6 +161,7 @@ def server(bundle_and_reference: tuple[Path, pd.Series]) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
 
 
 def _b64(path: str | Path) -> str:
@@ -431,3 +441,60 @@ def test_the_bundle_loads_from_s3_and_oversized_images_are_refused(
     monkeypatch.setattr(predictor, "MAX_IMAGE_BYTES", 1000)
     with pytest.raises(InvalidInput, match="larger than the 0 MiB limit"):
         model.predict({"instances": [_instance(patients.iloc[0])]})
+
+
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+FIELD_VALUES = st.one_of(
+    JSON_VALUES,
+    st.binary(max_size=400).map(lambda b: {"b64": base64.b64encode(b).decode()}),
+    st.sampled_from(["s3://", "s3://bucket/../x", "/etc/hostname", "file:///etc/hostname"]),
+)
+INSTANCES = st.dictionaries(
+    st.sampled_from(["ct", "gtv", "dicom_zip", "roi", "patient_id", "extra"]),
+    FIELD_VALUES,
+    max_size=4,
+)
+V2_INPUTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["ct", "gtv", "dicom_zip", "roi", "patient_id", "x"]),
+            "shape": st.lists(st.integers(-2, 3), max_size=2),
+            "datatype": st.sampled_from(["BYTES", "FP32", "INT64", "BOOL", "nonsense"]),
+            "data": st.lists(JSON_LEAVES, max_size=2),
+        }
+    ),
+    max_size=3,
+)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(instances=st.lists(INSTANCES, max_size=2), inputs=V2_INPUTS)
+def test_no_request_gets_a_5xx(server: str, instances: list, inputs: list) -> None:
+    """Random request fields (values of every JSON type, random bytes as base64, paths, random
+    V2 names, shapes and datatypes): a 4xx with a reason, never a 5xx, and the server stays up."""
+    status, body = _call(
+        f"{server}/v1/models/{MODEL}:predict", {"instances": instances}, timeout=20
+    )
+    assert status < 500, body
+    status, body = _call(f"{server}/v2/models/{MODEL}/infer", {"inputs": inputs}, timeout=20)
+    assert status < 500, body
+    assert _call(f"{server}/v2/health/ready")[0] == 200
