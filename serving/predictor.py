@@ -30,17 +30,20 @@ Entry point (as KServe's own model servers)::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import gzip
 import io
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import kserve
-from kserve.errors import InvalidInput
+from fastapi.responses import JSONResponse
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from lungsurv.core.errors import InputError
@@ -51,6 +54,28 @@ from lungsurv.inference import ServingModel, load_serving_model, predict_patient
 KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id"})
 #: Largest decoded CT or mask accepted, per instance (a 512x512x300 int16 CT is about 150 MB).
 MAX_IMAGE_BYTES = 512 * 2**20
+#: Predictions computed at once (threads beside the event loop) and requests waiting for one;
+#: a request beyond both gets a 503 with Retry-After instead of a growing queue.
+DEFAULT_PREDICTION_WORKERS = 1
+DEFAULT_MAX_QUEUE = 4
+RETRY_AFTER_S = 5
+
+
+class Busy(ModelNotReady):
+    """Every prediction worker is busy and the queue is full: HTTP 503, retry later."""
+
+    def __init__(self, model_name: str, waiting: int) -> None:
+        super().__init__(model_name)
+        self.error_msg = (
+            f"busy: {waiting} request(s) in progress or queued; retry in {RETRY_AFTER_S} s"
+        )
+
+
+async def busy_handler(_: Any, error: Busy) -> JSONResponse:
+    """503 with Retry-After (KServe's own handler for ModelNotReady sends no Retry-After)."""
+    return JSONResponse(
+        status_code=503, content={"error": str(error)}, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
 
 
 def image_suffix(data: bytes) -> str:
@@ -89,10 +114,26 @@ def decode_image(value: Any, what: str) -> bytes:
 class LungSurvModel(kserve.Model):
     """``load()`` reads the bundle from ``model_dir``; ``predict()`` scores each instance."""
 
-    def __init__(self, name: str, model_dir: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        *,
+        prediction_workers: int = DEFAULT_PREDICTION_WORKERS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
         super().__init__(name)
+        if prediction_workers < 1 or max_queue < 0:
+            raise ValueError(
+                f"prediction_workers must be >= 1 and max_queue >= 0, got {prediction_workers}, "
+                f"{max_queue}"
+            )
         self.model_dir = model_dir
         self.model: ServingModel | None = None
+        # Predictions run here, never on the event loop: health and readiness always answer.
+        self._pool = ThreadPoolExecutor(prediction_workers, thread_name_prefix="predict")
+        self._capacity = prediction_workers + max_queue
+        self._in_flight = 0
 
     def load(self) -> bool:
         """Read the bundle: a folder (in a cluster, where KServe's storage initializer put
@@ -143,12 +184,24 @@ class LungSurvModel(kserve.Model):
             paths.append(path)
         return paths[0], paths[1]
 
-    def predict(
+    async def predict(
         self,
         payload: dict | InferRequest,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict | InferResponse:
+        """The request's patients, scored in the worker pool; a 503 when it is full."""
+        if self._in_flight >= self._capacity:
+            raise Busy(self.name, self._in_flight)
+        self._in_flight += 1  # only the event loop's thread counts, so no lock is needed
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self.predict_now, payload)
+        finally:
+            self._in_flight -= 1
+
+    def predict_now(self, payload: dict | InferRequest) -> dict | InferResponse:
+        """Score a V1 payload or a V2 request in the calling thread."""
         if isinstance(payload, InferRequest):
             return self._predict_v2(payload)
         if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
@@ -189,9 +242,14 @@ def serve_on(model: kserve.Model, host: str, port: int) -> None:
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
     from kserve.protocol.rest.server import RESTServer
 
+    class Server(RESTServer):
+        def _add_exception_handlers(self, app: Any) -> None:
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(Busy, busy_handler)
+
     repository = ModelRepository()
     repository.update(model)
-    server = RESTServer(
+    server = Server(
         "kserve.model_server:app",
         DataPlane(model_registry=repository),
         ModelRepositoryExtension(model_registry=repository),
@@ -205,8 +263,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("--model_dir", required=True, help="the bundle folder (/mnt/models)")
     parser.add_argument("--host", default="", help="serve on this interface only")
+    parser.add_argument(
+        "--prediction_workers",
+        type=int,
+        default=DEFAULT_PREDICTION_WORKERS,
+        help="predictions computed at once, beside the event loop",
+    )
+    parser.add_argument(
+        "--max_queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help="requests that may wait for a worker; more get 503 + Retry-After",
+    )
     args, _ = parser.parse_known_args(argv)
-    model = LungSurvModel(args.model_name, args.model_dir)
+    model = LungSurvModel(
+        args.model_name,
+        args.model_dir,
+        prediction_workers=args.prediction_workers,
+        max_queue=args.max_queue,
+    )
     model.load()
     if args.host:
         serve_on(model, args.host, args.http_port)

@@ -418,7 +418,7 @@ def test_s3_uris_are_read_through_the_storage_layer(
     model = LungSurvModel(MODEL, str(bundle))
     model.load()
     instance = {"ct": "s3://requests/p1/ct.nii.gz", "gtv": "s3://requests/p1/gtv.nii.gz"}
-    (prediction,) = model.predict({"instances": [instance]})["predictions"]
+    (prediction,) = model.predict_now({"instances": [instance]})["predictions"]
     assert abs(prediction["risk"] - reference[row["patient_id"]]) <= 1e-9
 
 
@@ -440,7 +440,7 @@ def test_the_bundle_loads_from_s3_and_oversized_images_are_refused(
     assert [b.name for b in model.model.params.blocks] == ["gtv", "ring_6mm"]
     monkeypatch.setattr(predictor, "MAX_IMAGE_BYTES", 1000)
     with pytest.raises(InvalidInput, match="larger than the 0 MiB limit"):
-        model.predict({"instances": [_instance(patients.iloc[0])]})
+        model.predict_now({"instances": [_instance(patients.iloc[0])]})
 
 
 JSON_LEAVES = st.one_of(
@@ -498,3 +498,51 @@ def test_no_request_gets_a_5xx(server: str, instances: list, inputs: list) -> No
     status, body = _call(f"{server}/v2/models/{MODEL}/infer", {"inputs": inputs}, timeout=20)
     assert status < 500, body
     assert _call(f"{server}/v2/health/ready")[0] == 200
+
+
+@pytest.mark.slow
+def test_health_answers_while_20_clients_predict(server: str, patients: pd.DataFrame) -> None:
+    """20 clients send predictions for a bounded time while a probe asks for readiness: the
+    probe answers quickly (predictions run beside the event loop), and requests beyond the
+    workers and the queue get a 503 with Retry-After rather than waiting without end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = json.dumps({"instances": [_instance(patients.iloc[0])]}).encode()
+    url = f"{server}/v1/models/{MODEL}:predict"
+    deadline = time.monotonic() + 20
+
+    def client(_: int) -> list[tuple[int, str | None, float]]:
+        answers = []
+        while time.monotonic() < deadline and len(answers) < 10:
+            request = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "application/json"}
+            )
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    answers.append((response.status, None, time.monotonic() - started))
+            except urllib.error.HTTPError as error:
+                answers.append((error.code, error.headers.get("Retry-After"), 0.0))
+                time.sleep(0.2)
+        return answers
+
+    probes: list[float] = []
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(client, k) for k in range(20)]
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            assert _call(f"{server}/v2/health/ready", timeout=10)[0] == 200
+            probes.append(time.monotonic() - started)
+            time.sleep(0.1)
+        answers = [a for f in futures for a in f.result()]
+    statuses = {status for status, _, _ in answers}
+    assert statuses <= {200, 503} and 200 in statuses, statuses
+    assert all(retry == "5" for status, retry, _ in answers if status == 503)
+    p99 = float(np.quantile(probes, 0.99))
+    latencies = [seconds for status, _, seconds in answers if status == 200]
+    print(
+        f"readiness p50 {np.median(probes) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over "
+        f"{len(probes)} probes; {len(latencies)} predictions p50 {np.median(latencies):.2f} s, "
+        f"p95 {np.quantile(latencies, 0.95):.2f} s; {len(answers) - len(latencies)} got 503"
+    )
+    assert p99 < 0.1, f"readiness p99 {p99 * 1000:.0f} ms"
