@@ -48,9 +48,10 @@ from lungsurv.radiomics.params import used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
 
-#: The pipeline's conversion, except that a request's voxels must come in the request: a NRRD or
-#: MetaImage header naming any other file is refused (it would make the server read that file).
-SERVING_CONVERT = ConvertSettings(external_data="refuse")
+#: The pipeline's conversion, except that a request's voxels must come in the request (a NRRD or
+#: MetaImage header naming any other file is refused: the server would read that file) and its
+#: ROI is a name, never a regular expression (a crafted one can take exponential time).
+SERVING_CONVERT = ConvertSettings(external_data="refuse", roi_regex=False)
 
 
 @dataclass

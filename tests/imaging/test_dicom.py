@@ -139,9 +139,9 @@ def test_rasterize_contours_makes_holes() -> None:
 
 def test_find_roi_by_name_or_regex(lung1_structures: rtstruct.StructureSet) -> None:
     assert rtstruct.find_roi(lung1_structures, "gtv-1") == "GTV-1"
-    assert rtstruct.find_roi(lung1_structures, r"GTV.*") == "GTV-1"
+    assert rtstruct.find_roi(lung1_structures, r"re:GTV.*") == "GTV-1"
     with pytest.raises(DicomError, match="ambiguous"):
-        rtstruct.find_roi(lung1_structures, r"Lung.*")
+        rtstruct.find_roi(lung1_structures, r"re:Lung.*")
     with pytest.raises(DicomError, match="not found"):
         rtstruct.find_roi(lung1_structures, "CTV")
 

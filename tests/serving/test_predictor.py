@@ -387,6 +387,8 @@ def test_a_dicom_zip_scores_like_the_dicom_folder(
         ("not a zip", "not a zip archive"),
         ("no rtstruct", "0 RTSTRUCT"),
         ("unknown roi", "GTV-404"),
+        ("regex roi", "regular expression ROI"),
+        ("long roi", "longer than 64 characters"),
         ("corrupt member", "zip member 1 of"),
         ("no ROINumber", "has no usable ROINumber"),
     ],
@@ -398,7 +400,9 @@ def test_bad_dicom_zips_get_a_400(
     archive = _dicom_zip(small_cohort_dir, 4, with_rtstruct=change != "no rtstruct", change=change)
     if change == "not a zip":
         archive = base64.b64encode(b"PK but not really a zip").decode()
-    roi = "GTV-404" if change == "unknown roi" else row["roi"]
+    roi = {"unknown roi": "GTV-404", "regex roi": "re:(a|a)+b", "long roi": "a" * 100}.get(
+        change, row["roi"]
+    )
     instance = {"dicom_zip": {"b64": archive}, "roi": roi}
     status, body = _call(f"{server}/v1/models/{MODEL}:predict", {"instances": [instance]})
     assert status == 400 and reason in json.dumps(body), body

@@ -8,7 +8,8 @@ column             required  meaning
 ``patient_id``     yes       the only identity carried into outputs
 ``image``          yes       a DICOM CT series folder, or a NIfTI/NRRD file
 ``mask``           yes       an RTSTRUCT file, or a NIfTI/NRRD label image
-``roi``            no        name or regex of the GTV in an RTSTRUCT (default ``GTV-1``)
+``roi``            no        the GTV's ROI name in an RTSTRUCT (default ``GTV-1``, any case;
+                             ``re:<pattern>`` for a regular expression)
 ``time_days``      yes       overall survival or follow-up time, days, > 0
 ``event``          yes       1 = death observed, 0 = censored
 ``center``         yes       the acquiring center (used to split train and test)

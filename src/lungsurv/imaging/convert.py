@@ -56,6 +56,8 @@ class ConvertSettings:
     #: Data files a NRRD/MetaImage header may name: in its own folder (the pipeline), or none
     #: (serving: a request's voxels come in the request); see :mod:`lungsurv.imaging.headers`.
     external_data: ExternalData = "same-folder"
+    #: Whether a ``re:`` ROI is taken as a regular expression (manifests: yes; serving: no).
+    roi_regex: bool = True
 
     def __post_init__(self) -> None:
         if self.spacing_mm <= 0:
@@ -234,7 +236,9 @@ def _load_dicom(
         folder, series_uid=series_uid, irregular_spacing=settings.irregular_spacing, index=index
     )
     rtstruct.check_reference(structure_set, series)
-    gtv, name, warnings = rtstruct.roi_mask(structure_set, roi, series.image)
+    gtv, name, warnings = rtstruct.roi_mask(
+        structure_set, roi, series.image, allow_regex=settings.roi_regex
+    )
     lungs = None
     lung_names = [n for n in rtstruct.find_rois(structure_set, settings.lung_roi) if n != name]
     if lung_names:

@@ -87,17 +87,30 @@ def read_rtstruct(path: Path) -> StructureSet:
     )
 
 
-def find_roi(structure_set: StructureSet, pattern: str) -> str:
-    """The one ROI name matching ``pattern``: an exact name (case-insensitive) or a regex."""
+#: An ROI written ``re:<pattern>`` is a regular expression (a manifest's choice; serving refuses
+#: it: a crafted pattern can take exponential time); any other ROI is a name, matched exactly
+#: but for case.
+REGEX_PREFIX = "re:"
+#: The longest ROI name or pattern accepted (DICOM's ROIName is at most 64 characters).
+MAX_ROI_LENGTH = 64
+
+
+def find_roi(structure_set: StructureSet, roi: str, *, allow_regex: bool = True) -> str:
+    """The one ROI that ``roi`` names: a name (case-insensitive), or with ``re:`` a regex."""
+    if len(roi) > MAX_ROI_LENGTH + len(REGEX_PREFIX):
+        raise DicomError(f"the ROI name is longer than {MAX_ROI_LENGTH} characters")
     names = list(structure_set.roi_names.values())
-    exact = [n for n in names if n.casefold() == pattern.casefold()]
-    if len(exact) == 1:
-        return exact[0]
-    try:
-        regex = re.compile(pattern, re.IGNORECASE)
-    except re.error:
-        regex = re.compile(re.escape(pattern), re.IGNORECASE)
-    matches = [n for n in names if regex.fullmatch(n)]
+    if roi.startswith(REGEX_PREFIX):
+        if not allow_regex:
+            raise DicomError(f"a regular expression ROI ({REGEX_PREFIX}...) is not accepted here")
+        try:
+            regex = re.compile(roi.removeprefix(REGEX_PREFIX), re.IGNORECASE)
+        except re.error as error:
+            raise DicomError(f"ROI {roi!r} is not a valid regular expression: {error}") from error
+        matches = [n for n in names if regex.fullmatch(n)]
+    else:
+        matches = [n for n in names if n.casefold() == roi.casefold()]
+    pattern = roi
     if not matches:
         raise DicomError(f"ROI {pattern!r} not found; the RTSTRUCT has {sorted(names)}")
     if len(matches) > 1:
@@ -202,10 +215,11 @@ def rasterize_contours(
 
 
 def roi_mask(
-    structure_set: StructureSet, pattern: str, reference: sitk.Image
+    structure_set: StructureSet, roi: str, reference: sitk.Image, *, allow_regex: bool = True
 ) -> tuple[sitk.Image, str, list[str]]:
-    """The label volume of the ROI matching ``pattern`` on ``reference``; (mask, name, warnings)."""
-    name = find_roi(structure_set, pattern)
+    """The label volume of the ROI ``roi`` names (see :func:`find_roi`) on ``reference``;
+    (mask, name, warnings)."""
+    name = find_roi(structure_set, roi, allow_regex=allow_regex)
     contours = structure_set.contours(name)
     if not contours:
         raise DicomError(f"ROI {name!r} has no closed planar contour (empty contour)")
