@@ -116,3 +116,31 @@ def test_unsupported_manifest_format(tmp_path: Path) -> None:
     (tmp_path / "cohort.xlsx").write_text("x")
     with pytest.raises(ManifestError, match=r"\.csv or \.parquet"):
         load_manifest(tmp_path / "cohort.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty: no header line"),
+        ("\n\n", "is empty: no header line"),
+        ("patient_id,image,mask,time_days,event,center\n", "a header but no rows"),
+        (
+            "patient_id,image,mask,time_days,event,center\nP1,a,b,10,1,X\nP2,a,b,10,1,X,extra\n",
+            "line 3: 7 fields, the header has 6",
+        ),
+        ("patient_id,image,mask,time_days,event,center\nP1,a,b,10\n", "line 2: 4 fields"),
+    ],
+)
+def test_empty_and_ragged_manifests_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path, check_files=False)
+
+
+def test_an_infinite_survival_time_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_text("patient_id,image,mask,time_days,event,center\nP1,a,b,inf,1,X\nP2,a,b,9,1,X\n")
+    report = load_manifest(path, check_files=False)
+    assert list(report.valid["patient_id"]) == ["P2"]
+    assert "must be finite" in str(report.problems[0])

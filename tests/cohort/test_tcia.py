@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
+import pytest
 
 from lungsurv.cohort.manifest import validate_manifest
 from lungsurv.cohort.tcia import import_nsclc_radiomics, read_clinical
@@ -70,3 +71,20 @@ def test_second_series_in_one_folder_is_named(small_cohort_dir: Path, tmp_path: 
     result = import_nsclc_radiomics(root, small_cohort_dir / "clinical.csv")
     row = result.manifest.set_index("patient_id").loc[manifest.iloc[0]["patient_id"]]
     assert row["series_uid"] and row["series_uid"] != "1.2.3.4.5"
+
+
+def test_linked_patient_folders_are_followed_and_no_dicom_is_named(
+    lung1_dir: Path, clinical_csv: Path, tmp_path: Path
+) -> None:
+    from lungsurv.core.errors import InputError
+
+    root = tmp_path / "NSCLC-Radiomics"
+    root.mkdir()
+    (root / lung1_dir.name).symlink_to(lung1_dir, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a link loop ends
+    result = import_nsclc_radiomics(root, clinical_csv)
+    assert list(result.manifest["patient_id"]) == ["LUNG1-001"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no DICOM file found"):
+        import_nsclc_radiomics(empty, clinical_csv)

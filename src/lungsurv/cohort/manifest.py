@@ -24,6 +24,7 @@ Paths may be absolute, relative to the manifest's own folder, or ``s3://bucket/k
 
 from __future__ import annotations
 
+import csv
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,10 +118,31 @@ def read_table(uri: str | Path) -> pd.DataFrame:
             raise ManifestError(f"manifest not found: {uri}")
         suffix = path.suffix.lower()
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        if suffix in {".csv", ".txt"}:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["NA", ""])
-        raise ManifestError(f"manifest must be .csv or .parquet, got {path.name!r}")
+            frame = pd.read_parquet(path)
+        elif suffix in {".csv", ".txt"}:
+            _check_csv_shape(path)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["NA", ""])
+        else:
+            raise ManifestError(f"manifest must be .csv or .parquet, got {path.name!r}")
+    if frame.empty:
+        raise ManifestError(f"{Path(str(uri)).name}: a header but no rows")
+    return frame
+
+
+def _check_csv_shape(path: Path) -> None:
+    """Refuse an empty CSV and a ragged row (pandas would pad it, or shift every column of it
+    when it has one field too many), naming the line."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header or not any(cell.strip() for cell in header):
+            raise ManifestError(f"{path.name} is empty: no header line")
+        for row in reader:
+            if row and len(row) != len(header):
+                raise ManifestError(
+                    f"{path.name}, line {reader.line_num}: {len(row)} fields, the header has "
+                    f"{len(header)}"
+                )
 
 
 def load_manifest(uri: str | Path, *, check_files: bool = True) -> ValidationReport:
@@ -217,6 +239,8 @@ def _row_problems(
     time = pd.to_numeric(pd.Series([row["time_days"]]), errors="coerce").iloc[0]
     if pd.isna(time):
         problems.append(Problem(pid, "time_days", f"not a number: {row['time_days']!r}"))
+    elif not np.isfinite(time):
+        problems.append(Problem(pid, "time_days", f"survival time must be finite, got {time}"))
     elif time <= 0:
         problems.append(Problem(pid, "time_days", f"survival time must be > 0 days, got {time:g}"))
     event = pd.to_numeric(pd.Series([row["event"]]), errors="coerce").iloc[0]

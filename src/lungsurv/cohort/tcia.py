@@ -19,6 +19,7 @@ import pandas as pd
 
 from lungsurv.cohort.manifest import read_table
 from lungsurv.cohort.split import DEFAULT_TRAIN_CENTERS
+from lungsurv.core.errors import InputError
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging.dicom import DicomFile, index_folder
 
@@ -93,6 +94,8 @@ def import_nsclc_radiomics(
     """Build a manifest from TCIA NSCLC-Radiomics folders and its clinical CSV."""
     clinical = read_clinical(clinical_csv)
     index = index_folder(images_root)
+    if not index.files and not index.unreadable:
+        raise InputError(f"no DICOM file found below {images_root} (links to folders are followed)")
     report: list[dict[str, str]] = [
         {"patient_id": "", "problem": "unreadable DICOM file", "detail": f"{path}: {message}"}
         for path, message in index.unreadable

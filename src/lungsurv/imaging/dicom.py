@@ -15,6 +15,7 @@ No header value is copied into the volumes: the manifest's ``patient_id`` is the
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ def index_folder(folder: Path, *, recursive: bool = True) -> FolderIndex:
     if not folder.is_dir():
         raise DicomError(f"not a folder: {folder}")
     index = FolderIndex()
-    paths: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    paths: Iterable[Path] = _walk(folder) if recursive else folder.iterdir()
     for path in sorted(p for p in paths if p.is_file()):
         if path.name.upper() == "DICOMDIR":
             continue
@@ -138,6 +139,19 @@ def index_folder(folder: Path, *, recursive: bool = True) -> FolderIndex:
             if _has_dicom_magic(path) or path.suffix.lower() == ".dcm":
                 index.unreadable.append((path, str(error)))
     return index
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    """Every file below ``folder``, following links to folders (TCIA downloads are often
+    linked in), each real folder once, so a link loop ends."""
+    seen: set[Path] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = Path(root).resolve()
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        yield from (Path(root) / name for name in files)
 
 
 @dataclass
