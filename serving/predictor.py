@@ -48,12 +48,18 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from lungsurv.core.errors import InputError
 from lungsurv.imaging.dicom_zip import unpack_dicom_zip
-from lungsurv.inference import ServingModel, load_serving_model, predict_patient
+from lungsurv.inference import (
+    SERVING_MAX_IMAGE_BYTES,
+    ServingModel,
+    load_serving_model,
+    predict_patient,
+)
 
 #: The request fields of one patient (V1 instance keys, V2 input names).
 KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id"})
-#: Largest decoded CT or mask accepted, per instance (a 512x512x300 int16 CT is about 150 MB).
-MAX_IMAGE_BYTES = 512 * 2**20
+#: Largest decoded CT or mask accepted, per instance (checked on the base64 text, then on the
+#: header's declared voxels before anything is decompressed).
+MAX_IMAGE_BYTES = SERVING_MAX_IMAGE_BYTES
 #: Predictions computed at once (threads beside the event loop) and requests waiting for one;
 #: a request beyond both gets a 503 with Retry-After instead of a growing queue.
 DEFAULT_PREDICTION_WORKERS = 1

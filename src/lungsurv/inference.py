@@ -48,10 +48,14 @@ from lungsurv.radiomics.params import used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
 
+#: Largest CT or mask a request may send or declare (a 512 x 512 x 300 int16 CT is 150 MB).
+SERVING_MAX_IMAGE_BYTES = 512 * 2**20
 #: The pipeline's conversion, except that a request's voxels must come in the request (a NRRD or
 #: MetaImage header naming any other file is refused: the server would read that file) and its
 #: ROI is a name, never a regular expression (a crafted one can take exponential time).
-SERVING_CONVERT = ConvertSettings(external_data="refuse", roi_regex=False)
+SERVING_CONVERT = ConvertSettings(
+    external_data="refuse", roi_regex=False, max_image_bytes=SERVING_MAX_IMAGE_BYTES
+)
 
 
 @dataclass

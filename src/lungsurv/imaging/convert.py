@@ -33,12 +33,23 @@ from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, rtstruct
-from lungsurv.imaging.headers import EXTERNAL_DATA_POLICIES, ExternalData, check_data_files
+from lungsurv.imaging.headers import (
+    EXTERNAL_DATA_POLICIES,
+    ExternalData,
+    check_data_files,
+    check_declared_geometry,
+    check_declared_size,
+)
 from lungsurv.imaging.rtstruct import physical_to_index
 
 MaskInterpolation = Literal["volume", "linear", "nearest"]
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -1024.0
+#: Largest voxel data (bytes) an image file may declare: 4x a 512 x 512 x 1000 float32 CT.
+MAX_IMAGE_BYTES = 4 * 2**30
+#: Most distinct values a label mask may hold (a CT or a probability map given as the mask has
+#: thousands, and "every non-zero voxel" of it would be a GTV of litres).
+MAX_MASK_LABELS = 256
 #: Relative geometry tolerance when comparing an image and its mask.
 GEOMETRY_TOLERANCE = 1e-4
 
@@ -58,6 +69,8 @@ class ConvertSettings:
     external_data: ExternalData = "same-folder"
     #: Whether a ``re:`` ROI is taken as a regular expression (manifests: yes; serving: no).
     roi_regex: bool = True
+    #: Largest voxel data an image file may declare in its header, checked before reading.
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
     def __post_init__(self) -> None:
         if self.spacing_mm <= 0:
@@ -114,15 +127,23 @@ def mask_volume_ml(mask: sitk.Image) -> float:
     return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel_volume_ml(mask)
 
 
-def _read_image_file(path: Path, what: str, external_data: ExternalData) -> sitk.Image:
+def _read_image_file(
+    path: Path, what: str, external_data: ExternalData, max_bytes: int = MAX_IMAGE_BYTES
+) -> sitk.Image:
     check_data_files(path, external_data, what)  # before ITK follows a header anywhere
+    check_declared_size(path, max_bytes, what)  # before anything is decompressed
+    check_declared_geometry(path, what)
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         raise InputError(
             f"cannot read {what} {path.name}: not a readable image ({first_line})"
         ) from error
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"{what}: voxel sizes {tuple(spacing.round(4))} mm cannot be a CT's")
+    return image
 
 
 def count_non_finite(path: Path, image: sitk.Image) -> int:
@@ -172,9 +193,12 @@ def load_label_file(
     roi: str | None,
     *,
     external_data: ExternalData = "same-folder",
+    max_bytes: int = MAX_IMAGE_BYTES,
 ) -> sitk.Image:
-    """A binary mask from a label image: label ``roi`` when it is a number, else all non-zero."""
-    label = _read_image_file(path, "mask", external_data)
+    """A binary mask from a label image: label ``roi`` when it is a number, else all non-zero.
+    A mask must be a label image: integer values (whatever its storage type), at most
+    :data:`MAX_MASK_LABELS` of them; anything else (a CT, a probability map) is refused."""
+    label = _read_image_file(path, "mask", external_data, max_bytes)
     if label.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"mask {path.name} has {label.GetNumberOfComponentsPerPixel()} components")
     difference = same_geometry(reference, label)
@@ -183,10 +207,24 @@ def load_label_file(
     values = sitk.GetArrayViewFromImage(label)
     if not np.issubdtype(values.dtype, np.integer) and not np.all(np.isfinite(values)):
         raise InputError(f"mask {path.name} holds NaN or infinite values")
+    _check_label_image(values, path.name)
     selected = values == int(roi) if roi is not None and roi.strip().isdigit() else values != 0
     mask = sitk.GetImageFromArray(selected.astype(np.uint8))
     mask.CopyInformation(reference)
     return mask
+
+
+def _check_label_image(values: np.ndarray, name: str) -> None:
+    if not np.issubdtype(values.dtype, np.integer) and np.any(values != np.round(values)):
+        raise InputError(
+            f"mask {name} holds fractional values (a probability map?): give a label image"
+        )
+    labels = np.unique(values)
+    if labels.size > MAX_MASK_LABELS:
+        raise InputError(
+            f"mask {name} holds {labels.size} distinct values (an image, not a label mask?); "
+            f"a label image has at most {MAX_MASK_LABELS}"
+        )
 
 
 def load_patient(
@@ -201,7 +239,7 @@ def load_patient(
         return _load_dicom(image_path, mask_path, roi, row.get("series_uid"), settings)
     if not is_image_file(image_path):
         raise InputError(f"image {image_path.name}: expected a DICOM folder or a NIfTI/NRRD file")
-    image = _read_image_file(image_path, "image", settings.external_data)
+    image = _read_image_file(image_path, "image", settings.external_data, settings.max_image_bytes)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"image {image_path.name} is not a 3D scalar volume")
     count = count_non_finite(image_path, image)
@@ -210,7 +248,13 @@ def load_patient(
     if mask_path.is_dir() or not is_image_file(mask_path):
         raise InputError(f"mask {mask_path.name}: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")
     number = roi if str(roi).isdigit() else None
-    gtv = load_label_file(mask_path, image, number, external_data=settings.external_data)
+    gtv = load_label_file(
+        mask_path,
+        image,
+        number,
+        external_data=settings.external_data,
+        max_bytes=settings.max_image_bytes,
+    )
     source = "nrrd" if image_path.name.lower().endswith((".nrrd", ".nhdr")) else "nifti"
     return LoadedPatient(image=image, gtv=gtv, lungs=None, source=source, roi_name=str(roi))
 

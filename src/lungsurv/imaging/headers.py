@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from lungsurv.core.errors import InputError
 
 ExternalData = Literal["refuse", "same-folder"]
@@ -59,6 +61,131 @@ def _nrrd_references(head: bytes) -> list[str]:
                 return ["LIST", *(name for name in following if name.strip())]
             return [value]
     return []
+
+
+#: Bytes per voxel of the NRRD and MetaImage types (NIfTI's come from nibabel).
+_NRRD_TYPE_BYTES = {
+    **dict.fromkeys(["int8", "uint8", "signed char", "uchar", "unsigned char", "char"], 1),
+    **dict.fromkeys(["int16", "uint16", "short", "ushort", "unsigned short", "signed short"], 2),
+    **dict.fromkeys(["int32", "uint32", "int", "uint", "unsigned int", "signed int", "float"], 4),
+    **dict.fromkeys(["int64", "uint64", "longlong", "ulonglong", "double"], 8),
+}
+_META_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2}
+_META_TYPE_BYTES |= {"MET_INT": 4, "MET_UINT": 4, "MET_FLOAT": 4, "MET_LONG": 8}
+_META_TYPE_BYTES |= {"MET_ULONG": 8, "MET_DOUBLE": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8}
+
+
+def declared_bytes(path: Path) -> int | None:
+    """The size the voxels will take once read, from the header alone (before anything is
+    decompressed); None when the format is not one whose header is read here."""
+    with path.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES)
+    text = head.decode("latin-1")
+    if head.startswith(b"NRRD"):
+        fields = _fields(text.split("\n\n")[0].split("\n")[1:], ":")
+        sizes, kind = fields.get("sizes", ""), fields.get("type", "").lower()
+        per_voxel = _NRRD_TYPE_BYTES.get(kind, 8)
+    elif any(_META_KEY.match(line) for line in text.splitlines()[:64]):
+        fields = _fields(text.splitlines(), "=")
+        sizes = fields.get("dimsize", "")
+        per_voxel = _META_TYPE_BYTES.get(fields.get("elementtype", "").upper(), 8)
+        per_voxel *= int(fields.get("elementnumberofchannels", "1") or 1)
+    elif _is_nifti(head):
+        import nibabel
+
+        header = nibabel.load(str(path)).header  # the header only: no voxel is read
+        shape = [int(v) for v in header.get_data_shape()]
+        return int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    else:
+        return None
+    try:
+        shape = [int(v) for v in sizes.split()]
+    except ValueError:
+        return None
+    return int(np.prod(shape, dtype=np.float64)) * per_voxel if shape else None
+
+
+def _fields(lines: list[str], separator: str) -> dict[str, str]:
+    fields = {}
+    for line in lines:
+        key, found, value = line.partition(separator)
+        if found and not key.startswith("#"):
+            fields[key.strip().lower().replace(" ", "")] = value.strip()
+    return fields
+
+
+def _is_nifti(head: bytes) -> bool:
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+        import io
+
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(352)
+        except (OSError, EOFError):
+            return False
+    return head[344:348] in (b"n+1\x00", b"ni1\x00")
+
+
+def declared_spacing(path: Path) -> list[float] | None:
+    """The voxel sizes the header states (ITK turns a 0 into 1 mm as it reads, so they are
+    checked here); None when the format or the header does not say."""
+    with path.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES)
+    text = head.decode("latin-1")
+    if head.startswith(b"NRRD"):
+        fields = _fields(text.split("\n\n")[0].split("\n")[1:], ":")
+        if "spacedirections" in fields:
+            vectors = re.findall(r"\(([^)]*)\)", fields["spacedirections"])
+            return [_norm(v) for v in vectors]
+        values = fields.get("spacings", "")
+    elif any(_META_KEY.match(line) for line in text.splitlines()[:64]):
+        fields = _fields(text.splitlines(), "=")
+        values = fields.get("elementspacing", fields.get("elementsize", ""))
+    elif _is_nifti(head):
+        return _nifti_pixdims(head)
+    else:
+        return None
+    try:
+        return [float(v) for v in values.split()] or None
+    except ValueError:
+        return None
+
+
+def _nifti_pixdims(head: bytes) -> list[float] | None:
+    """pixdim[1..3] as stored (nibabel and ITK both turn a 0 into 1 as they read)."""
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+        import io
+
+        head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(348)
+    for order in ("<", ">"):
+        if len(head) >= 348 and np.frombuffer(head[:4], f"{order}i4")[0] == 348:
+            return [float(v) for v in np.frombuffer(head[80:92], f"{order}f4")]
+    return None
+
+
+def _norm(vector: str) -> float:
+    try:
+        return float(np.linalg.norm([float(v) for v in vector.split(",")]))
+    except ValueError:
+        return float("nan")
+
+
+def check_declared_geometry(path: Path, what: str) -> None:
+    """Refuse voxel sizes that cannot be a CT's: zero, negative or not finite."""
+    spacing = declared_spacing(path)
+    if spacing is not None and not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"{what}: its header declares voxel sizes {spacing} mm")
+
+
+def check_declared_size(path: Path, limit: int, what: str) -> None:
+    """Refuse ``path`` when its header says the voxels take more than ``limit`` bytes."""
+    size = declared_bytes(path)
+    if size is not None and size > limit:
+        raise InputError(
+            f"{what}: its header declares {size / 2**20:.0f} MiB of voxels; the limit is "
+            f"{limit // 2**20} MiB"
+        )
 
 
 def check_data_files(path: Path, policy: ExternalData, what: str) -> None:
