@@ -62,6 +62,9 @@ KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id"})
 MAX_IMAGE_BYTES = SERVING_MAX_IMAGE_BYTES
 #: Predictions computed at once (threads beside the event loop) and requests waiting for one;
 #: a request beyond both gets a 503 with Retry-After instead of a growing queue.
+#: Largest request body: two 512 MiB images would not fit in a 4 GiB pod once JSON-decoded;
+#: a LUNG1-001 NIfTI request is 42 MiB, a 300-slice DICOM zip about 200 MiB as base64.
+MAX_BODY_BYTES = 384 * 2**20
 DEFAULT_PREDICTION_WORKERS = 1
 DEFAULT_MAX_QUEUE = 4
 RETRY_AFTER_S = 5
@@ -241,14 +244,72 @@ class LungSurvModel(kserve.Model):
         )
 
 
-def serve_on(model: kserve.Model, host: str, port: int) -> None:
-    """KServe's REST server (V1 and V2 endpoints, health, readiness) on ``host`` only."""
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets a 413 before it is read (from
+    its Content-Length) or as soon as the streamed bytes pass the limit (chunked bodies)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps(
+            {"error": f"the request body is larger than {self.limit // 2**20} MiB"}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def serve_on(
+    model: kserve.Model, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES
+) -> None:
+    """KServe's REST server (V1 and V2 endpoints, health, readiness) on ``host`` only, with the
+    body limit and the 503 + Retry-After of a full queue."""
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
     from kserve.protocol.rest.server import RESTServer
 
     class Server(RESTServer):
+        def _add_middlewares(self, app: Any) -> None:
+            super()._add_middlewares(app)
+            app.add_middleware(BodyLimit, limit=max_body_bytes)
+
         def _add_exception_handlers(self, app: Any) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(Busy, busy_handler)
@@ -281,6 +342,12 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_MAX_QUEUE,
         help="requests that may wait for a worker; more get 503 + Retry-After",
     )
+    parser.add_argument(
+        "--max_body_mb",
+        type=int,
+        default=MAX_BODY_BYTES // 2**20,
+        help="larger request bodies get a 413 before they are read",
+    )
     args, _ = parser.parse_known_args(argv)
     model = LungSurvModel(
         args.model_name,
@@ -290,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.load()
     if args.host:
-        serve_on(model, args.host, args.http_port)
+        serve_on(model, args.host, args.http_port, max_body_bytes=args.max_body_mb * 2**20)
     else:
         kserve.ModelServer(http_port=args.http_port).start([model])
 

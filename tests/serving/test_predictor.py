@@ -36,6 +36,8 @@ FEATURES = {
     "ring_6mm": ["log-sigma-2-0-mm-3D_firstorder_Median", "original_glrlm_RunEntropy"],
 }
 MODEL = "lungsurv"
+#: The test server's body limit (the default is larger; every test request is smaller).
+BODY_LIMIT_MB = 64
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +141,8 @@ def server(
             "127.0.0.1",
             "--http_port",
             str(port),
+            "--max_body_mb",
+            str(BODY_LIMIT_MB),
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,
@@ -550,3 +554,36 @@ def test_health_answers_while_20_clients_predict(server: str, patients: pd.DataF
         f"p95 {np.quantile(latencies, 0.95):.2f} s; {len(answers) - len(latencies)} got 503"
     )
     assert p99 < 0.1, f"readiness p99 {p99 * 1000:.0f} ms"
+
+
+def test_a_body_over_the_limit_gets_a_413_before_it_is_read(server: str) -> None:
+    """By its Content-Length, and while streaming when the body is chunked."""
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    too_big = BODY_LIMIT_MB * 2**20 + 1
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.putrequest("POST", f"/v1/models/{MODEL}:predict")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(too_big))
+    connection.endheaders()  # the body is never sent: the answer comes from the header
+    response = connection.getresponse()
+    assert response.status == 413 and b"larger than 64 MiB" in response.read()
+    connection.close()
+
+    def chunks():
+        for _ in range(BODY_LIMIT_MB + 2):
+            yield b" " * 2**20
+
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request(
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        body=chunks(),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 413
+    connection.close()
+    assert _call(f"{server}/v2/health/ready")[0] == 200
