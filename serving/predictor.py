@@ -295,6 +295,27 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class JsonCharset:
+    """ASGI middleware: ``application/json; charset=utf-8`` is JSON (KServe compares the whole
+    header and answered 400); any other charset is left for KServe to refuse."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = []
+            for name, value in scope.get("headers", []):
+                if name == b"content-type":
+                    kind, _, parameters = value.partition(b";")
+                    charset = parameters.strip().lower().removeprefix(b"charset=").strip(b'"')
+                    if kind.strip().lower() == b"application/json" and charset in (b"", b"utf-8"):
+                        value = b"application/json"
+                headers.append((name, value))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
 def serve_on(
     model: kserve.Model, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES
 ) -> None:
@@ -308,6 +329,7 @@ def serve_on(
     class Server(RESTServer):
         def _add_middlewares(self, app: Any) -> None:
             super()._add_middlewares(app)
+            app.add_middleware(JsonCharset)
             app.add_middleware(BodyLimit, limit=max_body_bytes)
 
         def _add_exception_handlers(self, app: Any) -> None:

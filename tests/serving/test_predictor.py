@@ -587,3 +587,15 @@ def test_a_body_over_the_limit_gets_a_413_before_it_is_read(server: str) -> None
     assert response.status == 413
     connection.close()
     assert _call(f"{server}/v2/health/ready")[0] == 200
+
+
+def test_json_with_a_charset_is_json(server: str, patients: pd.DataFrame) -> None:
+    body = json.dumps({"instances": [_instance(patients.iloc[1])]}).encode()
+    request = urllib.request.Request(
+        f"{server}/v1/models/{MODEL}:predict",
+        data=body,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["predictions"][0]["risk_group"] in ("high", "low")
