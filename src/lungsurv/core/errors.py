@@ -47,6 +47,8 @@ def problem_of(error: BaseException) -> str:
     its type, so the message still says something."""
     if isinstance(error, PatientError):
         return error.problem
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # without the file name an OSError carries
     text = str(error)
     if isinstance(error, _SELF_EXPLAINING) and text:
         return text

@@ -137,9 +137,7 @@ def _read_image_file(
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        raise InputError(
-            f"cannot read {what} {path.name}: not a readable image ({first_line})"
-        ) from error
+        raise InputError(f"cannot read {what}: not a readable image ({first_line})") from error
     spacing = np.asarray(image.GetSpacing(), dtype=float)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputError(f"{what}: voxel sizes {tuple(spacing.round(4))} mm cannot be a CT's")
@@ -200,29 +198,27 @@ def load_label_file(
     :data:`MAX_MASK_LABELS` of them; anything else (a CT, a probability map) is refused."""
     label = _read_image_file(path, "mask", external_data, max_bytes)
     if label.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"mask {path.name} has {label.GetNumberOfComponentsPerPixel()} components")
+        raise InputError(f"mask has {label.GetNumberOfComponentsPerPixel()} components")
     difference = same_geometry(reference, label)
     if difference:
         raise InputError(f"mask geometry differs from the image: {difference}")
     values = sitk.GetArrayViewFromImage(label)
     if not np.issubdtype(values.dtype, np.integer) and not np.all(np.isfinite(values)):
-        raise InputError(f"mask {path.name} holds NaN or infinite values")
-    _check_label_image(values, path.name)
+        raise InputError("mask holds NaN or infinite values")
+    _check_label_image(values)
     selected = values == int(roi) if roi is not None and roi.strip().isdigit() else values != 0
     mask = sitk.GetImageFromArray(selected.astype(np.uint8))
     mask.CopyInformation(reference)
     return mask
 
 
-def _check_label_image(values: np.ndarray, name: str) -> None:
+def _check_label_image(values: np.ndarray) -> None:
     if not np.issubdtype(values.dtype, np.integer) and np.any(values != np.round(values)):
-        raise InputError(
-            f"mask {name} holds fractional values (a probability map?): give a label image"
-        )
+        raise InputError("mask holds fractional values (a probability map?): give a label image")
     labels = np.unique(values)
     if labels.size > MAX_MASK_LABELS:
         raise InputError(
-            f"mask {name} holds {labels.size} distinct values (an image, not a label mask?); "
+            f"mask holds {labels.size} distinct values (an image, not a label mask?); "
             f"a label image has at most {MAX_MASK_LABELS}"
         )
 
@@ -238,15 +234,15 @@ def load_patient(
     if image_path.is_dir():
         return _load_dicom(image_path, mask_path, roi, row.get("series_uid"), settings)
     if not is_image_file(image_path):
-        raise InputError(f"image {image_path.name}: expected a DICOM folder or a NIfTI/NRRD file")
+        raise InputError("image: expected a DICOM folder or a NIfTI/NRRD file")
     image = _read_image_file(image_path, "image", settings.external_data, settings.max_image_bytes)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"image {image_path.name} is not a 3D scalar volume")
+        raise InputError("image is not a 3D scalar volume")
     count = count_non_finite(image_path, image)
     if count:
-        raise InputError(f"image {image_path.name} holds {count} NaN or infinite voxel(s)")
+        raise InputError(f"image holds {count} NaN or infinite voxel(s)")
     if mask_path.is_dir() or not is_image_file(mask_path):
-        raise InputError(f"mask {mask_path.name}: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")
+        raise InputError("mask: a NIfTI/NRRD image needs a NIfTI/NRRD label mask")
     number = roi if str(roi).isdigit() else None
     gtv = load_label_file(
         mask_path,
@@ -270,10 +266,10 @@ def _load_dicom(
         ct_series = index.series("CT")
         referenced = [uid for uid in structure_set.referenced_series_uids if uid in ct_series]
         if structure_set.referenced_series_uids and ct_series and not referenced:
+            refs = structure_set.referenced_series_uids
             raise DicomError(
-                f"RTSTRUCT {mask_path.name} references series "
-                f"{', '.join(structure_set.referenced_series_uids)}, which is not in the CT "
-                f"folder (it holds {', '.join(sorted(ct_series))})"
+                f"the RTSTRUCT references series ({len(refs)}) that are not in the CT folder "
+                f"(it holds {', '.join(dicom.series_labels(ct_series).values())})"
             )
         series_uid = referenced[0] if referenced else None
     series = dicom.read_ct_series(
@@ -299,7 +295,10 @@ def _load_dicom(
             lungs = sitk.GetImageFromArray(np.logical_or.reduce(lung_arrays).astype(np.uint8))
             lungs.CopyInformation(series.image)
     if len(index.series("CT")) > 1:
-        warnings.append(f"the folder holds several CT series; read {series.series_uid}")
+        labels = dicom.series_labels(index.series("CT"))
+        warnings.append(
+            f"the folder holds {len(labels)} CT series; read {labels[series.series_uid]}"
+        )
     return LoadedPatient(
         image=series.image,
         gtv=gtv,

@@ -27,7 +27,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from lungsurv.core.errors import DicomError
+from lungsurv.core.errors import DicomError, problem_of
 
 #: A slice gap of at least this many median spacings is a missing slice.
 MISSING_SLICE_FACTOR = 1.5
@@ -98,15 +98,16 @@ def referenced_series(dataset: pydicom.Dataset) -> tuple[str, ...]:
     return tuple(uids)
 
 
-def read_header(path: Path) -> DicomFile:
-    """Read the headers of one file; raise :class:`DicomError` naming the file if it is corrupt."""
+def read_header(path: Path, label: str = "a file") -> DicomFile:
+    """Read the headers of one file; raise :class:`DicomError` naming it by ``label`` (its
+    position, never its name: DICOM file names are often UIDs) if it is corrupt."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as error:
-        raise DicomError(f"corrupt DICOM file {path.name}: {error}") from error
+        raise DicomError(f"corrupt DICOM file ({label}): {problem_of(error)}") from error
     modality = str(ds.get("Modality", "")).upper()
     if not modality:
-        raise DicomError(f"corrupt DICOM file {path.name}: no Modality (0008,0060)")
+        raise DicomError(f"corrupt DICOM file ({label}): no Modality (0008,0060)")
     refs = referenced_series(ds) if modality == "RTSTRUCT" else ()
     return DicomFile(
         path=path,
@@ -130,15 +131,23 @@ def index_folder(folder: Path, *, recursive: bool = True) -> FolderIndex:
         raise DicomError(f"not a folder: {folder}")
     index = FolderIndex()
     paths: Iterable[Path] = _walk(folder) if recursive else folder.iterdir()
-    for path in sorted(p for p in paths if p.is_file()):
-        if path.name.upper() == "DICOMDIR":
-            continue
+    found = sorted(p for p in paths if p.is_file() and p.name.upper() != "DICOMDIR")
+    for k, path in enumerate(found):
         try:
-            index.files.append(read_header(path))
+            index.files.append(read_header(path, f"file {k + 1} of {len(found)}"))
         except DicomError as error:
             if _has_dicom_magic(path) or path.suffix.lower() == ".dcm":
                 index.unreadable.append((path, str(error)))
     return index
+
+
+def series_labels(series: dict[str, list[DicomFile]]) -> dict[str, str]:
+    """Each series by its position and size (``series 2 of 3 (51 slices)``), never its UID."""
+    uids = sorted(series)
+    return {
+        uid: f"series {k + 1} of {len(uids)} ({len(series[uid])} slices)"
+        for k, uid in enumerate(uids)
+    }
 
 
 def _walk(folder: Path) -> Iterable[Path]:
@@ -179,11 +188,12 @@ def choose_series(index: FolderIndex, series_uid: str | None = None) -> str:
     if series_uid:
         if series_uid not in series:
             raise DicomError(
-                f"the folder holds no CT series {series_uid}; it holds {', '.join(sorted(series))}"
+                f"the folder holds no CT series with the manifest's series_uid; it holds "
+                f"{len(series)} other(s)"
             )
         return series_uid
     if len(series) > 1:
-        listing = ", ".join(f"{uid} ({len(files)} slices)" for uid, files in sorted(series.items()))
+        listing = ", ".join(series_labels(series).values())
         raise DicomError(
             f"mixed series: the folder holds {len(series)} CT series ({listing}); name one with "
             "series_uid, or give an RTSTRUCT that references one"
@@ -191,17 +201,17 @@ def choose_series(index: FolderIndex, series_uid: str | None = None) -> str:
     return next(iter(series))
 
 
-def _float_list(value: object, n: int, name: str, path: Path) -> np.ndarray:
+def _float_list(value: object, n: int, name: str, label: str) -> np.ndarray:
     try:
         array = np.asarray([float(v) for v in value], dtype=float)  # type: ignore[attr-defined]
     except (TypeError, ValueError) as error:
-        raise DicomError(f"{path.name}: {name} is missing or malformed") from error
+        raise DicomError(f"{label}: {name} is missing or malformed") from error
     if array.shape != (n,):
-        raise DicomError(f"{path.name}: {name} must have {n} values, got {array.size}")
+        raise DicomError(f"{label}: {name} must have {n} values, got {array.size}")
     return array
 
 
-def _number(ds: pydicom.Dataset, keyword: str, default: float, path: Path) -> float:
+def _number(ds: pydicom.Dataset, keyword: str, default: float, label: str) -> float:
     """A numeric attribute: ``default`` when absent, refused when empty, malformed or infinite."""
     if keyword not in ds:
         return default
@@ -209,15 +219,15 @@ def _number(ds: pydicom.Dataset, keyword: str, default: float, path: Path) -> fl
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as error:
-        raise DicomError(f"{path.name}: {keyword} is empty or not a number") from error
+        raise DicomError(f"{label}: {keyword} is empty or not a number") from error
     if not np.isfinite(number):
-        raise DicomError(f"{path.name}: {keyword} is not finite")
+        raise DicomError(f"{label}: {keyword} is not finite")
     return number
 
 
 @dataclass
 class _Slice:
-    path: Path
+    label: str
     position: np.ndarray
     orientation: np.ndarray
     spacing: np.ndarray
@@ -227,37 +237,37 @@ class _Slice:
     thickness: float | None
 
 
-def _read_slice(path: Path) -> _Slice:
+def _read_slice(path: Path, label: str) -> _Slice:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DicomError(f"corrupt DICOM file {path.name}: {error}") from error
+        raise DicomError(f"corrupt DICOM file ({label}): {problem_of(error)}") from error
     if str(ds.get("Modality", "")).upper() != "CT":
-        raise DicomError(f"{path.name}: non-CT modality {ds.get('Modality')!r}")
+        raise DicomError(f"{label}: non-CT modality {ds.get('Modality')!r}")
     try:
         stored = ds.pixel_array
     except Exception as error:  # pydicom raises many types for truncated or unsupported data
         raise DicomError(
-            f"corrupt DICOM file {path.name}: pixel data unreadable ({error})"
+            f"corrupt DICOM file ({label}): pixel data unreadable ({error})"
         ) from error
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if stored.shape != (rows, columns):
         raise DicomError(
-            f"corrupt DICOM file {path.name}: pixel data is {stored.shape}, header says "
+            f"corrupt DICOM file ({label}): pixel data is {stored.shape}, header says "
             f"{(rows, columns)}"
         )
-    slope = _number(ds, "RescaleSlope", 1.0, path)
-    intercept = _number(ds, "RescaleIntercept", 0.0, path)
+    slope = _number(ds, "RescaleSlope", 1.0, label)
+    intercept = _number(ds, "RescaleIntercept", 0.0, label)
     if slope == 0:
-        raise DicomError(f"{path.name}: RescaleSlope is 0 (every voxel would be the intercept)")
+        raise DicomError(f"{label}: RescaleSlope is 0 (every voxel would be the intercept)")
     thickness = ds.get("SliceThickness")
     return _Slice(
-        path=path,
-        position=_float_list(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
+        label=label,
+        position=_float_list(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", label),
         orientation=_float_list(
-            ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path
+            ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", label
         ),
-        spacing=_float_list(ds.get("PixelSpacing"), 2, "PixelSpacing", path),
+        spacing=_float_list(ds.get("PixelSpacing"), 2, "PixelSpacing", label),
         shape=(rows, columns),
         pixels=stored.astype(np.float32) * np.float32(slope) + np.float32(intercept),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
@@ -294,8 +304,10 @@ def read_ct_series(
     unreadable_here = [(p, e) for p, e in index.unreadable]
     if unreadable_here:
         _path, message = unreadable_here[0]
-        raise DicomError(f"{message} (in {folder.name}; {len(unreadable_here)} unreadable file(s))")
-    slices = [_read_slice(f.path) for f in files]
+        raise DicomError(f"{message} ({len(unreadable_here)} unreadable file(s) in the folder)")
+    slices = [
+        _read_slice(f.path, f"slice file {k + 1} of {len(files)}") for k, f in enumerate(files)
+    ]
     return _assemble(
         slices, uid, files[0].frame_of_reference_uid, irregular_spacing, spacing_tolerance
     )
@@ -358,13 +370,11 @@ def _check_same_grid(slices: list[_Slice]) -> None:
     for s in slices[1:]:
         if s.shape != first.shape or not np.allclose(s.spacing, first.spacing, atol=1e-4):
             raise DicomError(
-                f"mixed series: slice {s.path.name} is {s.shape} at {s.spacing.tolist()} mm, "
-                f"slice {first.path.name} is {first.shape} at {first.spacing.tolist()} mm"
+                f"mixed series: {s.label} is {s.shape} at {s.spacing.tolist()} mm, "
+                f"{first.label} is {first.shape} at {first.spacing.tolist()} mm"
             )
         if not np.allclose(s.orientation, first.orientation, atol=1e-4):
-            raise DicomError(
-                f"mixed series: slice {s.path.name} has another ImageOrientationPatient"
-            )
+            raise DicomError(f"mixed series: {s.label} has another ImageOrientationPatient")
     if len(slices) < 2:
         raise DicomError(f"the series has {len(slices)} slice; a volume needs at least 2")
 
@@ -385,8 +395,7 @@ def _stack_along_normal(
     if np.any(gaps < 1e-3):
         k = int(np.argmin(gaps))
         raise DicomError(
-            f"duplicate slice position {along[k]:.2f} mm ({slices[k].path.name}, "
-            f"{slices[k + 1].path.name})"
+            f"duplicate slice position {along[k]:.2f} mm ({slices[k].label}, {slices[k + 1].label})"
         )
     stack_dir = positions[-1] - positions[0]
     cos_angle = abs(float(stack_dir @ normal)) / float(np.linalg.norm(stack_dir))

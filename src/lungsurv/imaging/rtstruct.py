@@ -17,7 +17,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from lungsurv.core.errors import DicomError
+from lungsurv.core.errors import DicomError, problem_of
 from lungsurv.imaging.dicom import CTSeries, referenced_series
 
 
@@ -62,10 +62,10 @@ def read_rtstruct(path: Path) -> StructureSet:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DicomError(f"corrupt RTSTRUCT file {path.name}: {error}") from error
+        raise DicomError(f"corrupt RTSTRUCT file: {problem_of(error)}") from error
     modality = str(ds.get("Modality", "")).upper()
     if modality != "RTSTRUCT":
-        raise DicomError(f"{path.name} is not an RTSTRUCT (Modality {modality or 'missing'})")
+        raise DicomError(f"the mask file is not an RTSTRUCT (Modality {modality or 'missing'})")
     items = list(ds.get("StructureSetROISequence", []))
     names = {
         _roi_number(item, "ROINumber", f"structure set ROI {k + 1} of {len(items)}"): str(
@@ -129,8 +129,8 @@ def check_reference(structure_set: StructureSet, series: CTSeries) -> None:
     refs = structure_set.referenced_series_uids
     if refs and series.series_uid not in refs:
         raise DicomError(
-            f"RTSTRUCT {structure_set.path.name} references series {', '.join(refs)}, "
-            f"not the CT series {series.series_uid}"
+            f"the RTSTRUCT references series other than the CT series read ({len(refs)} "
+            "referenced, none of them this one)"
         )
     if (
         not refs
@@ -139,8 +139,8 @@ def check_reference(structure_set: StructureSet, series: CTSeries) -> None:
         and structure_set.frame_of_reference_uid != series.frame_of_reference_uid
     ):
         raise DicomError(
-            f"RTSTRUCT {structure_set.path.name} is in frame of reference "
-            f"{structure_set.frame_of_reference_uid}, the CT in {series.frame_of_reference_uid}"
+            "the RTSTRUCT is in another frame of reference than the CT (FrameOfReferenceUID "
+            "differs)"
         )
 
 
