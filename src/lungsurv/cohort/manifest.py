@@ -52,6 +52,7 @@ CLINICAL_COLUMNS: tuple[str, ...] = (
 
 KNOWN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS + CLINICAL_COLUMNS
 PASSTHROUGH_PREFIX = "x_"
+#: Columns read as text (every clinical column but age is a category).
 STRING_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "image",
@@ -59,12 +60,7 @@ STRING_COLUMNS: tuple[str, ...] = (
     "roi",
     "center",
     "series_uid",
-    "sex",
-    "histology",
-    "t_stage",
-    "n_stage",
-    "m_stage",
-    "overall_stage",
+    *(c for c in CLINICAL_COLUMNS if c != "age"),
 )
 
 

@@ -14,7 +14,10 @@ ITK does, by content and whatever the file is called, and refuses what the calle
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,30 +30,70 @@ EXTERNAL_DATA_POLICIES: tuple[str, ...] = ("refuse", "same-folder")
 #: The most of a file read to find its header (a NRRD or MetaImage header is a few hundred bytes).
 MAX_HEADER_BYTES = 64 * 1024
 _NRRD_DATA_FILE = re.compile(r"^data ?file\s*:\s*(.*)$", re.IGNORECASE)
-_META_DATA_FILE = re.compile(r"^\s*ElementDataFile\s*=\s*(.*)$", re.IGNORECASE)
 _META_KEY = re.compile(r"^\s*(ObjectType|NDims|DimSize|ElementType)\s*=", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The start of an image file, classified once: its format, its text fields (NRRD,
+    MetaImage; keys lower-case without spaces) and its raw bytes (NIfTI: the 348-byte header,
+    decompressed)."""
+
+    kind: Literal["nrrd", "meta", "nifti", "other"]
+    raw: bytes
+    fields: dict[str, str]
+
+
+def _read_head(path: Path) -> _Head:
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_HEADER_BYTES)
+    if raw.startswith(b"NRRD"):
+        header = raw.replace(b"\r\n", b"\n").split(b"\n\n")[0].decode("latin-1")
+        return _Head("nrrd", raw, _fields(header.split("\n")[1:], ":"))
+    lines = raw.decode("latin-1").splitlines()
+    if any(_META_KEY.match(line) for line in lines[:64]):
+        return _Head("meta", raw, _fields(lines, "="))
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(348)
+        except (OSError, EOFError):
+            return _Head("other", raw, {})
+    if raw[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return _Head("nifti", raw, {})
+    return _Head("other", raw, {})
+
+
+def _fields(lines: list[str], separator: str) -> dict[str, str]:
+    fields = {}
+    for line in lines:
+        key, found, value = line.partition(separator)
+        if found and not key.startswith("#"):
+            fields[key.strip().lower().replace(" ", "")] = value.strip()
+    return fields
+
+
+def _nifti_numbers(raw: bytes, offset: int, dtype: str, count: int) -> np.ndarray | None:
+    """``count`` values of a NIfTI-1 header field, in the header's own byte order."""
+    for order in ("<", ">"):
+        if len(raw) >= 348 and np.frombuffer(raw[:4], f"{order}i4")[0] == 348:
+            return np.frombuffer(raw, f"{order}{dtype}", count=count, offset=offset)
+    return None
 
 
 def data_file_references(path: Path) -> list[str] | None:
     """The data files ``path``'s header names: ``[]`` when the voxels are attached, ``None``
     when it is no NRRD or MetaImage header (NIfTI, DICOM: no reference possible)."""
-    with path.open("rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    if head.startswith(b"NRRD"):
-        return _nrrd_references(head)
-    text = head.decode("latin-1")
-    lines = text.splitlines()
-    if any(_META_KEY.match(line) for line in lines[:64]):
-        for line in lines:
-            if match := _META_DATA_FILE.match(line):
-                value = match.group(1).strip()
-                return [] if value.upper() == "LOCAL" else [value]
-        return []
+    head = _read_head(path)
+    if head.kind == "nrrd":
+        return _nrrd_references(head.raw)
+    if head.kind == "meta":
+        value = head.fields.get("elementdatafile", "LOCAL")
+        return [] if value.upper() == "LOCAL" else [value]
     return None
 
 
-def _nrrd_references(head: bytes) -> list[str]:
-    header, _, rest = head.replace(b"\r\n", b"\n").partition(b"\n\n")
+def _nrrd_references(raw: bytes) -> list[str]:
+    header, _, rest = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     lines = header.decode("latin-1").split("\n")[1:]
     for index, line in enumerate(lines):
         if match := _NRRD_DATA_FILE.match(line.strip()):
@@ -63,7 +106,7 @@ def _nrrd_references(head: bytes) -> list[str]:
     return []
 
 
-#: Bytes per voxel of the NRRD and MetaImage types (NIfTI's come from nibabel).
+#: Bytes per voxel of the NRRD and MetaImage types (NIfTI's header says its bits per voxel).
 _NRRD_TYPE_BYTES = {
     **dict.fromkeys(["int8", "uint8", "signed char", "uchar", "unsigned char", "char"], 1),
     **dict.fromkeys(["int16", "uint16", "short", "ushort", "unsigned short", "signed short"], 2),
@@ -78,24 +121,19 @@ _META_TYPE_BYTES |= {"MET_ULONG": 8, "MET_DOUBLE": 8, "MET_LONG_LONG": 8, "MET_U
 def declared_bytes(path: Path) -> int | None:
     """The size the voxels will take once read, from the header alone (before anything is
     decompressed); None when the format is not one whose header is read here."""
-    with path.open("rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    text = head.decode("latin-1")
-    if head.startswith(b"NRRD"):
-        fields = _fields(text.split("\n\n")[0].split("\n")[1:], ":")
-        sizes, kind = fields.get("sizes", ""), fields.get("type", "").lower()
-        per_voxel = _NRRD_TYPE_BYTES.get(kind, 8)
-    elif any(_META_KEY.match(line) for line in text.splitlines()[:64]):
-        fields = _fields(text.splitlines(), "=")
-        sizes = fields.get("dimsize", "")
-        per_voxel = _META_TYPE_BYTES.get(fields.get("elementtype", "").upper(), 8)
-        per_voxel *= int(fields.get("elementnumberofchannels", "1") or 1)
-    elif _is_nifti(head):
-        import nibabel
-
-        header = nibabel.load(str(path)).header  # the header only: no voxel is read
-        shape = [int(v) for v in header.get_data_shape()]
-        return int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    head = _read_head(path)
+    if head.kind == "nifti":
+        dims, bits = _nifti_numbers(head.raw, 40, "i2", 8), _nifti_numbers(head.raw, 72, "i2", 1)
+        if dims is None or bits is None or not 1 <= dims[0] <= 7:
+            return None
+        return int(np.prod(dims[1 : dims[0] + 1], dtype=np.float64)) * max(int(bits[0]) // 8, 1)
+    if head.kind == "nrrd":
+        sizes = head.fields.get("sizes", "")
+        per_voxel = _NRRD_TYPE_BYTES.get(head.fields.get("type", "").lower(), 8)
+    elif head.kind == "meta":
+        sizes = head.fields.get("dimsize", "")
+        per_voxel = _META_TYPE_BYTES.get(head.fields.get("elementtype", "").upper(), 8)
+        per_voxel *= int(head.fields.get("elementnumberofchannels", "1") or 1)
     else:
         return None
     try:
@@ -105,63 +143,26 @@ def declared_bytes(path: Path) -> int | None:
     return int(np.prod(shape, dtype=np.float64)) * per_voxel if shape else None
 
 
-def _fields(lines: list[str], separator: str) -> dict[str, str]:
-    fields = {}
-    for line in lines:
-        key, found, value = line.partition(separator)
-        if found and not key.startswith("#"):
-            fields[key.strip().lower().replace(" ", "")] = value.strip()
-    return fields
-
-
-def _is_nifti(head: bytes) -> bool:
-    if head[:2] == b"\x1f\x8b":
-        import gzip
-        import io
-
-        try:
-            head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(352)
-        except (OSError, EOFError):
-            return False
-    return head[344:348] in (b"n+1\x00", b"ni1\x00")
-
-
 def declared_spacing(path: Path) -> list[float] | None:
-    """The voxel sizes the header states (ITK turns a 0 into 1 mm as it reads, so they are
-    checked here); None when the format or the header does not say."""
-    with path.open("rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    text = head.decode("latin-1")
-    if head.startswith(b"NRRD"):
-        fields = _fields(text.split("\n\n")[0].split("\n")[1:], ":")
-        if "spacedirections" in fields:
-            vectors = re.findall(r"\(([^)]*)\)", fields["spacedirections"])
-            return [_norm(v) for v in vectors]
-        values = fields.get("spacings", "")
-    elif any(_META_KEY.match(line) for line in text.splitlines()[:64]):
-        fields = _fields(text.splitlines(), "=")
-        values = fields.get("elementspacing", fields.get("elementsize", ""))
-    elif _is_nifti(head):
-        return _nifti_pixdims(head)
+    """The voxel sizes the header states (ITK and nibabel turn a 0 into 1 mm as they read, so
+    they are checked here); None when the format or the header does not say."""
+    head = _read_head(path)
+    if head.kind == "nifti":
+        pixdims = _nifti_numbers(head.raw, 80, "f4", 3)
+        return None if pixdims is None else [float(v) for v in pixdims]
+    if head.kind == "nrrd" and "spacedirections" in head.fields:
+        vectors = re.findall(r"\(([^)]*)\)", head.fields["spacedirections"])
+        return [_norm(v) for v in vectors]
+    if head.kind == "nrrd":
+        values = head.fields.get("spacings", "")
+    elif head.kind == "meta":
+        values = head.fields.get("elementspacing", head.fields.get("elementsize", ""))
     else:
         return None
     try:
         return [float(v) for v in values.split()] or None
     except ValueError:
         return None
-
-
-def _nifti_pixdims(head: bytes) -> list[float] | None:
-    """pixdim[1..3] as stored (nibabel and ITK both turn a 0 into 1 as they read)."""
-    if head[:2] == b"\x1f\x8b":
-        import gzip
-        import io
-
-        head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(348)
-    for order in ("<", ">"):
-        if len(head) >= 348 and np.frombuffer(head[:4], f"{order}i4")[0] == 348:
-            return [float(v) for v in np.frombuffer(head[80:92], f"{order}f4")]
-    return None
 
 
 def _norm(vector: str) -> float:
