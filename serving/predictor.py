@@ -43,8 +43,11 @@ from typing import Any
 
 import kserve
 from fastapi.responses import JSONResponse
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
+from kserve.protocol.rest.server import RESTServer
 
 from lungsurv.core.errors import InputError
 from lungsurv.imaging.dicom_zip import unpack_dicom_zip
@@ -141,8 +144,19 @@ class LungSurvModel(kserve.Model):
         self.model: ServingModel | None = None
         # Predictions run here, never on the event loop: health and readiness always answer.
         self._pool = ThreadPoolExecutor(prediction_workers, thread_name_prefix="predict")
+        self._workers = prediction_workers
         self._capacity = prediction_workers + max_queue
         self._in_flight = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # With --workers > 1 KServe pickles the loaded model into each process: a pool, its
+        # locks and the bundle's download folder stay behind; each process gets its own pool.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_download")}
+        return {**state, "_in_flight": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="predict")
 
     def load(self) -> bool:
         """Read the bundle: a folder (in a cluster, where KServe's storage initializer put
@@ -316,42 +330,98 @@ class JsonCharset:
         await self.app(scope, receive, send)
 
 
-def serve_on(
-    model: kserve.Model, host: str, port: int, *, max_body_bytes: int = MAX_BODY_BYTES
-) -> None:
-    """KServe's REST server (V1 and V2 endpoints, health, readiness) on ``host`` only, with the
-    body limit and the 503 + Retry-After of a full queue."""
-    from kserve.model_repository import ModelRepository
-    from kserve.protocol.dataplane import DataPlane
-    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest.server import RESTServer
+class LungSurvRESTServer(RESTServer):
+    """KServe's REST server (V1 and V2 endpoints, health, readiness, metrics) on ``host``, with
+    the JSON charset fix, the body limit and the 503 + Retry-After of a full queue. Defined at
+    module level: with ``--workers`` > 1 KServe pickles it into each spawned worker process."""
 
-    class Server(RESTServer):
-        def _add_middlewares(self, app: Any) -> None:
-            super()._add_middlewares(app)
-            app.add_middleware(JsonCharset)
-            app.add_middleware(BodyLimit, limit=max_body_bytes)
+    def __init__(self, *args: Any, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+        self.max_body_bytes = max_body_bytes
 
-        def _add_exception_handlers(self, app: Any) -> None:
-            super()._add_exception_handlers(app)
-            app.add_exception_handler(Busy, busy_handler)
+    def _add_middlewares(self, app: Any) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(JsonCharset)
+        app.add_middleware(BodyLimit, limit=self.max_body_bytes)
 
-    repository = ModelRepository()
-    repository.update(model)
-    server = Server(
-        "kserve.model_server:app",
-        DataPlane(model_registry=repository),
-        ModelRepositoryExtension(model_registry=repository),
-        http_port=port,
-    )
-    server.config.host = host
-    server.run()
+    def _add_exception_handlers(self, app: Any) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(Busy, busy_handler)
+
+
+class LungSurvModelServer(kserve.ModelServer):
+    """``kserve.ModelServer`` whose REST server is :class:`LungSurvRESTServer`, in one process
+    or in ``workers`` processes sharing the port (KServe's own multi-process server), on
+    ``host``. The cluster (``0.0.0.0``) and ``make serve-local`` (``127.0.0.1``) run this same
+    code; gRPC, which binds every interface, is only started on ``0.0.0.0``."""
+
+    def __init__(
+        self, *, host: str = "0.0.0.0", max_body_bytes: int = MAX_BODY_BYTES, **kwargs: Any
+    ) -> None:
+        if host != "0.0.0.0":
+            kwargs["enable_grpc"] = False
+        super().__init__(**kwargs)
+        self.host, self.max_body_bytes = host, max_body_bytes
+
+    def start(self, models: list[Any]) -> None:
+        """As ``kserve.ModelServer.start``, with this project's REST server."""
+        self._register_and_check_atleast_one_model_is_ready(models)
+        options: dict[str, Any] = {
+            "access_log_format": self.access_log_format,
+            "workers": self.workers,
+            "grace_period": self.grace_period,
+            "event_loop": self.event_loop,
+            "timeout_keep_alive": self.timeout_keep_alive,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        rest = LungSurvRESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host,
+            max_body_bytes=self.max_body_bytes,
+            **options,
+        )
+        if self.workers > 1:
+            multiprocess = RESTServerMultiProcess(
+                FASTAPI_APP_IMPORT_STRING,
+                self.dataplane,
+                self.model_repository_extension,
+                self.http_port,
+                log_config_file=kserve.model_server.args.log_config_file,
+                **options,
+            )
+            multiprocess._rest_server = rest  # each worker process runs this server's app
+            self._rest_multiprocess_server = multiprocess
+            self.servers.append(multiprocess.start())
+        else:
+            self._rest_server = rest
+            self.servers.append(rest.start())
+        if self.enable_grpc:
+            from kserve.protocol.grpc.server import GRPCServer
+
+            self._grpc_server = GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(kserve.model_server.args),
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("--model_dir", required=True, help="the bundle folder (/mnt/models)")
-    parser.add_argument("--host", default="", help="serve on this interface only")
+    parser.add_argument(
+        "--host", default="", help="serve on this interface only (default: every interface)"
+    )
     parser.add_argument(
         "--prediction_workers",
         type=int,
@@ -378,10 +448,12 @@ def main(argv: list[str] | None = None) -> None:
         max_queue=args.max_queue,
     )
     model.load()
-    if args.host:
-        serve_on(model, args.host, args.http_port, max_body_bytes=args.max_body_mb * 2**20)
-    else:
-        kserve.ModelServer(http_port=args.http_port).start([model])
+    LungSurvModelServer(
+        host=args.host or "0.0.0.0",
+        max_body_bytes=args.max_body_mb * 2**20,
+        http_port=args.http_port,
+        workers=args.workers,
+    ).start([model])
 
 
 if __name__ == "__main__":

@@ -119,30 +119,17 @@ def _call(
         return error.code, json.loads(error.read() or b"null")
 
 
-@pytest.fixture(scope="module")
-def server(
-    bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it. Its log
-    goes to a file: a pipe nobody reads fills up and blocks the server."""
+def _serve(bundle: Path, log_path: Path, *options: str) -> Iterator[tuple[str, int]]:
+    """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it; yields
+    its URL and process id. Its log goes to a file: a pipe nobody reads fills up and blocks the
+    server."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "serving.predictor",
-            "--model_name",
-            MODEL,
-            "--model_dir",
-            str(bundle_and_reference[0]),
-            "--host",
-            "127.0.0.1",
-            "--http_port",
-            str(port),
-            "--max_body_mb",
-            str(BODY_LIMIT_MB),
+            *(sys.executable, "-m", "serving.predictor", "--model_name", MODEL),
+            *("--model_dir", str(bundle), "--host", "127.0.0.1", "--http_port", str(port)),
+            *("--max_body_mb", str(BODY_LIMIT_MB), *options),
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,
@@ -161,11 +148,33 @@ def server(
             time.sleep(0.25)
         else:
             pytest.fail("the model server did not become ready in 60 s")
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(bundle_and_reference: tuple[Path, pd.Series], server_log: Path) -> Iterator[str]:
+    for url, _ in _serve(bundle_and_reference[0], server_log):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def two_process_server(
+    bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, int]]:
+    """``--workers 2``: two server processes on one port, each one prediction at a time and no
+    queue, so a third concurrent request must get a 503."""
+    log_path = tmp_path_factory.mktemp("server2") / "server.log"
+    options = ("--workers", "2", "--prediction_workers", "1", "--max_queue", "0")
+    yield from _serve(bundle_and_reference[0], log_path, *options)
 
 
 def _b64(path: str | Path) -> str:
@@ -556,9 +565,19 @@ def test_health_answers_while_20_clients_predict(server: str, patients: pd.DataF
     assert p99 < 0.1, f"readiness p99 {p99 * 1000:.0f} ms"
 
 
-def test_a_body_over_the_limit_gets_a_413_before_it_is_read(server: str) -> None:
-    """By its Content-Length, and while streaming when the body is chunked."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_body_over_the_limit_gets_a_413_before_it_is_read(
+    processes: int, request: pytest.FixtureRequest
+) -> None:
+    """By its Content-Length, and while streaming when the body is chunked; with one server
+    process and with two (``--workers 2``, the cluster's code path with another host)."""
     import http.client
+
+    server = (
+        request.getfixturevalue("server")
+        if processes == 1
+        else request.getfixturevalue("two_process_server")[0]
+    )
 
     host, port = server.removeprefix("http://").split(":")
     too_big = BODY_LIMIT_MB * 2**20 + 1
@@ -599,3 +618,71 @@ def test_json_with_a_charset_is_json(server: str, patients: pd.DataFrame) -> Non
     with urllib.request.urlopen(request, timeout=120) as response:
         assert response.status == 200
         assert json.loads(response.read())["predictions"][0]["risk_group"] in ("high", "low")
+
+
+def _worker_processes(pid: int) -> list[int]:
+    """Child processes of ``pid`` that KServe spawned as server workers (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in command:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.slow
+def test_workers_start_server_processes_that_score_and_refuse_alike(
+    two_process_server: tuple[str, int],
+    patients: pd.DataFrame,
+    bundle_and_reference: tuple[Path, pd.Series],
+) -> None:
+    """``--workers 2`` on 127.0.0.1: two processes serve the port, each scores as the pipeline
+    and, full, answers 503 with Retry-After (no queue: a third concurrent request cannot wait)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, pid = two_process_server
+    assert len(_worker_processes(pid)) == 2
+    reference = bundle_and_reference[1]
+    instance = _instance(patients.iloc[0])
+    body = json.dumps({"instances": [instance]}).encode()
+
+    def predict(_: int) -> tuple[int, str | None, Any]:
+        request = urllib.request.Request(
+            f"{url}/v1/models/{MODEL}:predict",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, None, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Retry-After"), json.loads(error.read())
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(predict, range(8)))
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    for status, retry, answer in answers:
+        if status == 200:
+            risk = answer["predictions"][0]["risk"]
+            assert abs(risk - reference[instance["patient_id"]]) <= 1e-9
+        else:
+            assert retry == "5" and "busy" in answer["error"]
+    assert _call(f"{url}/v2/health/ready")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "grpc"), [("0.0.0.0", True), ("127.0.0.1", False), ("::1", False)]
+)
+def test_the_cluster_and_the_local_server_are_one_class(host: str, grpc: bool) -> None:
+    """Without ``--host`` (a cluster) the same server class serves every interface, with gRPC;
+    on one interface it starts no gRPC server, which would bind all of them."""
+    from serving.predictor import MAX_BODY_BYTES, LungSurvModelServer
+
+    server = LungSurvModelServer(host=host, http_port=free_port(), workers=2)
+    assert (server.host, server.enable_grpc, server.workers) == (host, grpc, 2)
+    assert server.max_body_bytes == MAX_BODY_BYTES
