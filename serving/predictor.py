@@ -43,8 +43,9 @@ from typing import Any
 
 import kserve
 from fastapi.responses import JSONResponse
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import InvalidInput, ModelNotReady
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
@@ -121,6 +122,54 @@ def decode_image(value: Any, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as error:
         raise InvalidInput(f"{what}: invalid base64 ({error})") from error
+
+
+def v2_columns(request: InferRequest) -> dict[str, list[Any]]:
+    """A V2 request's inputs by name, each a known name, once, a BYTES tensor of shape ``[n]``
+    or ``[n, 1]`` holding ``n`` elements; anything else is refused by name (KServe checks none
+    of it)."""
+    columns: dict[str, list[Any]] = {}
+    for tensor in request.inputs:
+        name = tensor.name
+        if name not in KNOWN_INPUTS:
+            raise InvalidInput(f"V2 input {name!r} is unknown; expected {sorted(KNOWN_INPUTS)}")
+        if name in columns:
+            raise InvalidInput(f"V2 input {name!r} is given twice")
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(f"V2 input {name!r}: datatype {tensor.datatype!r}, expected BYTES")
+        data = list(tensor.data) if isinstance(tensor.data, list | tuple) else [tensor.data]
+        shape = list(tensor.shape)
+        if not (shape in ([len(data)], [len(data), 1]) and all(isinstance(n, int) for n in shape)):
+            raise InvalidInput(
+                f"V2 input {name!r}: shape {shape} does not match its {len(data)} element(s) "
+                "(expected [n] or [n, 1], one element per patient)"
+            )
+        columns[name] = data
+    return columns
+
+
+class LungSurvDataPlane(DataPlane):
+    """KServe's data plane, with the V2 binary extension's header checked: KServe reads the
+    ``Inference-Header-Content-Length`` and the JSON before it unchecked (a 500 for a length
+    that is not a number, a missing ``inputs`` or a wrong ``binary_data_size``)."""
+
+    def decode_inference_request(self, body: Any, headers: dict, model_name: str) -> InferRequest:
+        if not isinstance(body, bytes):
+            return super().decode_inference_request(body, headers, model_name)
+        declared = str(headers.get(INFERENCE_CONTENT_LENGTH_HEADER) or "")
+        if not declared.isdigit() or int(declared) > len(body):
+            raise InvalidInput(
+                f"{INFERENCE_CONTENT_LENGTH_HEADER} must be the length of the JSON header, a "
+                f"whole number of at most the body's {len(body)} bytes, got {declared[:32]!r}"
+            )
+        try:
+            return InferRequest.from_bytes(body, int(declared), model_name)
+        except InvalidInput:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise InvalidInput(
+                f"a malformed V2 binary request ({type(error).__name__}: {error})"
+            ) from error
 
 
 class LungSurvModel(kserve.Model):
@@ -235,7 +284,7 @@ class LungSurvModel(kserve.Model):
         return {"predictions": [self.predict_instance(x, i) for i, x in enumerate(instances)]}
 
     def _predict_v2(self, request: InferRequest) -> InferResponse:
-        columns = {tensor.name: list(tensor.data) for tensor in request.inputs}
+        columns = v2_columns(request)
         images = [k for k in ("ct", "gtv", "dicom_zip") if k in columns]
         if not ({"ct", "gtv"} <= set(images) or "dicom_zip" in images):
             raise InvalidInput("V2 inputs: BYTES tensors 'ct' and 'gtv', or 'dicom_zip' (+ 'roi')")
@@ -363,6 +412,7 @@ class LungSurvModelServer(kserve.ModelServer):
             kwargs["enable_grpc"] = False
         super().__init__(**kwargs)
         self.host, self.max_body_bytes = host, max_body_bytes
+        self.dataplane = LungSurvDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:
         """As ``kserve.ModelServer.start``, with this project's REST server."""

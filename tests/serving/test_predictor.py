@@ -232,6 +232,92 @@ def test_v2_infer(server: str, patients: pd.DataFrame, bundle_and_reference) -> 
     assert json.loads(outputs["prediction"]["data"][0])["patient_id"] == row["patient_id"]
 
 
+def _v2_inputs(row: pd.Series) -> list[dict[str, Any]]:
+    return [
+        {"name": "ct", "shape": [1], "datatype": "BYTES", "data": [_b64(row["image"])]},
+        {"name": "gtv", "shape": [1], "datatype": "BYTES", "data": [_b64(row["mask"])]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda x: [{**x[0], "datatype": "FP32"}, x[1]], "datatype 'FP32', expected BYTES"),
+        (lambda x: [{**x[0], "shape": [2]}, x[1]], "shape [2] does not match its 1 element"),
+        (lambda x: [{**x[0], "shape": [-1]}, x[1]], "shape [-1] does not match"),
+        (lambda x: [{**x[0], "shape": [1, 2]}, x[1]], "shape [1, 2] does not match"),
+        (lambda x: [*x, {**x[0], "name": "age"}], "V2 input 'age' is unknown"),
+        (lambda x: [x[0], *x], "V2 input 'ct' is given twice"),
+    ],
+)
+def test_v2_tensors_are_checked(
+    server: str, patients: pd.DataFrame, change: Any, reason: str
+) -> None:
+    status, body = _call(
+        f"{server}/v2/models/{MODEL}/infer", {"inputs": change(_v2_inputs(patients.iloc[0]))}
+    )
+    assert status == 400 and reason in body["error"], body
+
+
+def _binary_v2(inputs: list[dict[str, Any]]) -> tuple[bytes, int]:
+    """The V2 binary extension: a JSON header, then each BYTES element as a 4-byte length and
+    its bytes."""
+    header, blobs = [], b""
+    for tensor in inputs:
+        blob = b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in tensor["data"])
+        parameters = {"binary_data_size": len(blob)}
+        header.append(
+            {k: tensor[k] for k in ("name", "shape", "datatype")} | {"parameters": parameters}
+        )
+        blobs += blob
+    head = json.dumps({"inputs": header}).encode()
+    return head + blobs, len(head)
+
+
+def _post_binary(server: str, body: bytes, header_length: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{server}/v2/models/{MODEL}/infer",
+        data=body,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": header_length,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_v2_binary_requests_score_and_malformed_ones_get_a_400(
+    server: str, patients: pd.DataFrame, bundle_and_reference: tuple[Path, pd.Series]
+) -> None:
+    row = patients.iloc[2]
+    body, length = _binary_v2(_v2_inputs(row))
+    status, answer = _post_binary(server, body, str(length))
+    assert status == 200, answer
+    risk = {o["name"]: o for o in json.loads(answer)["outputs"]}["risk"]["data"][0]
+    assert abs(risk - bundle_and_reference[1][row["patient_id"]]) <= 1e-9
+    head = json.loads(body[:length])
+    no_inputs = json.dumps({"id": "x"}).encode()
+    wrong_size = json.dumps(
+        {"inputs": [dict(head["inputs"][0], parameters={"binary_data_size": "9"})]}
+    ).encode()
+    malformed = {
+        "length not a number": (body, "abc"),
+        "length beyond the body": (body, str(len(body) + 1)),
+        "negative length": (body, "-5"),
+        "no inputs": (no_inputs, str(len(no_inputs))),
+        "binary_data_size not a number": (wrong_size, str(len(wrong_size))),
+        "a header cut short": (body, str(length - 3)),
+    }
+    for what, (data, declared) in malformed.items():
+        status, answer = _post_binary(server, data, declared)
+        assert status == 400 and answer["error"], (what, status, answer)
+    assert _call(f"{server}/v2/health/ready")[0] == 200
+
+
 def _bad_requests(patients: pd.DataFrame, tmp_path: Path) -> dict[str, tuple[Any, str]]:
     row = patients.iloc[0]
     good = _instance(row)
