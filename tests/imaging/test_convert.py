@@ -224,3 +224,140 @@ def test_mask_resampling_from_the_grid_region_equals_the_whole_mask(seed: int, m
         )
         threshold = np.sort(fraction[fraction > 0])[-target]
     assert np.array_equal(ours, fraction >= threshold)
+
+
+# The same anatomy in every encoding: the converted volumes and the GTV's 1316 features agree.
+
+
+def _nibabel_scaled(image: sitk.Image, path: Path, slope: float, inter: float) -> Path:
+    """A .nii as nibabel writes one (RAS affine, x-y-z array order), storing int16 values with
+    ``scl_slope``/``scl_inter`` (nibabel's own writer would choose its own scaling)."""
+    import nibabel as nib
+
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * image.GetSpacing()
+    affine[:3, 3] = image.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS (ITK) -> RAS (NIfTI)
+    stored = np.round((sitk.GetArrayFromImage(image) - inter) / slope).astype(np.int16)
+    header = nib.Nifti1Header()
+    header.set_data_shape(image.GetSize())
+    header.set_data_dtype(np.int16)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_slope_inter(slope, inter)
+    with path.open("wb") as file:
+        header.write_to(file)
+        file.seek(int(header.get_data_offset()))
+        file.write(stored.tobytes())  # numpy's z-y-x C order is NIfTI's x-y-z Fortran order
+    return path
+
+
+def _flipped(image: sitk.Image, axes: tuple[bool, bool, bool]) -> sitk.Image:
+    """The same anatomy stored in another voxel order (the direction matrix says so)."""
+    array = sitk.GetArrayFromImage(image)
+    size = np.asarray(image.GetSize())
+    corner = [int(n - 1) if flip else 0 for n, flip in zip(size, axes, strict=True)]
+    for axis, flip in enumerate(axes):
+        if flip:
+            array = np.flip(array, axis=2 - axis)  # numpy's axes are z, y, x
+    flipped = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    flipped.SetSpacing(image.GetSpacing())
+    flipped.SetOrigin(image.TransformIndexToPhysicalPoint(corner))
+    direction = np.asarray(image.GetDirection()).reshape(3, 3) * np.where(axes, -1.0, 1.0)
+    flipped.SetDirection(tuple(direction.ravel()))
+    return flipped
+
+
+def _write(image: sitk.Image, path: Path, *, compress: bool = False) -> Path:
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    return path
+
+
+ENCODINGS = {
+    "nifti-gz-float32": lambda ct, gtv, d: (
+        _write(sitk.Cast(ct, sitk.sitkFloat32), d / "ct.nii.gz"),
+        _write(gtv, d / "gtv.nii.gz"),
+        None,
+    ),
+    "nifti-int16": lambda ct, gtv, d: (
+        _write(sitk.Cast(ct, sitk.sitkInt16), d / "ct.nii"),
+        _write(sitk.Cast(gtv, sitk.sitkInt16), d / "gtv.nii"),
+        None,
+    ),
+    "nifti-scaled-int16-nibabel": lambda ct, gtv, d: (
+        _nibabel_scaled(ct, d / "ct.nii", 0.5, -1024.0),
+        _write(gtv, d / "gtv.nii.gz"),
+        None,
+    ),
+    "nrrd-raw": lambda ct, gtv, d: (_write(ct, d / "ct.nrrd"), _write(gtv, d / "gtv.nrrd"), None),
+    "nrrd-gzip": lambda ct, gtv, d: (
+        _write(ct, d / "ct.nrrd", compress=True),
+        _write(gtv, d / "gtv.nrrd", compress=True),
+        None,
+    ),
+    "metaimage-float-mask": lambda ct, gtv, d: (
+        _write(ct, d / "ct.mha"),
+        _write(sitk.Cast(gtv, sitk.sitkFloat32), d / "gtv.mha"),
+        None,
+    ),
+    "label-2-of-a-label-map": lambda ct, gtv, d: (
+        _write(ct, d / "ct.nii.gz"),
+        _write(
+            sitk.Cast(gtv, sitk.sitkUInt8) * 2 + sitk.Cast(gtv == 0, sitk.sitkUInt8), d / "l.nii.gz"
+        ),
+        "2",
+    ),
+    "nifti-stored-flipped-in-x-and-y": lambda ct, gtv, d: (
+        _write(_flipped(ct, (True, True, False)), d / "ct.nii.gz"),
+        _write(_flipped(gtv, (True, True, False)), d / "gtv.nii.gz"),
+        None,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def dicom_reference(small_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
+    """One synthetic patient read from its DICOM series + RTSTRUCT: the loaded CT and GTV on
+    the CT's grid, the converted 1 mm volumes and the GTV's features."""
+    row = small_manifest.iloc[0].to_dict()
+    loaded = load_patient(row, ConvertSettings(), tmp_path_factory.mktemp("unused"))
+    converted = convert_patient(row, ConvertSettings(write_qa=False))
+    return row, loaded, converted, _gtv_features(converted)
+
+
+def _gtv_features(converted) -> dict[str, float]:
+    from lungsurv.radiomics.extract import extract_patient
+    from lungsurv.radiomics.params import load_params
+
+    features, failures = extract_patient(converted.image, {"gtv": converted.gtv}, load_params())
+    assert not failures
+    return features["gtv"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_the_same_anatomy_in_any_encoding_gives_the_same_features(
+    encoding: str, dicom_reference, tmp_path: Path
+) -> None:
+    row, loaded, reference, reference_features = dicom_reference
+    image, mask, roi = ENCODINGS[encoding](loaded.image, loaded.gtv, tmp_path)
+    converted = convert_patient(
+        {**row, "image": str(image), "mask": str(mask), "roi": roi}, ConvertSettings(write_qa=False)
+    )
+    for name in ("image", "gtv"):
+        expected = getattr(reference, name)
+        got = getattr(converted, name)
+        assert got.GetSize() == expected.GetSize()
+        assert np.allclose(got.GetOrigin(), expected.GetOrigin(), atol=1e-4)
+        assert np.allclose(got.GetDirection(), expected.GetDirection(), atol=1e-6)
+        assert np.allclose(
+            sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(expected), atol=1e-3
+        ), name
+    features = _gtv_features(converted)
+    assert features.keys() == reference_features.keys() and len(features) == 1316
+    differ = {
+        k: (v, reference_features[k])
+        for k, v in features.items()
+        if not np.isclose(v, reference_features[k], rtol=1e-6, atol=1e-9)
+    }
+    assert not differ, f"{len(differ)} features differ, e.g. {list(differ.items())[:3]}"

@@ -205,6 +205,45 @@ def rescale_slope_zero(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def dropped_edge_slice_without_suffix(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Files named without ``.dcm`` (as many PACS export them), the lowest slice gone: no gap
+    shows it, the RTSTRUCT's list of the series' slices does."""
+    files = _ct_files(root, frame.iloc[VICTIM])
+    lowest = min(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    lowest.unlink()
+    for path in files:
+        if path.exists():
+            path.rename(path.with_suffix(""))
+    return frame
+
+
+def two_slices_left(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    for path in _ct_files(root, frame.iloc[VICTIM])[2:]:
+        path.unlink()
+    return frame
+
+
+def gtv_partly_outside_the_ct(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    def shift_one_contour(ds: pydicom.Dataset) -> None:
+        number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == "GTV-1")
+        item = next(i for i in ds.ROIContourSequence if i.ReferencedROINumber == number)
+        contour = item.ContourSequence[0]
+        points = [float(v) for v in contour.ContourData]
+        contour.ContourData = [v + 400.0 if k % 3 == 0 else v for k, v in enumerate(points)]
+
+    _edit_rtstruct(root, frame.iloc[VICTIM], shift_one_contour)
+    return frame
+
+
+def values_not_hounsfield(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Stored values read without their rescale (intercept 0 instead of -1024) and offset."""
+    for path in _ct_files(root, frame.iloc[VICTIM]):
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = 4000
+        ds.save_as(path)
+    return frame
+
+
 def _unsafe_id(value: str) -> Breaker:
     def breaker(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[VICTIM, "patient_id"] = value
@@ -236,6 +275,10 @@ CASES: list[tuple[Breaker, str]] = [
     (referenced_roi_number_empty, "ROI contour set 1 of 3 has no usable ReferencedROINumber"),
     (rescale_slope_empty, "RescaleSlope is empty or not a number"),
     (rescale_slope_zero, "RescaleSlope is 0"),
+    (dropped_edge_slice_without_suffix, "missing slice: the RTSTRUCT lists 1 slice(s)"),
+    (two_slices_left, "missing slice: the RTSTRUCT lists"),
+    (gtv_partly_outside_the_ct, "GTV-1 lies partly outside the CT"),
+    (values_not_hounsfield, "the values are not Hounsfield units"),
     *[
         (_unsafe_id(value), "a patient id must be 1-64 letters")
         for value in ("/abs/path", "../../x", "..", ".", "a/b", "x" * 65, ".hidden")

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
 from lungsurv.core.layout import DEFAULT_ROI
-from lungsurv.imaging import dicom, rtstruct
+from lungsurv.imaging import dicom, plausibility, rtstruct
 from lungsurv.imaging.headers import (
     EXTERNAL_DATA_POLICIES,
     ExternalData,
@@ -40,6 +40,7 @@ from lungsurv.imaging.headers import (
     check_declared_geometry,
     check_declared_size,
 )
+from lungsurv.imaging.orientation import to_lps
 from lungsurv.imaging.rtstruct import physical_to_index
 
 MaskInterpolation = Literal["volume", "linear", "nearest"]
@@ -71,12 +72,21 @@ class ConvertSettings:
     roi_regex: bool = True
     #: Largest voxel data an image file may declare in its header, checked before reading.
     max_image_bytes: int = MAX_IMAGE_BYTES
+    #: A CT's Hounsfield range, and the share of voxels above it that is still refused as not
+    #: HU (see :mod:`lungsurv.imaging.plausibility`).
+    hu_range: tuple[float, float] = plausibility.CT_HU_RANGE
+    max_above_hu_fraction: float = plausibility.MAX_ABOVE_RANGE_FRACTION
 
     def __post_init__(self) -> None:
         if self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
         if self.crop_margin_mm < 0:
             raise ValueError(f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}")
+        if not self.hu_range[0] < self.hu_range[1] or not 0 <= self.max_above_hu_fraction < 1:
+            raise ValueError(
+                f"hu_range must rise and max_above_hu_fraction lie in [0, 1), got "
+                f"{self.hu_range}, {self.max_above_hu_fraction}"
+            )
         if self.external_data not in EXTERNAL_DATA_POLICIES:
             raise ValueError(
                 f"external_data must be one of {EXTERNAL_DATA_POLICIES}, got {self.external_data!r}"
@@ -287,7 +297,7 @@ def _load_dicom(
             contours = structure_set.contours(lung_name)
             if contours:
                 mask, lung_warnings = rtstruct.rasterize_contours(
-                    contours, series.image, roi_name=lung_name
+                    contours, series.image, roi_name=lung_name, outside="warn"
                 )
                 lung_arrays.append(sitk.GetArrayViewFromImage(mask) > 0)
                 warnings.extend(lung_warnings)
@@ -432,9 +442,16 @@ def convert_patient(
 def _resample_patient(
     pid: str, loaded: LoadedPatient, settings: ConvertSettings
 ) -> ConvertedPatient:
+    # The same anatomy in any voxel order gives the same 1 mm volumes (see imaging.orientation).
+    loaded.image, loaded.gtv = to_lps(loaded.image), to_lps(loaded.gtv)
+    loaded.lungs = to_lps(loaded.lungs) if loaded.lungs is not None else None
     original_ml = mask_volume_ml(loaded.gtv)
     if original_ml == 0:
         raise InputError(f"GTV mask {loaded.roi_name!r} has zero voxels on the CT grid")
+    checks = plausibility.hounsfield_problems(
+        loaded.image, hu_range=settings.hu_range, max_above_fraction=settings.max_above_hu_fraction
+    )
+    checks += plausibility.edge_warnings(loaded.gtv, name=f"GTV {loaded.roi_name!r}")
     grid, clipped, bbox = crop_grid(loaded.gtv, settings.crop_margin_mm, settings.spacing_mm)
     image = resample_image(loaded.image, grid)
     gtv = resample_mask(loaded.gtv, grid, settings.mask_interpolation)
@@ -448,7 +465,7 @@ def _resample_patient(
         raise InputError(
             "GTV has zero voxels after resampling to 1 mm (it is smaller than a voxel)"
         )
-    warnings = list(loaded.warnings)
+    warnings = loaded.warnings + checks
     if clipped:
         warnings.append(f"the {settings.crop_margin_mm:g} mm crop margin reaches past the CT")
     spacing = loaded.image.GetSpacing()

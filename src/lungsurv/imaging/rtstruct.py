@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pydicom
@@ -124,8 +125,32 @@ def find_rois(structure_set: StructureSet, pattern: str) -> list[str]:
     return sorted(n for n in structure_set.roi_names.values() if regex.fullmatch(n))
 
 
+def referenced_images(dataset: pydicom.Dataset, series_uid: str) -> set[str]:
+    """The SOPInstanceUIDs of the CT slices the RTSTRUCT lists for the series ``series_uid``
+    (``ContourImageSequence`` of its referenced series; often every slice of the series)."""
+    uids: set[str] = set()
+    for frame in dataset.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                if str(series.get("SeriesInstanceUID", "")) != series_uid:
+                    continue
+                for image in series.get("ContourImageSequence", []):
+                    uid = str(image.get("ReferencedSOPInstanceUID", "") or "")
+                    uids.update([uid] if uid else [])
+    return uids
+
+
 def check_reference(structure_set: StructureSet, series: CTSeries) -> None:
-    """Refuse an RTSTRUCT drawn on another series (or frame of reference) than ``series``."""
+    """Refuse an RTSTRUCT drawn on another series (or frame of reference) than ``series``, and
+    one that lists slices of the series that were not read (a slice missing from the folder,
+    at the edge too, where no gap shows it)."""
+    listed = referenced_images(structure_set.dataset, series.series_uid)
+    absent = listed - set(series.sop_instance_uids)
+    if absent:
+        raise DicomError(
+            f"missing slice: the RTSTRUCT lists {len(absent)} slice(s) of the CT series that "
+            f"are not in the folder ({len(series.sop_instance_uids)} read, {len(listed)} listed)"
+        )
     refs = structure_set.referenced_series_uids
     if refs and series.series_uid not in refs:
         raise DicomError(
@@ -183,32 +208,48 @@ def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.nda
 
 
 def rasterize_contours(
-    contours: Sequence[np.ndarray], reference: sitk.Image, *, roi_name: str = "ROI"
+    contours: Sequence[np.ndarray],
+    reference: sitk.Image,
+    *,
+    roi_name: str = "ROI",
+    outside: Literal["error", "warn"] = "error",
 ) -> tuple[sitk.Image, list[str]]:
     """Fill closed planar contours on ``reference``'s grid (even-odd rule); return mask, warnings.
 
     A voxel is inside when its centre is inside the polygon of its slice. Contours lying between
     slices (more than a third of a slice from any slice centre) are put on the nearest slice and
-    reported.
+    reported. A contour reaching beyond the CT (in-plane by more than half a voxel, or beyond
+    the first or last slice: a dropped edge slice, a CT cut short) would give a cut ROI:
+    ``outside="error"`` refuses it, ``"warn"`` fills what lies inside and reports the rest.
     """
     size = reference.GetSize()
     mask = np.zeros((size[2], size[1], size[0]), dtype=bool)
     warnings: list[str] = []
-    off_plane = outside = 0
+    off_plane = beyond_slices = beyond_plane = 0
     for points in contours:
         index = physical_to_index(reference, points)
         z = float(np.median(index[:, 2]))
         k = round(z)
         if abs(z - k) > 1 / 3:
             off_plane += 1
+        in_plane = index[:, :2]
+        if np.any(in_plane < -0.51) or np.any(in_plane > np.asarray(size[:2]) - 0.49):
+            beyond_plane += 1
         if not 0 <= k < size[2]:
-            outside += 1
+            beyond_slices += 1
             continue
         mask[k] ^= fill_polygon(index[:, 0], index[:, 1], (size[1], size[0]))
     if off_plane:
         warnings.append(f"{roi_name}: {off_plane} contour(s) lie between CT slices")
-    if outside:
-        warnings.append(f"{roi_name}: {outside} contour(s) lie outside the CT volume")
+    if beyond_slices or beyond_plane:
+        message = (
+            f"{roi_name} lies partly outside the CT: of its {len(contours)} contour(s), "
+            f"{beyond_slices} lie beyond the first or last slice and {beyond_plane} reach past "
+            "the image's edge in-plane"
+        )
+        if outside == "error":
+            raise DicomError(message + " (a missing edge slice, or a CT cut short?)")
+        warnings.append(message)
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.CopyInformation(reference)
     return image, warnings
