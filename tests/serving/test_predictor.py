@@ -419,25 +419,39 @@ def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> No
 def _dicom_zip(
     small_cohort_dir: Path, index: int, *, with_rtstruct: bool = True, change: str = ""
 ) -> str:
-    """A patient's CT series and RTSTRUCT zipped in nested folders, as a PACS export might;
-    ``change`` breaks it: ``corrupt member`` (damaged compressed bytes), ``no ROINumber``."""
+    """A patient's CT series and RTSTRUCT zipped in nested folders, each file named by its
+    SOPInstanceUID as many PACS exports are; ``change`` breaks it: ``corrupt member`` (damaged
+    compressed bytes), ``no ROINumber``, ``two slices`` (the rest dropped), ``GTV outside`` (a
+    contour moved off the image), or adds ``second series`` (a copy with new UIDs: a warning)."""
     import io
     import zipfile
 
     import pydicom
+    from pydicom.uid import generate_uid
 
     row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[index]
+    slices = [pydicom.dcmread(p) for p in sorted((small_cohort_dir / row["image"]).iterdir())]
+    if change == "two slices":
+        slices = slices[:2]
+    if change == "second series":
+        series = generate_uid()
+        copies = [pydicom.dcmread(p) for p in sorted((small_cohort_dir / row["image"]).iterdir())]
+        for copy in copies:
+            copy.SeriesInstanceUID, copy.SOPInstanceUID = series, generate_uid()
+        slices += copies
+    structures = pydicom.dcmread(small_cohort_dir / row["mask"])
+    if change == "no ROINumber":
+        del structures.StructureSetROISequence[0].ROINumber
+    if change == "GTV outside":
+        contour = structures.ROIContourSequence[0].ContourSequence[0]
+        contour.ContourData = [float(v) + 500.0 for v in contour.ContourData]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((small_cohort_dir / row["image"]).iterdir()):
-            archive.write(path, f"export/{row['patient_id']}/CT/{path.name}")
-        if with_rtstruct:
-            structures = pydicom.dcmread(small_cohort_dir / row["mask"])
-            if change == "no ROINumber":
-                del structures.StructureSetROISequence[0].ROINumber
-            rtstruct = io.BytesIO()
-            structures.save_as(rtstruct)
-            archive.writestr("export/RS/structures.dcm", rtstruct.getvalue())
+        for ds in [*slices, *([structures] if with_rtstruct else [])]:
+            member = io.BytesIO()
+            ds.save_as(member)
+            folder = "RS" if ds.Modality == "RTSTRUCT" else f"{row['patient_id']}/CT"
+            archive.writestr(f"export/{folder}/{ds.SOPInstanceUID}.dcm", member.getvalue())
         archive.writestr("README.txt", "not DICOM: ignored")
     data = bytearray(buffer.getvalue())
     if change == "corrupt member":
@@ -490,6 +504,8 @@ def test_a_dicom_zip_scores_like_the_dicom_folder(
         ("long roi", "longer than 64 characters"),
         ("corrupt member", "zip member 1 of"),
         ("no ROINumber", "has no usable ROINumber"),
+        ("two slices", "missing slice: the RTSTRUCT lists"),
+        ("GTV outside", "lies partly outside the CT"),
     ],
 )
 def test_bad_dicom_zips_get_a_400(
@@ -772,3 +788,56 @@ def test_the_cluster_and_the_local_server_are_one_class(host: str, grpc: bool) -
     server = LungSurvModelServer(host=host, http_port=free_port(), workers=2)
     assert (server.host, server.enable_grpc, server.workers) == (host, grpc, 2)
     assert server.max_body_bytes == MAX_BODY_BYTES
+
+
+def test_no_dicom_identifier_in_any_answer_or_log_line(
+    server: str, server_log: Path, small_cohort_dir: Path, tmp_path: Path
+) -> None:
+    """DICOM zips whose members are named by their UIDs, good, warned about and broken in every
+    way above, sent through V1 and V2: no UID, patient name or member name in any answer, in
+    the warnings, or in the server's log."""
+    import io
+    import zipfile
+    import zlib
+
+    from tests.identifiers import dicom_identifiers, leaks
+
+    row = pd.read_csv(small_cohort_dir / "manifest.csv").iloc[4]
+    changes = ["", "second series", "corrupt member", "no ROINumber", "two slices", "GTV outside"]
+    answers: list[tuple[str, str]] = []
+    identifiers: set[str] = set()
+    for change in changes:
+        archive = _dicom_zip(small_cohort_dir, 4, change=change)
+        unpacked = tmp_path / (change or "good")
+        with zipfile.ZipFile(io.BytesIO(base64.b64decode(archive))) as opened:
+            for k, member in enumerate(opened.infolist()):
+                identifiers.add(Path(member.filename).name)
+                try:
+                    (unpacked / f"{k}").parent.mkdir(parents=True, exist_ok=True)
+                    (unpacked / f"{k}").write_bytes(opened.read(member))
+                except (zipfile.BadZipFile, zlib.error):  # the member the change corrupted
+                    continue
+        for roi in (row["roi"], "GTV-404"):
+            instance = {"dicom_zip": {"b64": archive}, "roi": roi}
+            status, body = _call(f"{server}/v1/models/{MODEL}:predict", {"instances": [instance]})
+            answers.append((f"V1 {change or 'good'} {roi} {status}", json.dumps(body)))
+        request = {
+            "inputs": [
+                {"name": "dicom_zip", "shape": [1], "datatype": "BYTES", "data": [archive]},
+                {"name": "roi", "shape": [1], "datatype": "BYTES", "data": [row["roi"]]},
+            ]
+        }
+        status, body = _call(f"{server}/v2/models/{MODEL}/infer", request)
+        answers.append((f"V2 {change or 'good'} {status}", json.dumps(body)))
+    identifiers |= dicom_identifiers(tmp_path, file_names=False)
+    identifiers.discard("README.txt")
+    statuses = [where.rsplit(" ", 1)[1] for where, _ in answers]
+    assert statuses.count("200") == 4, answers  # good and second series, V1 and V2
+    warned = next(text for where, text in answers if where.startswith("V1 second series"))
+    assert "2 CT series" in warned
+    assert len(identifiers) > 2 * 30, len(identifiers)
+    log = server_log.read_text()
+    # KServe logs each request's timing and each 400 with its reason and traceback.
+    assert log.count("kserve.io.v1.models.lungsurv:predict") >= 12, log[-2000:]
+    assert "lies partly outside the CT" in log
+    assert not leaks([*answers, ("server log", log)], identifiers)

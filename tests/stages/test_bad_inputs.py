@@ -16,6 +16,7 @@ from lungsurv.cohort.manifest import validate_manifest
 from lungsurv.core.tables import concat_tables, write_parquet
 from lungsurv.imaging.convert import ConvertSettings, load_patient
 from lungsurv.stages.convert import convert_cohort
+from tests.identifiers import dicom_identifiers, leaks
 
 Breaker = Callable[[Path, pd.DataFrame], pd.DataFrame]
 VICTIM = 2  # the row of the manifest that each case breaks
@@ -287,28 +288,6 @@ CASES: list[tuple[Breaker, str]] = [
 ]
 
 
-def _identifiers(root: Path) -> set[str]:
-    """The identifiers an output must never show: UIDs, patient names, DICOM file names."""
-    found: set[str] = set()
-    for path in root.rglob("*.dcm"):
-        found.add(path.name)
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # a file a case broke on purpose
-            continue
-        for keyword in (
-            "SOPInstanceUID",
-            "SeriesInstanceUID",
-            "StudyInstanceUID",
-            "FrameOfReferenceUID",
-            "PatientName",
-        ):
-            value = str(ds.get(keyword, "") or "")
-            if len(value) >= 6:
-                found.add(value)
-    return found
-
-
 def run_imaging(root: Path, frame: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validation then convert, as the pipeline runs them; returns (geometry, all failures)."""
     report = validate_manifest(frame, base=root)
@@ -339,6 +318,6 @@ def test_broken_patient_is_named_and_others_go_on(
     assert sorted(geometry["patient_id"]) == sorted(survivors["patient_id"])
     # No DICOM identifier (UID, name, file name) of any input in a message or a warning.
     said = messages + " | " + " | ".join(geometry.get("warnings", pd.Series(dtype=str)).astype(str))
-    leaked = sorted(i for i in _identifiers(cohort_copy) if i in said)
+    leaked = leaks([("messages", said)], dicom_identifiers(cohort_copy))
     assert not leaked, leaked
     assert len(survivors) == len(frame) - (2 if breaker is duplicate_patient_id else 1)
