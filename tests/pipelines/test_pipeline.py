@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 import yaml
+from pydicom.uid import generate_uid
 
 from pipelines.compile import compile_pipeline
+from tests.identifiers import dicom_identifiers, leaks, readable_text
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +152,39 @@ def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.pipeline
+def _name_slices_by_uid_and_break(cohort: Path, manifest: pd.DataFrame) -> None:
+    """CT slices named by their SOPInstanceUIDs (as many PACS export them); patient 0's folder
+    gains a copy of its series under new UIDs (read, with a warning); one slice of patient 5 is
+    cut in half (a failure)."""
+    for k, row in manifest.iterrows():
+        folder = cohort / row["image"]
+        files = sorted(folder.glob("*.dcm"))
+        for path in files:
+            ds = pydicom.dcmread(path)
+            path.rename(folder / f"{ds.SOPInstanceUID}.dcm")
+            if k == 0:
+                ds.SeriesInstanceUID = f"{ds.SeriesInstanceUID}.2"
+                ds.SOPInstanceUID = generate_uid()
+                ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm")
+        if k == 5:
+            victim = sorted(folder.glob("*.dcm"))[len(files) // 2]
+            victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+
+
 def test_pipeline_runs_locally(
-    small_cohort_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cohort_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from kfp import local
 
     from pipelines.pipeline import lungsurv_pipeline
 
-    manifest = pd.read_csv(small_cohort_dir / "manifest.csv")
+    manifest = pd.read_csv(cohort_copy / "manifest.csv")
+    _name_slices_by_uid_and_break(cohort_copy, manifest)
+    # The manifest's own paths travel with the cohort (convert reads them): the RTSTRUCT's file
+    # name is the operator's text, not read from DICOM; every other file name is.
+    identifiers = dicom_identifiers(cohort_copy) - {Path(m).name for m in manifest["mask"]}
     for column in ("image", "mask"):
-        manifest[column] = [str(small_cohort_dir / v) for v in manifest[column]]
-    manifest.loc[5, "roi"] = "GTV-9"  # one broken patient: reported, the others go on
+        manifest[column] = [str(cohort_copy / v) for v in manifest[column]]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
@@ -181,7 +206,11 @@ def test_pipeline_runs_locally(
     assert sorted(geometry["patient_id"]) == sorted(set(manifest["patient_id"]) - {broken})
     assert len(rings) == 3 * 7 and set(rings["roi"]) == {"ring_3mm", "ring_6mm", "ring_9mm"}
     assert list(failures["patient_id"]) == [broken]
-    assert "ROI 'GTV-9' not found" in failures["message"].iloc[0]
+    assert "corrupt DICOM file" in failures["message"].iloc[0]
+    assert (
+        "2 CT series"
+        in geometry.loc[geometry["patient_id"] == manifest.loc[0, "patient_id"], "warnings"].iloc[0]
+    )
     features = pd.read_parquet(gathered["features"])
     assert features.shape == (7 * 4, 3 + 1316)
     assert set(features["roi"]) == {"gtv", "ring_3mm", "ring_6mm", "ring_9mm"}
@@ -222,7 +251,12 @@ def test_pipeline_runs_locally(
         assert len(re.findall(rf"{stage}: patient \d+/\d+ ", log)) == (
             8 if stage == "convert" else 7
         )
-    assert f"convert: patient {broken} failed: ROI 'GTV-9' not found" in log
+    assert f"convert: patient {broken} failed: corrupt DICOM file" in log
+    # No DICOM identifier (UID, patient name, slice file name) in any artifact or log line.
+    artifacts = [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
+    assert len(artifacts) > 40 and len(identifiers) > 8 * 30
+    texts = [(str(p.relative_to(tmp_path)), readable_text(p)) for p in artifacts]
+    assert not leaks([*texts, ("log", log)], identifiers)
     assert (
         len(re.findall(r"epoch \d/2: train loss .* validation C-index .* learning rate ", log)) == 4
     )
