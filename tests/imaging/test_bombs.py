@@ -72,6 +72,48 @@ def test_a_bomb_is_refused_from_its_header_within_the_budget(make, tmp_path: Pat
     assert peak < BUDGET_BYTES
 
 
+UNZIP = """
+import json, resource, sys
+from pathlib import Path
+from lungsurv.imaging.dicom_zip import unpack_dicom_zip
+try:
+    unpack_dicom_zip(Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]))
+    outcome = "unpacked"
+except Exception as error:
+    outcome = f"{type(error).__name__}: {error}"
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"outcome": outcome, "peak_kib": peak_kib}))
+"""
+
+
+@pytest.mark.slow
+def test_a_zip_bomb_is_stopped_at_the_member_limit_within_the_budget(tmp_path: Path) -> None:
+    """A zip of about 600 kB whose one member unpacks to 600 MiB (the limit is 512 MiB), at the
+    real limits, in a fresh process: refused while streaming, peak RSS measured."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("export/CT/slice.dcm", "w", force_zip64=True) as member,
+    ):
+        for _ in range(600):
+            member.write(bytes(2**20))
+    assert bomb.stat().st_size < 2**20
+    done = subprocess.run(
+        [sys.executable, "-c", UNZIP, str(bomb), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "zip member 1 of 1 unpacks to more than 512 MiB" in result["outcome"], result
+    peak = result["peak_kib"] * 1024
+    print(f"zip bomb: peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < BUDGET_BYTES
+
+
 def _pair(tmp_path: Path, mask: np.ndarray, spacing: tuple[float, ...] = (1, 1, 1)) -> dict:
     ct = sitk.GetImageFromArray(np.full(mask.shape, -500, np.int16))
     ct.SetSpacing(spacing)

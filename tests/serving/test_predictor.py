@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import subprocess
 import sys
 import time
@@ -161,9 +162,21 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(bundle_and_reference: tuple[Path, pd.Series], server_log: Path) -> Iterator[str]:
-    for url, _ in _serve(bundle_and_reference[0], server_log):
-        yield url
+def server_process(
+    bundle_and_reference: tuple[Path, pd.Series], server_log: Path
+) -> Iterator[tuple[str, int]]:
+    yield from _serve(bundle_and_reference[0], server_log)
+
+
+@pytest.fixture(scope="module")
+def server(server_process: tuple[str, int]) -> str:
+    return server_process[0]
+
+
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (Linux: VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
 
 
 @pytest.fixture(scope="module")
@@ -708,6 +721,10 @@ def test_a_body_over_the_limit_gets_a_413_before_it_is_read(
     assert response.status == 413
     connection.close()
     assert _call(f"{server}/v2/health/ready")[0] == 200
+    if processes == 1:  # the body never grew the server past the pod's 4 GiB
+        peak = _peak_rss(request.getfixturevalue("server_process")[1])
+        print(f"server peak RSS after the body bombs: {peak / 2**20:.0f} MiB")
+        assert peak < 4 * 2**30
 
 
 def test_json_with_a_charset_is_json(server: str, patients: pd.DataFrame) -> None:
