@@ -179,7 +179,9 @@ def test_tnm_baseline_is_fitted_on_training_patients_only() -> None:
     selection = select_features(features, manifest, is_train)
     assert "TNM" in selection.scores.columns
     known = manifest["overall_stage"].notna().to_numpy()
-    c = c_index(manifest["time_days"][known], manifest["event"][known], scores[known])
+    c = c_index(
+        time=manifest["time_days"][known], event=manifest["event"][known], risk=scores[known]
+    )
     assert 0 <= c <= 1
 
 
@@ -260,8 +262,12 @@ def test_planted_features_are_recovered_and_the_model_nears_the_oracle() -> None
                     features, manifest, is_train, selection=selection, variance=variance
                 )
             test = scores[scores["split"] == "test"]
-            oracle = c_index(test["time_days"], test["event"], eta[test["patient_id"]])
-            found.append(oracle - c_index(test["time_days"], test["event"], test["risk"]))
+            oracle = c_index(
+                time=test["time_days"], event=test["event"], risk=eta[test["patient_id"]]
+            )
+            found.append(
+                oracle - c_index(time=test["time_days"], event=test["event"], risk=test["risk"])
+            )
         chosen = {
             (block.name, int(feature[-3:]))
             for block in model.params_.blocks

@@ -66,18 +66,24 @@ def test_hazard_ratio_equals_lifelines(clinical: pd.DataFrame) -> None:
 
 def test_c_index_two_implementations_agree(clinical: pd.DataFrame) -> None:
     risk = clinical["age"].to_numpy()
-    ours = c_index(clinical["Survival.time"], clinical["deadstatus.event"], risk)
+    ours = c_index(time=clinical["Survival.time"], event=clinical["deadstatus.event"], risk=risk)
     # lifelines scores concordance of predicted survival times: the negative risk.
     theirs = concordance_index(clinical["Survival.time"], -risk, clinical["deadstatus.event"])
     assert ours == pytest.approx(theirs, abs=1e-12)
+    with pytest.raises(TypeError):  # sksurv's (event, time, estimate) order cannot slip in
+        c_index(clinical["deadstatus.event"], clinical["Survival.time"], risk)  # type: ignore[misc]
 
 
 def test_bootstrap_interval_contains_the_estimate_and_is_seeded(clinical: pd.DataFrame) -> None:
-    args = (clinical["Survival.time"], clinical["deadstatus.event"], clinical["age"])
-    first = bootstrap_c_index(*args, n_resamples=200, seed=3)
+    args = {
+        "time": clinical["Survival.time"],
+        "event": clinical["deadstatus.event"],
+        "risk": clinical["age"],
+    }
+    first = bootstrap_c_index(**args, n_resamples=200, seed=3)
     assert first.low <= first.value <= first.high
-    assert first == bootstrap_c_index(*args, n_resamples=200, seed=3)
-    assert first != bootstrap_c_index(*args, n_resamples=200, seed=4)
+    assert first == bootstrap_c_index(**args, n_resamples=200, seed=3)
+    assert first != bootstrap_c_index(**args, n_resamples=200, seed=4)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,9 @@ def test_bootstrap_interval_contains_the_estimate_and_is_seeded(clinical: pd.Dat
 )
 def test_bootstrap_arguments_are_checked(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        bootstrap_c_index(np.array([1.0, 2.0]), np.array([1, 0]), np.array([0.1, 0.2]), **kwargs)
+        bootstrap_c_index(
+            time=np.array([1.0, 2.0]), event=np.array([1, 0]), risk=np.array([0.1, 0.2]), **kwargs
+        )
 
 
 def test_single_group_logrank_is_undefined() -> None:

@@ -64,11 +64,33 @@ def test_constant_and_all_nan_columns_are_never_selected(planted) -> None:
     assert support[0] and support[1] and not support[-1] and not support[-2]
 
 
-def test_partial_nan_is_an_error(planted) -> None:
+@pytest.mark.parametrize("layer", ["univariate", "signature", "fusion"])
+def test_missing_values_are_one_named_error_in_every_layer(planted, layer: str) -> None:
+    """One NaN policy: a column with some values missing is refused by name, in the univariate
+    filter, the signature and the fusion (which used to crash inside PCA), never imputed."""
+    from lungsurv.survival.fusion import FusionModel
+
     X, y, _ = planted
+    X = X.copy()
     X.iloc[3, 5] = np.nan
-    with pytest.raises(ValueError, match="NaN in 1 column"):
-        UnivariateCoxSelector().fit(X, y)
+    name = str(X.columns[5])
+    with pytest.raises(ValueError, match=rf"missing values in 1 column\(s\): \['{name}'\]"):
+        if layer == "univariate":
+            UnivariateCoxSelector().fit(X, y)
+        elif layer == "signature":
+            CoxSignature().fit(X, y)
+        else:
+            FusionModel().fit({"gtv": X}, y)
+
+
+def test_a_signature_refuses_to_score_rows_with_missing_selected_features(planted) -> None:
+    X, y, _ = planted
+    signature = CoxSignature().fit(X, y)
+    first = signature.selected_features_[0]
+    broken = X.copy()
+    broken.loc[broken.index[0], first] = np.nan
+    with pytest.raises(ValueError, match=f"missing values in selected feature.*{first}"):
+        signature.predict(broken)
 
 
 def test_no_feature_passes_gives_an_empty_signature(planted) -> None:
@@ -121,3 +143,75 @@ def test_target_must_be_structured(planted) -> None:
     X, _, _ = planted
     with pytest.raises(ValueError, match="structured array"):
         UnivariateCoxSelector().fit(X, np.ones(len(X)))
+
+
+def test_the_selection_does_not_depend_on_the_row_order() -> None:
+    """Weak effects among many noise features (where the folds matter): three orders of one
+    training set, patient ids as the index, select the same features with the same weights."""
+    rng = np.random.default_rng(11)
+    n = 120
+    X = pd.DataFrame(
+        rng.standard_normal((n, 120)),
+        columns=[f"f{i}" for i in range(120)],
+        index=[f"P{k:03d}" for k in range(n)],
+    )
+    eta = 0.35 * X["f0"] - 0.3 * X["f1"] + 0.25 * X["f2"]
+    time = rng.exponential(np.exp(-eta)) * 400 + 1
+    censor = rng.uniform(50, 1500, n)
+    y = Surv.from_arrays(time <= censor, np.minimum(time, censor))
+    fits = []
+    for seed in (0, 1, 2):
+        order = np.random.default_rng(seed).permutation(n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(CoxSignature(cv_rule="min").fit(X.iloc[order], y[order]))
+    assert fits[0].selected_features_, "nothing selected: the test would show nothing"
+    for other in fits[1:]:
+        assert other.selected_features_ == fits[0].selected_features_
+        np.testing.assert_allclose(other.coef_, fits[0].coef_, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_splits", [2, 5, 10])
+def test_folds_come_from_the_ids_stratified_by_event(n_splits: int) -> None:
+    from lungsurv.survival.selection import assign_folds
+
+    rng = np.random.default_rng(n_splits)
+    ids = [f"P{k}" for k in range(53)]
+    event = rng.random(53) < 0.6
+    fold = assign_folds(ids, event, n_splits, seed=4)
+    order = rng.permutation(53)
+    again = assign_folds([ids[i] for i in order], event[order], n_splits, seed=4)
+    assert np.array_equal(again, fold[order])
+    for part in (event, ~event):
+        counts = np.bincount(fold[part], minlength=n_splits)
+        assert counts.max() - counts.min() <= 1
+    assert not np.array_equal(assign_folds(ids, event, n_splits, seed=5), fold)
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        lambda time, event: (time > 730).astype(float),
+        lambda time, event: event.astype(float),
+        lambda time, event: -np.log(time),
+    ],
+    ids=["time>730", "event", "log-time"],
+)
+def test_a_feature_that_is_a_function_of_the_outcome_is_refused(planted, leak) -> None:
+    X, y, _ = planted
+    leaky = X.assign(followup_flag=leak(y["time"], y["event"]))
+    with pytest.raises(ValueError, match=r"functions of the outcome.*\['followup_flag'\]"):
+        CoxSignature().fit(leaky, y)
+    CoxSignature().fit(X, y)  # the strongest planted features are not mistaken for one
+
+
+def test_estimators_score_with_harrells_c_index(planted) -> None:
+    from lungsurv.survival.fusion import FusionModel
+    from lungsurv.survival.metrics import c_index
+
+    X, y, _ = planted
+    signature = CoxSignature().fit(X, y)
+    expected = c_index(time=y["time"], event=y["event"], risk=signature.predict(X))
+    assert signature.score(X, y) == expected > 0.7
+    fusion = FusionModel().fit({"gtv": X}, y)  # a GTV block alone fits and scores
+    assert fusion.score({"gtv": X}, y) > 0.7

@@ -333,7 +333,7 @@ class _Run:
             )
         )
         has_events = event.any() and np.ptp(risk) > 0
-        return loss, (c_index(time, event, risk) if has_events else float("nan"))
+        return loss, (c_index(time=time, event=event, risk=risk) if has_events else float("nan"))
 
     def checkpoint(self, checkpoint_dir: Path, improved: bool) -> None:
         """The best weights (when they changed) and everything a resumed run needs."""

@@ -48,7 +48,11 @@ def discrimination_table(
             if part.empty or part[model].nunique() < 2 or not part["event"].any():
                 continue
             estimate = bootstrap_c_index(
-                part["time_days"], part["event"], part[model], n_resamples=n_resamples, seed=seed
+                time=part["time_days"],
+                event=part["event"],
+                risk=part[model],
+                n_resamples=n_resamples,
+                seed=seed,
             )
             rows.append(
                 {

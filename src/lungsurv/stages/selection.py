@@ -34,7 +34,7 @@ from lungsurv.core.tables import write_parquet
 from lungsurv.survival.cox import univariate_cox
 from lungsurv.survival.fusion import BlockParameters, feature_blocks
 from lungsurv.survival.metrics import c_index
-from lungsurv.survival.selection import CoxSignature
+from lungsurv.survival.selection import CoxSignature, assign_folds
 
 SELECTED_FILE = "selected_features.parquet"
 SELECTION_FILE = "selection.json"
@@ -245,7 +245,7 @@ def select_features(
     for combo in combos:
         joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
         signature = _fit_signature(
-            joined.loc[cohort.train], cohort.y, random_state=random_state, **params
+            joined.loc[cohort.train], cohort.y, combo, random_state=random_state, **params
         )
         name = signature_name(combo)
         signature_blocks[name] = list(combo)
@@ -269,11 +269,16 @@ def select_features(
     )
 
 
-def _fit_signature(x: pd.DataFrame, y: np.ndarray, **params: Any) -> CoxSignature:
-    """A :class:`CoxSignature` fitted quietly (lifelines/sksurv convergence chatter)."""
+def _fit_signature(
+    x: pd.DataFrame, y: np.ndarray, blocks: Sequence[str] = (), **params: Any
+) -> CoxSignature:
+    """A :class:`CoxSignature` of ``blocks`` fitted quietly (lifelines/sksurv convergence
+    chatter). Deep features may order the training pairs perfectly: the network learnt them
+    from these outcomes (the paper's design), so they are not refused as outcome functions."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return CoxSignature(**params).fit(x, y)
+        refuse = DL_ROI not in blocks
+        return CoxSignature(refuse_outcome_functions=refuse, **params).fit(x, y)
 
 
 def overall_stage_number(stage: pd.Series) -> pd.Series:
@@ -316,23 +321,23 @@ def choose_ring(
     ``n_folds`` folds and scored on the held-out fold: the in-sample C-index of a signature
     rewards rings whose noise features happened to pass the filter.
     """
-    from sklearn.model_selection import StratifiedKFold
 
     cohort = _assemble(features, manifest, is_train, list(rings))
     event, time = cohort.y["event"], cohort.y["time"]
-    folds = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
+    fold = assign_folds(cohort.train, event, n_folds, seed=random_state)
     scores: dict[str, float] = {}
     for ring in rings:
         block = cohort.blocks[ring].loc[cohort.train]
         values = []
-        for train, held_out in folds.split(block, event):
+        for k in range(n_folds):
+            train, held_out = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             signature = _fit_signature(
                 block.iloc[train], cohort.y[train], random_state=random_state, **signature_params
             )
             risk = signature.predict(block.iloc[held_out])
             held = event[held_out]
             usable = held.any() and np.ptp(risk) > 0
-            values.append(c_index(time[held_out], held, risk) if usable else 0.5)
+            values.append(c_index(time=time[held_out], event=held, risk=risk) if usable else 0.5)
         scores[ring] = float(np.mean(values))
     best = max(rings, key=lambda r: (round(scores[r], 12), -list(rings).index(r)))
     return best, scores

@@ -88,7 +88,9 @@ class CohortTraining:
                     {
                         "model": model,
                         "cohort": split,
-                        "c_index": c_index(part["time_days"], part["event"], part[column])
+                        "c_index": c_index(
+                            time=part["time_days"], event=part["event"], risk=part[column]
+                        )
                         if usable
                         else float("nan"),
                         "patients": len(part),

@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from lungsurv.survival.cox import survival_arrays
+from lungsurv.survival.metrics import c_index
 from lungsurv.survival.selection import CoxSignature
 
 
@@ -209,6 +210,11 @@ class FusionModel(BaseEstimator):
         """The combined risk (Cox linear predictor on the components)."""
         check_is_fitted(self, "params_")
         return score(blocks, self.params_)["risk"]
+
+    def score(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> float:
+        """Harrell's C-index of the combined risk on ``(blocks, y)``."""
+        event, time = survival_arrays(y)
+        return c_index(time=time, event=event, risk=self.predict(blocks))
 
     def loadings(self) -> pd.DataFrame:
         """PCA loadings (rows: ``block:feature``, columns: PC1..PCk), the paper's Figure 5."""

@@ -28,8 +28,12 @@ class Estimate:
         return f"{self.value:.3f} ({self.low:.3f}-{self.high:.3f})"
 
 
-def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C-index: the share of comparable pairs that ``risk`` orders correctly."""
+def c_index(*, time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's C-index: the share of comparable pairs that ``risk`` orders correctly.
+
+    Keyword-only: scikit-survival's ``concordance_index_censored`` takes ``(event, time,
+    estimate)``, lifelines' ``concordance_index`` ``(time, -risk, event)``; passing either
+    order positionally here would silently give another number."""
     from sksurv.metrics import concordance_index_censored
 
     event = np.asarray(event, dtype=bool)
@@ -39,10 +43,10 @@ def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
 
 
 def bootstrap_c_index(
+    *,
     time: np.ndarray,
     event: np.ndarray,
     risk: np.ndarray,
-    *,
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -58,10 +62,10 @@ def bootstrap_c_index(
     for _ in range(n_resamples):
         rows = rng.integers(0, len(time), len(time))
         if event[rows].any():
-            values.append(c_index(time[rows], event[rows], risk[rows]))
+            values.append(c_index(time=time[rows], event=event[rows], risk=risk[rows]))
     tail = (1 - level) / 2
     low, high = np.nanquantile(values, [tail, 1 - tail]) if values else (np.nan, np.nan)
-    return Estimate(c_index(time, event, risk), float(low), float(high))
+    return Estimate(c_index(time=time, event=event, risk=risk), float(low), float(high))
 
 
 def kaplan_meier(time: np.ndarray, event: np.ndarray) -> pd.DataFrame:

@@ -24,15 +24,19 @@ Degenerate cases, each with a test:
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from lungsurv.survival.cox import partial_log_likelihood, survival_arrays, univariate_cox
+from lungsurv.survival.metrics import c_index
 
 
 class UnivariateCoxSelector(SelectorMixin, BaseEstimator):
@@ -48,16 +52,12 @@ class UnivariateCoxSelector(SelectorMixin, BaseEstimator):
     def fit(self, X: Any, y: np.ndarray) -> UnivariateCoxSelector:
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        names = [str(c) for c in getattr(X, "columns", [])]
         X = np.asarray(X, dtype=float)
         event, time = survival_arrays(y)
         if X.ndim != 2 or len(X) != len(time):
             raise ValueError(f"X has shape {X.shape}, y has {len(time)} rows")
-        partial_nan = np.isnan(X).any(axis=0) & ~np.isnan(X).all(axis=0)
-        if partial_nan.any():
-            raise ValueError(
-                f"X holds NaN in {int(partial_nan.sum())} column(s) (first: "
-                f"{int(np.argmax(partial_nan))}); impute before selecting"
-            )
+        refuse_missing(X, names, "X")
         self.n_features_in_ = X.shape[1]
         self.coef_, self.se_, self.pvalues_ = univariate_cox(X, event, time)
         if not np.any(self.pvalues_ < self.alpha):
@@ -104,7 +104,6 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: np.ndarray) -> LassoCoxSelector:
-        from sklearn.model_selection import KFold, StratifiedKFold
         from sksurv.linear_model import CoxnetSurvivalAnalysis
 
         if self.n_folds < 2:
@@ -113,6 +112,7 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
             raise ValueError(f"scoring must be one of {CV_SCORINGS}, got {self.scoring!r}")
         if self.rule not in CV_RULES:
             raise ValueError(f"rule must be one of {CV_RULES}, got {self.rule!r}")
+        keys = _row_keys(X)
         X = np.asarray(X, dtype=float)
         event, _ = survival_arrays(y)
         self.n_features_in_ = X.shape[1]
@@ -140,12 +140,9 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         ).fit(X, y)
         alphas = path.alphas_
         scores = np.full((n_splits, len(alphas)), np.nan)
-        # Stratify by event when both classes fill every fold; otherwise plain shuffled folds.
-        stratified = min(n_events, int((~event).sum())) >= n_splits
-        folds = (StratifiedKFold if stratified else KFold)(
-            n_splits, shuffle=True, random_state=self.random_state
-        )
-        for k, (train, test) in enumerate(folds.split(X, event)):
+        fold = assign_folds(keys, event, n_splits, seed=self.random_state)
+        for k in range(n_splits):
+            train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             scores[k] = _fold_scores(X, y, train, test, alphas, self.scoring)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an alpha no fold could score
@@ -163,6 +160,61 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         if np.all(np.isnan(self.coef_)):
             return np.ones(self.n_features_in_, dtype=bool)
         return self.coef_ != 0
+
+
+def refuse_missing(values: np.ndarray, names: Sequence[str], what: str) -> None:
+    """The one NaN policy of every layer: a column with some values missing is an error that
+    names it (impute on the training rows, or drop it, before); an all-NaN column is a feature
+    nobody could compute and is never selected."""
+    partial = np.isnan(values).any(axis=0) & ~np.isnan(values).all(axis=0)
+    if partial.any():
+        columns = [str(names[i]) if len(names) else str(i) for i in np.flatnonzero(partial)]
+        raise ValueError(
+            f"{what} has missing values in {len(columns)} column(s): {columns[:8]}"
+            f"{' ...' if len(columns) > 8 else ''}; impute them on the training rows or drop them"
+        )
+
+
+def outcome_functions(
+    values: np.ndarray, y: np.ndarray, *, min_pairs: int = 100, chunk: int = 256
+) -> np.ndarray:
+    """Columns that are a function of the outcome (``time > 730``, the event flag, the time
+    itself): among the comparable pairs where the column differs, it orders every pair the same
+    way, as no image feature measured on 20 or more patients does. Indices of such columns."""
+    event, time = survival_arrays(y)
+    first, second = np.nonzero(event[:, None] & (time[:, None] < time[None, :]))
+    flagged = []
+    for start in range(0, values.shape[1], chunk):
+        block = values[:, start : start + chunk]
+        difference = block[first] - block[second]
+        higher = np.sum(difference > 0, axis=0)
+        lower = np.sum(difference < 0, axis=0)
+        informative = higher + lower
+        perfect = (informative >= min_pairs) & ((higher == 0) | (lower == 0))
+        flagged.extend(start + np.flatnonzero(perfect))
+    return np.asarray(flagged, dtype=int)
+
+
+def _row_keys(X: Any) -> list[str]:
+    """What identifies each row whatever the table's order: a DataFrame's index (patient ids),
+    else the row's values."""
+    if isinstance(X, pd.DataFrame):
+        return [str(v) for v in X.index]
+    return [np.asarray(row, dtype=float).tobytes().hex() for row in np.asarray(X)]
+
+
+def assign_folds(keys: Sequence[str], event: np.ndarray, n_splits: int, *, seed: int) -> np.ndarray:
+    """The cross-validation fold of each row, from a seeded hash of its key (a patient id):
+    the same patients get the same folds whatever the order of the rows. Stratified by event:
+    the events, then the censored rows, are dealt to the folds in turn in hash order."""
+    rank = [hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).digest() for k in keys]
+    fold = np.empty(len(keys), dtype=int)
+    dealt = 0
+    for rows in (np.flatnonzero(event), np.flatnonzero(~np.asarray(event, bool))):
+        rows = rows[np.argsort([rank[i] for i in rows], kind="stable")]
+        fold[rows] = (dealt + np.arange(len(rows))) % n_splits
+        dealt += len(rows)
+    return fold
 
 
 CV_SCORINGS: tuple[str, ...] = ("deviance", "c_index")
@@ -229,7 +281,9 @@ class CoxSignature(BaseEstimator):
 
     Fitted attributes: ``scaler_``, ``univariate_``, ``lasso_``, ``selected_`` (indices into
     the input columns), ``selected_features_`` (their names when X is a DataFrame), ``coef_``.
-    With no feature selected the signature predicts 0 for every patient.
+    With no feature selected the signature predicts 0 for every patient. Candidate features
+    with missing values, and (``refuse_outcome_functions``) features that are a function of the
+    outcome, are refused by name; deep features learnt from these very outcomes are exempt.
     """
 
     def __init__(
@@ -241,6 +295,7 @@ class CoxSignature(BaseEstimator):
         cv_scoring: str = "deviance",
         cv_rule: str = "1se",
         random_state: int = 0,
+        refuse_outcome_functions: bool = True,
     ) -> None:
         self.alpha = alpha
         self.n_folds = n_folds
@@ -248,6 +303,7 @@ class CoxSignature(BaseEstimator):
         self.cv_scoring = cv_scoring
         self.cv_rule = cv_rule
         self.random_state = random_state
+        self.refuse_outcome_functions = refuse_outcome_functions
 
     def fit(self, X: Any, y: np.ndarray) -> CoxSignature:
         from sklearn.preprocessing import StandardScaler
@@ -257,9 +313,16 @@ class CoxSignature(BaseEstimator):
         self.n_features_in_ = values.shape[1]
         if names:
             self.feature_names_in_ = np.asarray(names, dtype=object)
+        refuse_missing(values, names, "X")
+        leaks = outcome_functions(values, y) if self.refuse_outcome_functions else np.array([])
+        if leaks.size:
+            leaked = [names[i] if names else str(i) for i in leaks]
+            raise ValueError(
+                f"{len(leaked)} candidate feature(s) are functions of the outcome (they order "
+                f"every comparable pair the same way): {leaked[:8]}; remove them"
+            )
         self.scaler_ = StandardScaler().fit(values)
-        z = np.nan_to_num(self.scaler_.transform(values), nan=0.0)
-        z[:, np.all(np.isnan(values), axis=0)] = np.nan  # keep all-NaN columns unusable
+        z = self.scaler_.transform(values)  # all-NaN columns stay NaN: never selected
         self.univariate_ = UnivariateCoxSelector(alpha=self.alpha).fit(z, y)
         kept = np.flatnonzero(self.univariate_.get_support())
         self.lasso_ = LassoCoxSelector(
@@ -270,7 +333,10 @@ class CoxSignature(BaseEstimator):
             random_state=self.random_state,
         )
         if kept.size:
-            self.lasso_.fit(z[:, kept], y)
+            index = X.index if isinstance(X, pd.DataFrame) else None
+            self.lasso_.fit(
+                pd.DataFrame(z[:, kept], index=index) if index is not None else z[:, kept], y
+            )
             coef = self.lasso_.coef_
             if np.all(np.isnan(coef)):
                 coef = self.univariate_.coef_[kept]
@@ -290,4 +356,17 @@ class CoxSignature(BaseEstimator):
         if not self.selected_.size:
             return np.zeros(len(values))
         z = self.scaler_.transform(values)[:, self.selected_]
+        missing = np.isnan(z).any(axis=0)
+        if missing.any():
+            names = self.selected_features_ or [str(i) for i in self.selected_]
+            raise ValueError(
+                f"X has missing values in selected feature(s) "
+                f"{[names[i] for i in np.flatnonzero(missing)][:8]}; a score needs them all"
+            )
         return z @ self.coef_
+
+    def score(self, X: Any, y: np.ndarray) -> float:
+        """Harrell's C-index of the signature's risk on ``(X, y)``, as scikit-survival's
+        estimators score."""
+        event, time = survival_arrays(y)
+        return c_index(time=time, event=event, risk=self.predict(X))

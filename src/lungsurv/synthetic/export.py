@@ -51,7 +51,11 @@ def oracle_c_index_for(cohort_uri: str, scores: pd.DataFrame, split: str = "test
     part = scores[(scores[SPLIT_COLUMN] == split) & scores["patient_id"].isin(truth.index)]
     if part.empty:
         return None
-    return c_index(part["time_days"], part["event"], truth.loc[part["patient_id"]].to_numpy())
+    return c_index(
+        time=part["time_days"],
+        event=part["event"],
+        risk=truth.loc[part["patient_id"]].to_numpy(),
+    )
 
 
 MANIFEST_FILE = "manifest.csv"
