@@ -37,6 +37,7 @@ from lungsurv.core.layout import (
     RADIOMICS_PARAMS_FILE,
     WEIGHTS_FILE,
     is_radiomics_roi,
+    is_ring,
     ring_distance,
     ring_name,
 )
@@ -98,7 +99,8 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
                 f"the bundle uses radiomics features but has no {RADIOMICS_PARAMS_FILE}"
             )
         radiomics = used_radiomics_params(yaml.safe_load(radiomics_path.read_text()), names)
-    ring = str(params.metadata.get("ring", ""))
+    # The ring the model fuses is its ring block (none for a GTV-only model).
+    ring = next((b.name for b in params.blocks if is_ring(b.name)), None)
     distance = ring_distance(ring) if ring else None
     return ServingModel(
         params=params,

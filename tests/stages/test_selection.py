@@ -283,3 +283,24 @@ def test_planted_features_are_recovered_and_the_model_nears_the_oracle() -> None
     assert np.mean(recalls) >= 0.9
     assert max(false_positives) <= 0.1 * 395
     assert np.mean(gaps[1.0]) <= 0.05
+
+
+def test_a_table_with_only_the_gtv_block_selects_and_fuses(tmp_path: Path) -> None:
+    from lungsurv.stages.selection import Selection, select_features
+    from lungsurv.survival.metrics import c_index
+
+    features, manifest = _cohort()
+    features = features[features["roi"] == "gtv"]
+    is_train = split_cohort(manifest)
+    selection = select_features(features, manifest, is_train)
+    assert selection.ring is None and selection.combined_blocks == ["gtv"]
+    assert set(selection.scores.columns) == {"patient_id", "split", "Rad"}
+    loaded = Selection.load(selection.save(tmp_path / "selection"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, scores = fit_combined(features, manifest, is_train, selection=loaded)
+        direct, _ = fit_combined(features, manifest, is_train)
+    assert [b.name for b in model.params_.blocks] == ["gtv"] and loaded.ring is None
+    assert _bundle_text(model, tmp_path, "a") == _bundle_text(direct, tmp_path, "b")
+    test = scores[scores["split"] == "test"]
+    assert c_index(time=test["time_days"], event=test["event"], risk=test["risk"]) > 0.6

@@ -64,7 +64,9 @@ def fit_combined(
         prefit: list[BlockParameters] | None = selection.block_parameters()
         chosen_automatically = selection.ring_chosen_automatically
     else:
-        blocks = [GTV_ROI, ring] + ([DL_ROI] if has_roi(features, DL_ROI) else [])
+        ring = ring if has_roi(features, ring) else None  # a GTV-only table fuses the GTV
+        blocks = [GTV_ROI, *([ring] if ring else [])]
+        blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
         prefit, chosen_automatically = None, False
     cohort = _assemble(features, manifest, is_train, blocks)
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}

@@ -122,7 +122,8 @@ class Selection:
     table: pd.DataFrame
     signature_blocks: dict[str, list[str]]
     combined_blocks: list[str]
-    ring: str
+    #: The ring the combined model fuses; None for a table without rings (GTV, and DL, only).
+    ring: str | None
     ring_chosen_automatically: bool
     scores: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
@@ -166,7 +167,7 @@ class Selection:
             table=pd.read_parquet(folder / SELECTED_FILE),
             signature_blocks={k: list(v) for k, v in info["signature_blocks"].items()},
             combined_blocks=list(info["combined_blocks"]),
-            ring=str(info["ring"]),
+            ring=None if info["ring"] is None else str(info["ring"]),
             ring_chosen_automatically=bool(info["ring_chosen_automatically"]),
             scores=scores if scores is not None else pd.DataFrame(),
             settings=dict(info.get("settings", {})),
@@ -232,7 +233,7 @@ def select_features(
     """
 
     rings = list(ring_rois(features["roi"]) if rings is None else rings)
-    if combined_ring != "auto" and combined_ring not in rings:
+    if rings and combined_ring != "auto" and combined_ring not in rings:
         raise ValueError(f"combined ring {combined_ring!r} is not among the rings {rings}")
     params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
@@ -253,17 +254,17 @@ def select_features(
         rows += _signature_rows(name, signature)
     if "overall_stage" in manifest.columns:
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
-    ring, ring_scores = combined_ring, {}
-    if combined_ring == "auto":
+    ring, ring_scores = (combined_ring if rings else None), {}
+    if combined_ring == "auto" and rings:
         ring, ring_scores = choose_ring(
             features, manifest, is_train, rings, random_state=random_state, **params
         )
     return Selection(
         table=pd.DataFrame(rows, columns=list(SELECTION_COLUMNS)),
         signature_blocks=signature_blocks,
-        combined_blocks=[GTV_ROI, ring, *extra],
+        combined_blocks=[GTV_ROI, *([ring] if ring else []), *extra],
         ring=ring,
-        ring_chosen_automatically=combined_ring == "auto",
+        ring_chosen_automatically=combined_ring == "auto" and bool(rings),
         scores=scores,
         settings={**params, "random_state": random_state, "ring_cv_c_index": ring_scores},
     )
