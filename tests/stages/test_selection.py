@@ -304,3 +304,37 @@ def test_a_table_with_only_the_gtv_block_selects_and_fuses(tmp_path: Path) -> No
     assert _bundle_text(model, tmp_path, "a") == _bundle_text(direct, tmp_path, "b")
     test = scores[scores["split"] == "test"]
     assert c_index(time=test["time_days"], event=test["event"], risk=test["risk"]) > 0.6
+
+
+@pytest.mark.slow
+def test_the_tnm_baseline_recovers_the_generators_stage_effect() -> None:
+    """The generator's hazard rises with the overall stage (+0.25 per stage, and through the
+    T stage with the tumour's size): on 300 drawn patients (no images) the TNM baseline's
+    coefficient is positive and its C-index above 0.55 (on 2000 patients: 0.574 on the
+    training centre, 0.580 on the others). Below 0.5 on the demo's
+    33 training patients was their draw (coefficient -0.01, standard error 0.19; lifelines
+    agrees): 9 % of 33-patient samples of this cohort give a negative coefficient."""
+    import dataclasses
+
+    from lungsurv.stages.selection import tnm_scores
+    from lungsurv.survival.metrics import c_index
+    from lungsurv.synthetic.phantom import GeneratorConfig, draw_cohort
+
+    drawn = draw_cohort(dataclasses.replace(GeneratorConfig(), n_patients=300))
+    manifest = pd.DataFrame(
+        {
+            "patient_id": [p.patient_id for p in drawn],
+            "center": [p.center.name for p in drawn],
+            "overall_stage": [p.overall_stage for p in drawn],
+            "time_days": [min(p.event_time_days, p.censor_time_days) for p in drawn],
+            "event": [int(p.event_time_days <= p.censor_time_days) for p in drawn],
+        }
+    )
+    is_train = split_cohort(manifest)
+    scores = tnm_scores(manifest, is_train)
+    stage_one = scores[manifest["overall_stage"].to_numpy() == "I"].iloc[0]
+    stage_four = scores[manifest["overall_stage"].to_numpy() == "IIIb"].iloc[0]
+    assert stage_four > stage_one
+    c = c_index(time=manifest["time_days"], event=manifest["event"], risk=scores)
+    print(f"TNM baseline C-index on 300 drawn patients: {c:.3f}")
+    assert c > 0.55
