@@ -23,7 +23,8 @@ def evaluate(
     metrics: Output[Metrics],
 ) -> float:
     """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics.
-    Returns the combined model's test C-index (0 when undefined), which gates deployment."""
+    Returns the combined model's test C-index (0 when undefined or for the null model), which
+    gates deployment."""
     from pathlib import Path
 
     import pandas as pd
@@ -33,6 +34,7 @@ def evaluate(
     from lungsurv.reports.markdown import evaluation_markdown
     from lungsurv.stages.evaluation import evaluate_models, write_tables
     from lungsurv.stages.selection import SELECTED_FILE
+    from lungsurv.stages.trust import is_null_model
     from lungsurv.survival.bundle import load_bundle
     from lungsurv.synthetic.export import oracle_c_index_for
 
@@ -54,4 +56,6 @@ def evaluate(
     Path(summary.path).write_text(evaluation_markdown(result))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    if is_null_model(result.params):
+        return 0.0  # the null model is never deployed, whatever its C-index
     return float(result.metrics.get("test_combined_c_index", 0.0))

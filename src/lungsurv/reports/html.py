@@ -44,6 +44,7 @@ def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>Overall-survival model: evaluation</h1>",
+        _warnings_html(evaluation.warnings),
         "<h2>Headline</h2><ul>"
         + "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in evaluation.metrics.items())
         + "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
@@ -63,6 +64,19 @@ def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation
             parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _warnings_html(warnings: list[str]) -> str:
+    """The model's warnings first, before any number, in a box nobody can miss."""
+    import html
+
+    if not warnings:
+        return "<p id='warnings' style='color:#176117'>No warning: every trust check passed.</p>"
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return (
+        "<section id='warnings' style='border:2px solid #b00020;background:#fdecee;"
+        f"padding:0.5em 1em'><h2>Warnings ({len(warnings)})</h2><ul>{items}</ul></section>"
+    )
 
 
 def curves_html(run: CohortTraining) -> str:

@@ -84,6 +84,12 @@ def imaging_summary_markdown(
 def evaluation_markdown(evaluation: Evaluation) -> str:
     """The headline numbers and Table 3 as Markdown for the KFP UI's Markdown viewer."""
     parts = ["# Overall-survival model: evaluation\n"]
+    if evaluation.warnings:
+        parts.append(f"## Warnings ({len(evaluation.warnings)})\n")
+        parts += [f"- **{w}**" for w in evaluation.warnings]
+        parts.append("")
+    else:
+        parts.append("No warning: every trust check passed.\n")
     parts += [f"- {k}: **{v}**" for k, v in evaluation.metrics.items()]
     parts += [f"- {n}" for n in evaluation.notes]
     parts.append("\n## C-index (95 % bootstrap CI)\n")

@@ -20,6 +20,7 @@ import pandas as pd
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
 from lungsurv.stages.selection import overall_stage_number
+from lungsurv.stages.trust import constant_models, model_warnings
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
 from lungsurv.survival.metrics import (
     bootstrap_c_index,
@@ -345,6 +346,8 @@ class Evaluation:
     tables: dict[str, pd.DataFrame]
     metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    #: Every reason not to trust the model (:func:`lungsurv.stages.trust.model_warnings`).
+    warnings: list[str] = field(default_factory=list)
     #: One column of scores per model (``Combined``, the signatures, ``TNM``) for every patient.
     per_model: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: PCA-fuse's scores (risk, risk group) of every patient.
@@ -388,7 +391,10 @@ def evaluate_models(
     tables = {
         "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),
         "auc": auc_table(per_model, horizons, n_resamples=n_resamples, seed=seed),
-        "delong": delong_table(per_model, horizons),
+        # An empty (constant) signature has nothing to compare: it is left out, with a warning.
+        "delong": delong_table(
+            per_model.drop(columns=constant_models(per_model, model_columns(per_model))), horizons
+        ),
         "calibration": calibration_table(
             scores,
             lambda risk, t: survival_at(risk, [t], params)[:, 0],
@@ -402,6 +408,35 @@ def evaluate_models(
     }
     if selected is not None:
         tables["selected_features"] = selected
+    metrics = _headline_metrics(tables, oracle_c_index)
+    metrics["pca_components"] = int(np.asarray(params.cox_coef).size)
+    warnings = model_warnings(
+        per_model=per_model,
+        scores=scores,
+        params=params,
+        models=model_columns(per_model),
+        test_c_index=metrics.get("test_combined_c_index"),
+        oracle_c_index=oracle_c_index,
+        horizons=horizons,
+    )
+    metrics["model_warnings"] = len(warnings)
+    return Evaluation(
+        tables=tables,
+        metrics=metrics,
+        warnings=warnings,
+        notes=[f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [],
+        per_model=per_model,
+        scores=scores,
+        params=params,
+        horizons=horizons,
+        subgroups=subgroups(manifest) if manifest is not None else {},
+    )
+
+
+def _headline_metrics(
+    tables: dict[str, pd.DataFrame], oracle_c_index: float | None
+) -> dict[str, float]:
+    """The KFP metrics: C-indices, the combined model's test AUCs and hazard ratio, the oracle."""
     metrics: dict[str, float] = {}
     c_table = tables["c_index"]
     for row in c_table[c_table["model"].isin(["Combined", "TNM"])].itertuples():
@@ -416,17 +451,7 @@ def evaluate_models(
         metrics["test_hazard_ratio"] = round(float(overall["hr"].iloc[0]), 4)
     if oracle_c_index is not None:
         metrics["test_oracle_c_index"] = round(float(oracle_c_index), 4)
-    metrics["pca_components"] = int(np.asarray(params.cox_coef).size)
-    return Evaluation(
-        tables=tables,
-        metrics=metrics,
-        notes=[f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [],
-        per_model=per_model,
-        scores=scores,
-        params=params,
-        horizons=horizons,
-        subgroups=subgroups(manifest) if manifest is not None else {},
-    )
+    return metrics
 
 
 def write_tables(evaluation: Evaluation, folder: Path) -> None:

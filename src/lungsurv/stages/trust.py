@@ -1,0 +1,106 @@
+"""Whether a fitted model can be trusted, said before any table: the evaluate stage's warnings.
+
+Each check names what it found, with the numbers; the report shows the list at the top, the
+Markdown summary too, the KFP metrics count them (``model_warnings``), the stage's log repeats
+them, and a null model (no feature selected) is refused for deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN, TEST, TRAIN
+from lungsurv.survival.fusion import ModelParameters, survival_at
+
+logger = logging.getLogger(__name__)
+
+#: Test C-index this far below the oracle's (synthetic cohorts) is a model that failed.
+MAX_ORACLE_GAP = 0.1
+#: Risk groups split more unevenly than this (share of the test cohort in one group).
+MAX_GROUP_SHARE = 0.8
+#: Predicted survival below this is beyond anything the training data can support.
+MIN_SURVIVAL = 1e-6
+
+
+def is_null_model(params: ModelParameters) -> bool:
+    """Whether the combined model uses no feature at all (risk 0 for everyone)."""
+    return sum(len(block.features) for block in params.blocks) == 0
+
+
+def constant_models(per_model: pd.DataFrame, models: Sequence[str]) -> list[str]:
+    """Models whose score is constant (or missing) on the training patients: an empty
+    signature, with nothing to compare."""
+    train = per_model[per_model[SPLIT_COLUMN] == TRAIN]
+    return [m for m in models if train[m].dropna().nunique() < 2]
+
+
+def model_warnings(
+    *,
+    per_model: pd.DataFrame,
+    scores: pd.DataFrame,
+    params: ModelParameters,
+    models: Sequence[str],
+    test_c_index: float | None,
+    oracle_c_index: float | None = None,
+    horizons: Sequence[int] = HORIZONS_DAYS,
+) -> list[str]:
+    """Every reason not to trust the combined model or a signature, as sentences."""
+    found: list[str] = []
+    if is_null_model(params):
+        found.append(
+            "the combined model selected no feature: it is the null model (risk 0 for everyone, "
+            "baseline survival only) and is not deployed"
+        )
+    for model in constant_models(per_model, models):
+        found.append(
+            f"the {model} signature is constant (no feature selected): its C-index is 0.5 by "
+            "construction and it is left out of the DeLong comparisons"
+        )
+    gap = (oracle_c_index or np.nan) - (test_c_index if test_c_index is not None else np.nan)
+    if gap > MAX_ORACLE_GAP:
+        found.append(
+            f"test C-index {test_c_index:.3f} is {gap:.3f} below the oracle's "
+            f"{oracle_c_index:.3f} (the generator's own log-hazard)"
+        )
+    found += _risk_warnings(scores, params, horizons)
+    for sentence in found:
+        logger.warning("model warning: %s", sentence)
+    return found
+
+
+def _risk_warnings(
+    scores: pd.DataFrame, params: ModelParameters, horizons: Sequence[int]
+) -> list[str]:
+    found: list[str] = []
+    train = scores.loc[scores[SPLIT_COLUMN] == TRAIN, "risk"].to_numpy(float)
+    test = scores[scores[SPLIT_COLUMN] == TEST]
+    if len(test):
+        share = float(np.mean(test["risk_group"] == "high"))
+        if max(share, 1 - share) > MAX_GROUP_SHARE:
+            found.append(
+                f"risk groups split {100 * share:.0f}/{100 * (1 - share):.0f} (high/low) on the "
+                f"test cohort: the training median does not separate it"
+            )
+    risk = test["risk"].to_numpy(float)
+    if len(train) and len(risk) and np.ptp(train) > 0:
+        low, high = float(train.min()), float(train.max())
+        outside = int(np.sum((risk < low) | (risk > high)))
+        if outside:
+            found.append(
+                f"{outside} of {len(risk)} test patients have risks outside the training range "
+                f"{low:.2f} to {high:.2f}: the model extrapolates for them"
+            )
+    every = scores["risk"].to_numpy(float)
+    if len(every) and len(horizons):
+        survival = survival_at(every, [max(horizons)], params)[:, 0]
+        tiny = int(np.sum(survival < MIN_SURVIVAL))
+        if tiny:
+            found.append(
+                f"{tiny} patient(s) have a predicted {max(horizons) // 365}-year survival below "
+                f"{MIN_SURVIVAL:g}: risks beyond what the training data support"
+            )
+    return found
