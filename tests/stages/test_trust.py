@@ -116,3 +116,16 @@ def test_the_report_and_summary_open_with_the_warnings() -> None:
     assert "null model" in page and "Warnings (2)" in page
     summary = evaluation_markdown(evaluation)
     assert summary.index("## Warnings (2)") < summary.index("test_combined_c_index")
+
+
+def test_a_constant_combined_model_leaves_nothing_to_compare() -> None:
+    from lungsurv.stages.evaluation import evaluate_models
+
+    per_model, scores = _cohort("")
+    scores["risk"] = 0.0
+    signatures = per_model[["patient_id", "split", "Rad"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluation = evaluate_models(scores, signatures, _params([]), n_resamples=20)
+    assert evaluation.tables["delong"].empty
+    assert any("Combined signature is constant" in w for w in evaluation.warnings)

@@ -391,10 +391,7 @@ def evaluate_models(
     tables = {
         "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),
         "auc": auc_table(per_model, horizons, n_resamples=n_resamples, seed=seed),
-        # An empty (constant) signature has nothing to compare: it is left out, with a warning.
-        "delong": delong_table(
-            per_model.drop(columns=constant_models(per_model, model_columns(per_model))), horizons
-        ),
+        "delong": delong_table(_comparable(per_model), horizons),
         "calibration": calibration_table(
             scores,
             lambda risk, t: survival_at(risk, [t], params)[:, 0],
@@ -431,6 +428,15 @@ def evaluate_models(
         horizons=horizons,
         subgroups=subgroups(manifest) if manifest is not None else {},
     )
+
+
+def _comparable(per_model: pd.DataFrame, reference: str = "Combined") -> pd.DataFrame:
+    """The models DeLong's test can compare: a constant (empty) signature is left out, with a
+    warning; a constant reference leaves nothing to compare against."""
+    constant = constant_models(per_model, model_columns(per_model))
+    if reference in constant:
+        constant = [m for m in model_columns(per_model) if m != reference]
+    return per_model.drop(columns=constant)
 
 
 def _headline_metrics(
