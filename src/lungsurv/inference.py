@@ -48,6 +48,7 @@ from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.params import used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
+from lungsurv.survival.reliability import assess
 
 #: Largest CT or mask a request may send or declare (a 512 x 512 x 300 int16 CT is 150 MB).
 SERVING_MAX_IMAGE_BYTES = 512 * 2**20
@@ -148,16 +149,25 @@ def predict_patient(
     risk = float(scored["risk"][0])
     survival = survival_at(np.array([risk]), HORIZONS_DAYS, model.params)[0]
     shares = contributions(blocks, model.params)
+    qa = _qa(converted.geometry, model)
+    by_horizon = {f"{h // 365}y": float(v) for h, v in zip(HORIZONS_DAYS, survival, strict=True)}
+    reliability = assess(
+        risk=risk,
+        survival=by_horizon,
+        blocks=blocks,
+        params=model.params,
+        warnings=range_warnings(converted.geometry, model.metadata.get("training_ranges", {})),
+    )
     return {
         "patient_id": patient_id,
         "risk": risk,
         "risk_group": "high" if risk > model.params.cutoff else "low",
         "cutoff": float(model.params.cutoff),
-        "survival": {
-            f"{h // 365}y": float(s) for h, s in zip(HORIZONS_DAYS, survival, strict=True)
-        },
+        "survival": by_horizon,
         "contributions": {name: float(v[0]) for name, v in shares.items()},
-        "qa": _qa(converted.geometry, model),
+        "reliable": reliability.pop("reliable"),
+        "reliability": reliability,
+        "qa": qa,
     }
 
 

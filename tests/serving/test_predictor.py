@@ -30,6 +30,7 @@ from lungsurv.stages.radiomics import extract_cohort
 from lungsurv.stages.rings import segment_cohort
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, ModelParameters, feature_blocks, score
+from lungsurv.survival.reliability import training_risk
 from tests.s3 import free_port
 
 FEATURES = {
@@ -103,8 +104,10 @@ def bundle_and_reference(
         cutoff=0.0,
         metadata={"ring": "ring_6mm"},
     )
-    folder = save_bundle(params, root / "bundle", radiomics_params=radiomics)
     reference = pd.Series(score(blocks, params)["risk"], index=blocks["gtv"].index)
+    # These patients are the "training" cohort: their risks are the training distribution.
+    params.metadata["training_risk"] = training_risk(reference.to_numpy())
+    folder = save_bundle(params, root / "bundle", radiomics_params=radiomics)
     return folder, reference
 
 
@@ -427,6 +430,22 @@ def test_a_real_ct_lung1_001(server: str, lung1_row: dict, tmp_path: Path) -> No
         "gtv",
         "ring_6mm",
     }
+    # A real CT against a model trained on eight synthetic phantoms: far outside, and said so.
+    assert prediction["reliable"] is False
+    reasons = " | ".join(prediction["reliability"]["reasons"])
+    assert "training SDs from the training mean" in reasons, reasons
+    assert prediction["reliability"]["out_of_range_features"]
+
+
+def test_a_patient_like_the_training_ones_is_reliable(server: str, patients: pd.DataFrame) -> None:
+    status, body = _call(
+        f"{server}/v1/models/{MODEL}:predict", {"instances": [_instance(patients.iloc[1])]}
+    )
+    assert status == 200, body
+    (prediction,) = body["predictions"]
+    assert prediction["reliable"] is True, prediction["reliability"]
+    assert prediction["reliability"]["reasons"] == []
+    assert 0 <= prediction["reliability"]["risk_percentile"] <= 100
 
 
 def _dicom_zip(

@@ -25,6 +25,7 @@ from lungsurv.stages.selection import (
 )
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, score
+from lungsurv.survival.reliability import training_risk
 
 
 def fit_combined(
@@ -115,6 +116,8 @@ def write_bundle(
     the selection settings, and the network when the model fuses deep features."""
     train_ids = list(scores.loc[scores[SPLIT_COLUMN] == TRAIN, "patient_id"])  # the fitted rows
     model.params_.metadata["training_ranges"] = training_ranges(geometry, train_ids)
+    trained = scores[SPLIT_COLUMN] == TRAIN
+    model.params_.metadata["training_risk"] = training_risk(scores.loc[trained, "risk"].to_numpy())
     return save_bundle(
         model.params_,
         folder,

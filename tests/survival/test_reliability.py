@@ -1,0 +1,68 @@
+"""Whether a new patient lies within what the model was trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lungsurv.survival.fusion import BlockParameters, ModelParameters
+from lungsurv.survival.reliability import (
+    assess,
+    feature_z_scores,
+    risk_percentile,
+    training_risk,
+)
+
+
+def _params(distribution: dict) -> ModelParameters:
+    block = BlockParameters(
+        name="gtv",
+        features=["a", "b"],
+        mean=np.array([10.0, 0.0]),
+        scale=np.array([2.0, 1.0]),
+        signature_coef=np.ones(2),
+    )
+    return ModelParameters(
+        blocks=[block],
+        pca_mean=np.zeros(2),
+        pca_components=np.eye(2),
+        explained_variance_ratio=np.full(2, 0.5),
+        cox_coef=np.ones(2),
+        baseline_times=np.array([400.0]),
+        baseline_survival=np.array([0.8]),
+        cutoff=0.0,
+        metadata={"training_risk": distribution},
+    )
+
+
+def test_the_training_risks_and_a_risks_place_among_them() -> None:
+    risks = np.random.default_rng(0).normal(0, 1, 500)
+    distribution = training_risk(risks)
+    assert len(distribution["quantiles"]) == 21 and distribution["levels"][10] == 0.5
+    assert risk_percentile(float(np.median(risks)), distribution) == pytest.approx(50, abs=1)
+    assert risk_percentile(99.0, distribution) == 100.0
+    assert risk_percentile(0.0, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "risk", "survival", "reason"),
+    [
+        ((11.0, 0.5), 0.1, 0.5, None),
+        ((30.0, 0.5), 0.1, 0.5, "1 of 2 features are more than 4 training SDs"),
+        ((11.0, 0.5), 9.0, 0.5, "risk 9.00 is outside the training risks"),
+        ((11.0, 0.5), 0.1, 1e-9, "predicted survival below 1e-06 at 3y"),
+    ],
+)
+def test_a_prediction_is_reliable_or_says_why_not(values, risk, survival, reason) -> None:
+    params = _params(training_risk(np.linspace(-2, 2, 50)))
+    blocks = {"gtv": pd.DataFrame([dict(zip("ab", values, strict=True))])}
+    assert feature_z_scores(blocks, params)["gtv:a"] == pytest.approx((values[0] - 10) / 2)
+    result = assess(risk=risk, survival={"3y": survival}, blocks=blocks, params=params)
+    assert result["reliable"] is (reason is None)
+    if reason:
+        assert any(reason in r for r in result["reasons"]), result["reasons"]
+    extra = assess(
+        risk=risk, survival={"3y": survival}, blocks=blocks, params=params, warnings=["x"]
+    )
+    assert extra["reliable"] is False and extra["reasons"][0] == "x"
