@@ -51,4 +51,7 @@ def select_features(
     )
     result.save(Path(selection.path))
     write_parquet(result.scores, signature_scores.path)
-    selection.metadata.update({"ring": result.ring, "combined_blocks": result.combined_blocks})
+    empty = sorted(set(result.signature_blocks) - set(result.table["signature"]))
+    selection.metadata.update(
+        {"ring": result.ring, "combined_blocks": result.combined_blocks, "empty_signatures": empty}
+    )

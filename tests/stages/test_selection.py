@@ -338,3 +338,22 @@ def test_the_tnm_baseline_recovers_the_generators_stage_effect() -> None:
     c = c_index(time=manifest["time_days"], event=manifest["event"], risk=scores)
     print(f"TNM baseline C-index on 300 drawn patients: {c:.3f}")
     assert c > 0.55
+
+
+def test_an_empty_signature_is_a_warning_in_the_stage_log(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from lungsurv.stages.selection import select_features
+
+    features, manifest = _cohort()
+    with (
+        caplog.at_level(logging.INFO, logger="lungsurv.stages.selection"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        # No feature can pass a univariate p below 1e-12: every signature comes out empty.
+        selection = select_features(features, manifest, split_cohort(manifest), alpha=1e-12)
+    assert selection.table.empty
+    lines = [r for r in caplog.records if "selected NO feature" in r.getMessage()]
+    assert {r.levelno for r in lines} == {logging.WARNING}
+    assert len(lines) == len(selection.signature_blocks)

@@ -11,6 +11,7 @@ prove it by perturbing the test rows.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from lungsurv.survival.cox import univariate_cox
 from lungsurv.survival.fusion import BlockParameters, feature_blocks
 from lungsurv.survival.metrics import c_index
 from lungsurv.survival.selection import CoxSignature, assign_folds
+
+logger = logging.getLogger(__name__)
 
 SELECTED_FILE = "selected_features.parquet"
 SELECTION_FILE = "selection.json"
@@ -186,6 +189,18 @@ SELECTION_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _log_selection(name: str, signature: CoxSignature) -> None:
+    """One line per signature; an empty one is a warning: it scores everyone 0 (C 0.5)."""
+    n = len(signature.selected_)
+    if n:
+        logger.info("select-features: %s selected %d feature(s)", name, n)
+    else:
+        logger.warning(
+            "select-features: %s selected NO feature: it scores every patient 0 (C-index 0.5)",
+            name,
+        )
+
+
 def _signature_rows(name: str, signature: Any) -> list[dict[str, Any]]:
     rows = []
     for index, coefficient in zip(signature.selected_, signature.coef_, strict=True):
@@ -252,6 +267,7 @@ def select_features(
         signature_blocks[name] = list(combo)
         scores[name] = signature.predict(joined)
         rows += _signature_rows(name, signature)
+        _log_selection(name, signature)
     if "overall_stage" in manifest.columns:
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
     ring, ring_scores = (combined_ring if rings else None), {}
