@@ -21,7 +21,7 @@ CT_HU_RANGE = (-1024.0, 3071.0)
 #: The share of voxels above the range that is still a CT (metal in a few voxels).
 MAX_ABOVE_RANGE_FRACTION = 1e-3
 #: Voxels at or below this are air (lung parenchyma is about -850 HU, air -1000 HU).
-AIR_HU = -500.0
+AIR_THRESHOLD_HU = -500.0
 
 
 def hounsfield_problems(
@@ -39,24 +39,28 @@ def hounsfield_problems(
             f"{hu_range[1]:g} HU (at most {100 * max_above_fraction:g} % in a CT): the values "
             "are not Hounsfield units (a CT stored without its rescale, or not a CT)"
         )
-    if not np.any(values <= AIR_HU):
+    if not np.any(values <= AIR_THRESHOLD_HU):
         return [
-            f"no voxel of air (none at or below {AIR_HU:g} HU): a tight crop, or values that "
-            "are not Hounsfield units"
+            f"no voxel of air (none at or below {AIR_THRESHOLD_HU:g} HU): a tight crop, or "
+            "values that are not Hounsfield units"
         ]
     return []
 
 
-def edge_warnings(mask: sitk.Image, *, name: str = "GTV") -> list[str]:
-    """A warning when ``mask`` touches a face of its volume: it may continue beyond it."""
-    array = sitk.GetArrayViewFromImage(mask)
+def touched_faces(array: np.ndarray) -> list[str]:
+    """The faces of a (z, y, x) volume that a mask array touches, by name."""
     faces = {
         "first slice": array[0],
         "last slice": array[-1],
         "first or last row": np.concatenate([array[:, 0], array[:, -1]]),
         "first or last column": np.concatenate([array[:, :, 0], array[:, :, -1]]),
     }
-    touched = [where for where, face in faces.items() if np.any(face)]
+    return [where for where, face in faces.items() if np.any(face)]
+
+
+def edge_warnings(mask: sitk.Image, *, name: str = "GTV") -> list[str]:
+    """A warning when ``mask`` touches a face of its volume: it may continue beyond it."""
+    touched = touched_faces(sitk.GetArrayViewFromImage(mask))
     if not touched:
         return []
     return [

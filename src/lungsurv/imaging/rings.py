@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
 from lungsurv.imaging.convert import voxel_volume_ml
+from lungsurv.imaging.plausibility import touched_faces
 
 DEFAULT_DISTANCES_MM: tuple[float, ...] = (3.0, 6.0, 9.0)
 
@@ -39,17 +40,6 @@ def outside_distance_mm(gtv: sitk.Image) -> sitk.Image:
         insideIsPositive=False,
         squaredDistance=False,
         useImageSpacing=True,
-    )
-
-
-def _touches_border(array: np.ndarray) -> bool:
-    return bool(
-        array[0].any()
-        or array[-1].any()
-        or array[:, 0].any()
-        or array[:, -1].any()
-        or array[:, :, 0].any()
-        or array[:, :, -1].any()
     )
 
 
@@ -97,7 +87,7 @@ def make_rings(
                 mask=image,
                 n_voxels=n,
                 volume_ml=n * voxel_ml,
-                clipped_by_volume=_touches_border(distance <= d + slack),
+                clipped_by_volume=bool(touched_faces(distance <= d + slack)),
                 removed_by_lung_clip_ml=removed,
             )
         )

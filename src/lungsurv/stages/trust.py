@@ -15,6 +15,7 @@ import pandas as pd
 
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN, TEST, TRAIN
 from lungsurv.survival.fusion import ModelParameters, survival_at
+from lungsurv.survival.reliability import MIN_SURVIVAL
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,6 @@ logger = logging.getLogger(__name__)
 MAX_ORACLE_GAP = 0.1
 #: Risk groups split more unevenly than this (share of the test cohort in one group).
 MAX_GROUP_SHARE = 0.8
-#: Predicted survival below this is beyond anything the training data can support.
-MIN_SURVIVAL = 1e-6
 
 
 def is_null_model(params: ModelParameters) -> bool:
