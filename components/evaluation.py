@@ -52,6 +52,7 @@ def evaluate(
         oracle_c_index=oracle_c_index_for(cohort_uri, combined),
     )
     write_tables(result, Path(tables.path))
+    report.path += ".html"  # a browser opens the downloaded file as a page
     Path(report.path).write_text(evaluation_html(result))
     Path(summary.path).write_text(evaluation_markdown(result))
     for name, value in result.metrics.items():

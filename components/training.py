@@ -56,6 +56,7 @@ def train_se_resnet(
     save_model(run.result, Path(model.path))
     write_parquet(run.features, deep_features.path)
     write_parquet(run.failures, failures.path)
+    curves.path += ".html"  # a browser opens the downloaded file as a page
     Path(curves.path).write_text(curves_html(run))
     for row in run.c_index_table().itertuples():
         metrics.log_metric(f"{row.cohort}_c_index_{row.model}", round(float(row.c_index), 4))

@@ -259,18 +259,18 @@ def main(argv: list[str] | None = None) -> int:
         ("gather-imaging", "summary"),
         ("gather-imaging", "features"),
         ("gather-imaging", "failures"),
-        ("train-se-resnet", "curves"),
+        ("train-se-resnet", "curves.html"),
         ("train-se-resnet", "deep_features"),
         ("select-features", "selection"),
         ("pca-fuse", "bundle"),
         ("pca-fuse", "scores"),
-        ("evaluate", "report"),
+        ("evaluate", "report.html"),
         ("evaluate", "summary"),
         ("evaluate", "tables"),
     ):
         path = latest / step / name
         if path.exists():
-            say(f"  {name:9s} {path}")
+            say(f"  {name.removesuffix('.html'):9s} {path}")
     return 0
 
 

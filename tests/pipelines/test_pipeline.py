@@ -226,7 +226,8 @@ def test_pipeline_runs_locally(
     trained = outputs("train-se-resnet")
     deep = pd.read_parquet(trained["deep_features"])
     assert deep.shape == (7, 3 + 512) and set(deep["roi"]) == {"dl"}
-    assert (trained["model"] / "model.pt").exists() and "3D-ResNet" in trained["curves"].read_text()
+    assert (trained["model"] / "model.pt").exists()
+    assert "3D-ResNet" in trained["curves.html"].read_text()
     selected = outputs("select-features")
     assert (selected["selection"] / "selected_features.parquet").exists()
     signatures = pd.read_parquet(selected["signature_scores"])
@@ -242,7 +243,8 @@ def test_pipeline_runs_locally(
     evaluated = outputs("evaluate")
     tables = {p.stem for p in evaluated["tables"].glob("*.parquet")}
     assert {"c_index", "auc", "delong", "calibration", "risk_groups", "loadings"} <= tables
-    report = evaluated["report"].read_text()
+    assert {"headline", "prediction_error", "calibration_measures", "delong_summary"} <= tables
+    report = evaluated["report.html"].read_text()  # a browser opens it as a page
     assert report.count("data:image/png;base64,") >= 3 and "Table 3" in report
     assert "C-index" in evaluated["summary"].read_text()
     # The components' logs (a pod's log in a cluster) show every patient and every epoch.

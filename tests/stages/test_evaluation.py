@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -141,6 +142,10 @@ def test_the_evaluation_covers_the_papers_tables_and_figures(evaluation) -> None
         "number_at_risk",
         "loadings",
         "selected_features",
+        "prediction_error",
+        "calibration_measures",
+        "headline",
+        "delong_summary",
     }
     models = set(evaluation.tables["c_index"]["model"])
     assert {"Combined", "Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= models
@@ -161,6 +166,30 @@ def test_the_evaluation_covers_the_papers_tables_and_figures(evaluation) -> None
     }
     assert evaluation.metrics["test_oracle_c_index"] == 0.7
     assert 0.5 < evaluation.metrics["test_combined_c_index"] <= 1
+    assert 0 < evaluation.metrics["test_combined_ibs"] < 0.25
+    assert evaluation.metrics["test_calibration_slope"] > 0
+
+
+def test_prediction_error_calibration_and_the_headline_table(evaluation) -> None:
+    error = evaluation.tables["prediction_error"]
+    assert set(error["cohort"]) == {"train", "test"}
+    for cohort in ("train", "test"):
+        rows = error[error["cohort"] == cohort]
+        assert list(rows["measure"]) == ["brier", "brier", "brier", "ibs"]
+        # The planted signal is strong: the model predicts better than the Kaplan-Meier curve.
+        assert rows["estimate"].iloc[-1] < rows["null_model"].iloc[-1]
+    calibration = evaluation.tables["calibration_measures"]
+    test = calibration[calibration["cohort"] == "test"]
+    assert list(test["measure"]) == ["slope", "intercept", "intercept", "intercept"]
+    assert (test["low"] <= test["estimate"]).all() and (test["estimate"] <= test["high"]).all()
+    headline = evaluation.tables["headline"]
+    combined = headline[(headline["model"] == "Combined") & (headline["cohort"] == "test")]
+    assert len(combined) == 1 and combined["c_index_95ci"].str.match(r"0\.\d{3}-0\.\d{3}").all()
+    assert {"auc_1y", "auc_2y", "auc_3y", "ibs", "ibs_null_model"} <= set(headline.columns)
+    assert headline.loc[headline["model"] != "Combined", "ibs"].isna().all()
+    summary = evaluation.tables["delong_summary"]
+    assert "Combined" not in set(summary["model"]) and summary["model"].is_unique
+    assert {"auc_difference_1y", "p_1y", "p_3y"} <= set(summary.columns)
 
 
 def test_html_and_markdown_reports(evaluation) -> None:
@@ -168,9 +197,14 @@ def test_html_and_markdown_reports(evaluation) -> None:
     assert html.count("data:image/png;base64,") == len(evaluation_figures(evaluation))
     for heading in ("Table 3", "Table 4", "DeLong", "Figure 7", "Figures 8-12", "Figure 3"):
         assert heading in html
-    assert "http" not in html.lower().replace("http-equiv", "")  # nothing fetched online
+    for heading in ("Headline", "Brier score", "Calibration slope"):
+        assert heading in html
+    # The warnings come first, then the headline table, before any other table.
+    assert html.index("id='warnings'") < html.index("Headline") < html.index("Table 3")
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)  # base64 may hold "http"
+    assert "http" not in text.lower().replace("http-equiv", "")  # nothing fetched online
     markdown = evaluation_markdown(evaluation)
-    assert "| Combined | test |" in markdown and "test_combined_c_index" in markdown
+    assert "| Combined | test |" in markdown and "Headline" in markdown and "slope" in markdown
 
 
 def test_degenerate_scores_give_empty_tables_with_columns() -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 from lungsurv.core.layout import SPLIT_COLUMN
 from lungsurv.stages.evaluation import RISK_TABLE_DAYS, Evaluation
 from lungsurv.survival.fusion import loadings_frame
-from lungsurv.survival.metrics import kaplan_meier, status_at
+from lungsurv.survival.metrics import kaplan_meier, logrank, status_at
 
 HIGH, LOW = "#d62728", "#1f77b4"
 
@@ -41,61 +41,79 @@ def _png(fig: Any) -> bytes:
 
 
 def _km_panel(
-    ax: Any, part: pd.DataFrame, cutoff: float, title: str, at_days: Sequence[int] = ()
+    ax: Any,
+    part: pd.DataFrame,
+    cutoff: float,
+    title: str,
+    at_days: Sequence[int] = (),
+    table_ax: Any = None,
 ) -> None:
-
-    for label, rows, colour in (
+    """High- vs low-risk curves with + at each censored patient and the log-rank p; with
+    ``table_ax``, the number at risk at ``at_days`` beneath, each count under its tick."""
+    groups = (
         ("high risk", part[part["risk"] > cutoff], HIGH),
         ("low risk", part[part["risk"] <= cutoff], LOW),
-    ):
+    )
+    for label, rows, colour in groups:
         if rows.empty:
             continue
         curve = kaplan_meier(rows["time_days"], rows["event"])
-        ax.step(
-            [0, *curve["time"]],
-            [1.0, *curve["survival"]],
-            where="post",
-            color=colour,
-            label=f"{label} (n={len(rows)})",
-        )
-        if len(at_days):
-            follow_up = rows["time_days"].to_numpy(float)
-            counts = "  ".join(f"{int(np.sum(follow_up >= d)):>4d}" for d in at_days)
-            ax.annotate(
-                f"{label[:4]:4s} at risk {counts}",
-                xy=(0, -0.34 if colour == HIGH else -0.41),  # under the axis labels
-                xycoords="axes fraction",
-                fontsize=7,
-                family="monospace",
-                color=colour,
-            )
-    if len(at_days):
-        header = "  ".join(f"{d:>4d}" for d in at_days)
-        ax.annotate(
-            f"day          {header}",
-            xy=(0, -0.27),
-            xycoords="axes fraction",
-            fontsize=7,
-            family="monospace",
+        times, survival = [0.0, *curve["time"]], [1.0, *curve["survival"]]
+        ax.step(times, survival, where="post", color=colour, label=f"{label} (n={len(rows)})")
+        censored = rows.loc[rows["event"].astype(int) == 0, "time_days"].to_numpy(float)
+        at = np.searchsorted(np.asarray(times), censored, side="right") - 1
+        ax.plot(censored, np.asarray(survival)[at], "+", color=colour, markersize=6)
+    high = (part["risk"] > cutoff).to_numpy()
+    if 0 < high.sum() < len(part) and part["event"].any():
+        _, p_value = logrank(part["time_days"], part["event"], high)
+        ax.text(
+            0.97,
+            0.95,
+            f"log-rank p = {p_value:.2g}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
         )
     ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("days")
     ax.legend(fontsize=7, loc="lower left")
+    if table_ax is None or not len(at_days):
+        ax.set_xlabel("days")
+        return
+    ax.set_xticks(list(at_days))
+    ax.set_xlim(-0.03 * max(at_days), max(at_days) * 1.03)
+    table_ax.set_xlim(ax.get_xlim())
+    table_ax.set_ylim(-0.5, 1.5)
+    for y, (_, rows, colour) in zip((1, 0), groups, strict=True):
+        follow_up = rows["time_days"].to_numpy(float)
+        for day in at_days:
+            count = int(np.sum(follow_up >= day))
+            table_ax.text(day, y, str(count), ha="center", va="center", fontsize=8, color=colour)
+    table_ax.set_yticks([1, 0], ["high", "low"], fontsize=8)
+    table_ax.set_xticks(list(at_days))
+    table_ax.tick_params(axis="x", labelsize=8)
+    table_ax.set_xlabel("days")
+    table_ax.set_title("number at risk", fontsize=8, loc="left")
+    for side in ("top", "right", "left"):
+        table_ax.spines[side].set_visible(False)
+    ax.tick_params(labelbottom=False)
 
 
 def kaplan_meier_png(
     scores: pd.DataFrame, cutoff: float, at_days: Sequence[int] = RISK_TABLE_DAYS
 ) -> bytes:
-    """High- vs low-risk Kaplan-Meier curves, training and test side by side, with the number
-    at risk at ``at_days`` under each panel (Figure 8)."""
+    """High- vs low-risk Kaplan-Meier curves, training and test side by side, with censoring
+    marks, the log-rank p and the number at risk at ``at_days`` under each panel (Figure 8)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, split in zip(axes, ("train", "test"), strict=True):
+    fig, axes = plt.subplots(
+        2, 2, figsize=(10, 5.2), gridspec_kw={"height_ratios": [4, 1]}, sharex="col"
+    )
+    for col, split in enumerate(("train", "test")):
         part = scores[scores[SPLIT_COLUMN] == split]
-        _km_panel(ax, part, cutoff, f"{split} cohort", at_days)
-    axes[0].set_ylabel("overall survival")
-    fig.subplots_adjust(bottom=0.32)
+        _km_panel(axes[0, col], part, cutoff, f"{split} cohort", at_days, table_ax=axes[1, col])
+    axes[0, 0].set_ylabel("overall survival")
+    fig.tight_layout()
     return _png(fig)
 
 

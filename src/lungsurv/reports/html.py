@@ -5,6 +5,8 @@ Figures are embedded as data URIs, so a page reads offline and needs nothing fro
 
 from __future__ import annotations
 
+import pandas as pd
+
 from lungsurv.reports.figures import evaluation_figures, training_curves_png
 from lungsurv.stages.evaluation import Evaluation
 from lungsurv.stages.training import CohortTraining
@@ -12,7 +14,24 @@ from lungsurv.stages.training import CohortTraining
 _SECTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("c_index", "Table 3. Harrell's C-index (95 % bootstrap CI)", None),
     ("auc", "Table 4. Time-dependent AUC at 1, 2 and 3 years (95 % bootstrap CI)", "roc"),
-    ("delong", "DeLong's test: each model's AUC against the combined model's", None),
+    (
+        "delong_summary",
+        "DeLong's test on the test cohort: each model's AUC minus the combined model's, and p "
+        "(every cohort and horizon: delong.parquet)",
+        None,
+    ),
+    (
+        "prediction_error",
+        "Brier score at 1, 2 and 3 years and integrated Brier score (95 % bootstrap CI), beside "
+        "the null model's (the training Kaplan-Meier curve for everyone); lower is better",
+        None,
+    ),
+    (
+        "calibration_measures",
+        "Calibration slope (1 is ideal; below 1: risks spread too widely) and intercept "
+        "(log observed / expected deaths by the horizon; 0 is ideal), 95 % bootstrap CI",
+        None,
+    ),
     ("calibration", "Figure 7. Calibration: predicted vs Kaplan-Meier observed", "calibration"),
     ("risk_groups", "Figures 8-12. Risk groups at the training median", "kaplan_meier"),
     ("number_at_risk", "Number at risk", "subgroups"),
@@ -26,8 +45,11 @@ Time-dependent AUC: scikit-survival's cumulative/dynamic AUC (cases died by t, c
 after t) with censoring weights from the training cohort. ROC curves and DeLong's test: at
 horizon t a case died by t, a control was followed beyond t; patients censored before t are left
 out. Risk groups: high if the combined risk exceeds the training median; hazard ratio high vs low
-(Cox, Wald 95 % CI); log-rank p. TNM: a Cox model on the ordinal overall stage, fitted on the
-training cohort.</p>"""
+(Cox, Wald 95 % CI); log-rank p; + marks a censored patient. Brier score: scikit-survival's, with
+censoring weights from the training cohort; IBS integrates it up to 3 years. Calibration slope:
+the Cox coefficient of the combined risk refitted on the cohort; intercept: log of observed over
+expected deaths by the horizon (Crowson et al. 2016). TNM: a Cox model on the ordinal overall
+stage, fitted on the training cohort.</p>"""
 
 
 def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation") -> str:
@@ -45,10 +67,9 @@ def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>Overall-survival model: evaluation</h1>",
         _warnings_html(evaluation.warnings),
-        "<h2>Headline</h2><ul>"
-        + "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in evaluation.metrics.items())
-        + "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
-        + "</ul>",
+        "<h2>Headline</h2>",
+        _frame_html(evaluation.tables["headline"]) if "headline" in evaluation.tables else "",
+        "".join(f"<p>{html.escape(n)}</p>" for n in evaluation.notes),
         _DEFINITIONS,
     ]
     figures = evaluation_figures(evaluation)
@@ -61,9 +82,17 @@ def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation
             data = base64.b64encode(figures[figure]).decode()
             parts.append(f"<img alt='{figure}' src='data:image/png;base64,{data}'>")
         if table is not None:
-            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+            parts.append(_frame_html(table))
+    metrics = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in evaluation.metrics.items())
+    parts.append(
+        f"<details><summary>KFP metrics of this step</summary><ul>{metrics}</ul></details>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _frame_html(table: pd.DataFrame) -> str:
+    return table.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="")
 
 
 def _warnings_html(warnings: list[str]) -> str:

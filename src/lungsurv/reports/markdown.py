@@ -16,7 +16,7 @@ def _table(frame: pd.DataFrame, columns: list[str], limit: int = 50) -> str:
         cells = []
         for column in columns:
             value = row[column]
-            cells.append(f"{value:.2f}" if isinstance(value, float) else str(value))
+            cells.append(f"{value:.3g}" if isinstance(value, float) else str(value))
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     if len(frame) > limit:
         lines.append(f"\n_{len(frame) - limit} more rows in the Parquet table_")
@@ -90,11 +90,14 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
         parts.append("")
     else:
         parts.append("No warning: every trust check passed.\n")
-    parts += [f"- {k}: **{v}**" for k, v in evaluation.metrics.items()]
     parts += [f"- {n}" for n in evaluation.notes]
-    parts.append("\n## C-index (95 % bootstrap CI)\n")
+    headline = evaluation.tables.get("headline", pd.DataFrame())
+    parts.append("\n## Headline (C-index with 95 % bootstrap CI, AUC at 1/2/3 years, IBS)\n")
+    parts.append(_table(headline, list(headline.columns)))
+    calibration = evaluation.tables.get("calibration_measures", pd.DataFrame())
+    parts.append("\n## Calibration slope and intercept (95 % bootstrap CI)\n")
     parts.append(
-        _table(evaluation.tables["c_index"], ["model", "cohort", "c_index", "ci_low", "ci_high"])
+        _table(calibration, ["cohort", "measure", "horizon_days", "estimate", "low", "high"])
     )
     groups = evaluation.tables["risk_groups"]
     parts.append("\n## Risk groups (high vs low)\n")

@@ -3,8 +3,9 @@
 :func:`evaluate_models` takes PCA-fuse's scores (the combined model), select-features' signature
 scores and the TNM baseline, and computes Table 3 (C-index), Table 4 (time-dependent AUC),
 DeLong's test, calibration, risk groups with hazard ratios and log-rank tests, subgroups and the
-number at risk. The figures and the HTML/Markdown reports are drawn from the result by
-:mod:`lungsurv.reports`.
+number at risk; and beyond the paper (:mod:`lungsurv.stages.accuracy`) the Brier and integrated
+Brier scores, the calibration slope and intercepts, and the one-screen headline table. The
+figures and the HTML/Markdown reports are drawn from the result by :mod:`lungsurv.reports`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
+from lungsurv.stages.accuracy import accuracy_tables, delong_summary, headline_table
 from lungsurv.stages.selection import overall_stage_number
 from lungsurv.stages.trust import constant_models, model_warnings
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
@@ -403,6 +405,9 @@ def evaluate_models(
         "number_at_risk": number_at_risk(scores, cutoff),
         "loadings": loadings_frame(params).reset_index(names="feature"),
     }
+    tables |= accuracy_tables(scores, params, horizons, n_resamples=n_resamples, seed=seed)
+    tables["headline"] = headline_table(tables, per_model)
+    tables["delong_summary"] = delong_summary(tables["delong"])
     if selected is not None:
         tables["selected_features"] = selected
     metrics = _headline_metrics(tables, oracle_c_index)
@@ -455,6 +460,14 @@ def _headline_metrics(
     overall = overall[(overall["subgroup"] == "all") & (overall["cohort"] == "test")]
     if len(overall) and np.isfinite(overall["hr"].iloc[0]):
         metrics["test_hazard_ratio"] = round(float(overall["hr"].iloc[0]), 4)
+    for name, table, measure in (
+        ("test_combined_ibs", "prediction_error", "ibs"),
+        ("test_calibration_slope", "calibration_measures", "slope"),
+    ):
+        rows = tables[table]
+        found = rows[(rows["cohort"] == "test") & (rows["measure"] == measure)]["estimate"]
+        if len(found) and np.isfinite(found.iloc[0]):
+            metrics[name] = round(float(found.iloc[0]), 4)
     if oracle_c_index is not None:
         metrics["test_oracle_c_index"] = round(float(oracle_c_index), 4)
     return metrics
