@@ -4,7 +4,7 @@
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.images import CPU_IMAGE
 
@@ -21,9 +21,11 @@ def select_features(
     lasso_rule: str,
     selection: Output[Dataset],
     signature_scores: Output[Dataset],
+    metrics: Output[Metrics],
     deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
 ):
-    """z-score, univariate Cox, LASSO-Cox per signature; selected features and every score."""
+    """z-score, univariate Cox, LASSO-Cox per signature; selected features and every score.
+    The metrics count each signature's features and the empty signatures (a loud warning)."""
     from pathlib import Path
 
     import pandas as pd
@@ -55,3 +57,6 @@ def select_features(
     selection.metadata.update(
         {"ring": result.ring, "combined_blocks": result.combined_blocks, "empty_signatures": empty}
     )
+    metrics.log_metric("empty_signatures", len(empty))
+    for name, count in result.table["signature"].value_counts().items():
+        metrics.log_metric(f"selected_{name}", int(count))

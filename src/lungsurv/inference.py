@@ -202,10 +202,10 @@ def feature_blocks_of(
     if model.network is not None:
         # Lazily: torch is the optional ``dl`` extra, needed only by bundles with deep features.
         from lungsurv.deep.features import deep_feature_frame, deep_features
-        from lungsurv.deep.transforms import gtv_input
+        from lungsurv.deep.transforms import config_input
 
         network, config = model.network
-        volume = gtv_input(image, gtv, size=config.input_size)[None]
+        volume = config_input(image, gtv, config)[None]
         frame = deep_feature_frame([patient_id], deep_features(network, volume), [0])
         blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:

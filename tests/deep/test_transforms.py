@@ -33,21 +33,58 @@ def test_gtv_input_is_a_zscored_cube() -> None:
     assert masked.shape == volume.shape and not np.allclose(masked, volume)
 
 
+@pytest.mark.parametrize("radius", [4.0, 8.0])
+def test_a_fixed_field_of_view_keeps_the_tumours_physical_size_and_its_hounsfield_units(
+    radius: float,
+) -> None:
+    image, mask = _patient(radius)
+    volume = gtv_input(
+        image, mask, size=16, crop="fixed", field_of_view_mm=32.0, intensity="window"
+    )
+    assert volume.shape == (1, 16, 16, 16) and volume.dtype == np.float32
+    # 2 mm samples: the sphere covers (4/3 pi r^3) / 8 of them, whatever its size.
+    tumour = volume[0] > (-380.0 + 300.0) / 700.0  # above -380 HU, between tumour and lung
+    expected = 4 / 3 * np.pi * radius**3 / 8
+    assert abs(tumour.sum() - expected) / expected < 0.35
+    # Centred on the GTV, not on the volume (the sphere is off-centre in x).
+    assert tumour[8, 8, 8] and volume[0, 8, 8, 8] == pytest.approx((40 + 300) / 700, abs=0.1)
+    # The bounding box crop stretches both radii to fill the cube: the size is lost.
+    bbox = gtv_input(image, mask, size=16)
+    assert (bbox[0] > 0).mean() > 0.3  # a sphere fills about half of its bounding cube
+
+
+def test_a_fixed_field_of_view_past_the_ct_sees_air() -> None:
+    image, mask = _patient()
+    volume = gtv_input(image, mask, size=16, crop="fixed", field_of_view_mm=96, intensity="window")
+    assert volume.min() == -1.0  # -1000 HU beyond the 40 x 48 x 48 mm CT, scaled
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
-    [("empty", "GTV mask is empty"), ("size", "differ in size"), ("tiny", "size must be >= 8")],
+    [
+        ("empty", "GTV mask is empty"),
+        ("size", "differ in size"),
+        ("tiny", "size must be >= 8"),
+        ("crop", "crop must be one of"),
+        ("intensity", "intensity must be one of"),
+        ("fov", "field_of_view_mm must be > 0"),
+    ],
 )
 def test_gtv_input_refuses_bad_input(change: str, message: str) -> None:
     image, mask = _patient()
-    size = 32
+    size, options = 32, {}
     if change == "empty":
         mask = mask * 0
     elif change == "size":
         mask = sitk.Crop(mask, [0, 0, 1], [0, 0, 0])
-    else:
+    elif change == "tiny":
         size = 4
+    else:
+        options = {"crop": {"crop": "sphere"}, "intensity": {"intensity": "minmax"}}.get(
+            change, {"field_of_view_mm": 0.0}
+        )
     with pytest.raises((InputError, ValueError), match=message):
-        gtv_input(image, mask, size=size)
+        gtv_input(image, mask, size=size, **options)
 
 
 def _fire_rate(index: int, trials: int, seed: int) -> tuple[float, list[torch.Tensor]]:

@@ -35,8 +35,9 @@ def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("crop", "intensity"), [("bbox", "zscore"), ("fixed", "window")])
 def test_deep_features_are_served_with_the_bundled_network(
-    small_cohort_dir: Path, tmp_path: Path
+    small_cohort_dir: Path, tmp_path: Path, crop: str, intensity: str
 ) -> None:
     from lungsurv.deep.config import TrainConfig
     from lungsurv.deep.features import deep_feature_frame, deep_features
@@ -58,9 +59,17 @@ def test_deep_features_are_served_with_the_bundled_network(
     table, _ = extract_cohort(tmp_path / "volumes", tmp_path / "rings", radiomics)
     # The pipeline's deep features: a (tiny) trained network over every converted patient.
     config = TrainConfig(
-        input_size=16, channels=(4, 8), se_reduction=2, head=(8,), batch_size=2, max_epochs=1
+        input_size=16,
+        channels=(4, 8),
+        se_reduction=2,
+        head=(8,),
+        batch_size=2,
+        max_epochs=1,
+        crop=crop,
+        field_of_view_mm=40.0,
+        intensity=intensity,
     )
-    ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], size=16)
+    ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], config)
     result = train(inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config)
     network_dir = save_model(result, tmp_path / "network")
     deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -230,6 +231,10 @@ def test_pipeline_runs_locally(
     assert "3D-ResNet" in trained["curves.html"].read_text()
     selected = outputs("select-features")
     assert (selected["selection"] / "selected_features.parquet").exists()
+    # The stage's KFP metrics count the empty signatures (zero or more, always reported).
+    executed = json.loads(selected["executor_output.json"].read_text())
+    metrics = executed["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["empty_signatures"] >= 0 and metrics["selected_Rad"] >= 1
     signatures = pd.read_parquet(selected["signature_scores"])
     assert {"Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= set(signatures.columns)
     fitted = outputs("pca-fuse")

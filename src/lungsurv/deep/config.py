@@ -12,6 +12,11 @@ from dataclasses import dataclass
 PAPER_CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
 PAPER_HEAD: tuple[int, ...] = (512, 256, 128)
 TIE_METHODS: tuple[str, ...] = ("efron", "breslow")
+#: The network input's framing and intensity scaling (see
+#: :func:`lungsurv.deep.transforms.gtv_input`, which imports SimpleITK and MONAI; this module
+#: stays light).
+CROPS: tuple[str, ...] = ("bbox", "fixed")
+INTENSITIES: tuple[str, ...] = ("zscore", "window")
 
 
 @dataclass
@@ -19,6 +24,11 @@ class TrainConfig:
     """The network and the training recipe; defaults are the paper's."""
 
     input_size: int = 64
+    #: How the input frames the tumour and scales intensities (``gtv_input``): the paper's
+    #: bounding box z-scored, or a fixed field of view in Hounsfield units.
+    crop: str = "bbox"
+    field_of_view_mm: float = 80.0
+    intensity: str = "zscore"
     channels: tuple[int, ...] = PAPER_CHANNELS
     units_per_stage: int = 2
     se: bool = True
@@ -42,6 +52,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.channels, self.head = tuple(self.channels), tuple(self.head)
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
+        if self.field_of_view_mm <= 0:
+            raise ValueError(f"field_of_view_mm must be > 0, got {self.field_of_view_mm}")
         if self.ties not in TIE_METHODS:
             raise ValueError(f"ties must be one of {TIE_METHODS}, got {self.ties!r}")
         if not 0 < self.validation_fraction < 1:

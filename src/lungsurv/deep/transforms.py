@@ -48,6 +48,7 @@ from monai.transforms import (
 )
 
 from lungsurv.core.errors import InputError
+from lungsurv.deep.config import CROPS, INTENSITIES, TrainConfig
 
 INPUT_SIZE = 64
 #: (name, probability) of each augmentation, in the order :func:`paper_augmentations` applies them.
@@ -64,6 +65,10 @@ AUGMENTATION_PROBABILITIES: tuple[tuple[str, float], ...] = (
 )
 
 
+#: ``intensity="window"``: Hounsfield units clipped to this window and scaled to [-1, 1].
+HU_WINDOW: tuple[float, float] = (-1000.0, 400.0)
+
+
 def gtv_input(
     image: sitk.Image,
     gtv: sitk.Image,
@@ -71,18 +76,66 @@ def gtv_input(
     size: int = INPUT_SIZE,
     margin_mm: float = 0.0,
     mask_outside: bool = False,
+    crop: str = "bbox",
+    field_of_view_mm: float = 80.0,
+    intensity: str = "zscore",
 ) -> np.ndarray:
-    """The network input of one patient: float32 array ``(1, size, size, size)``."""
+    """The network input of one patient: float32 array ``(1, size, size, size)``.
+
+    ``crop="bbox"`` (the paper) stretches every tumour to the same size, so the input no longer
+    shows how large the tumour is, and resampling changes the scale of its texture with its
+    size; ``crop="fixed"`` keeps the physical scale: a ``field_of_view_mm`` cube centred on the
+    GTV's centre of mass, sampled (trilinear) on ``size`` points per axis, air (-1000 HU) beyond
+    the CT. ``intensity="window"`` keeps Hounsfield units comparable between patients, where a
+    z-score over the crop would divide each patient's texture by its own spread.
+    """
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
     if margin_mm < 0:
         raise ValueError(f"margin_mm must be >= 0, got {margin_mm}")
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if intensity not in INTENSITIES:
+        raise ValueError(f"intensity must be one of {INTENSITIES}, got {intensity!r}")
+    if field_of_view_mm <= 0:
+        raise ValueError(f"field_of_view_mm must be > 0, got {field_of_view_mm}")
     ct = sitk.GetArrayFromImage(image).astype(np.float32)
     mask = sitk.GetArrayFromImage(gtv) > 0
     if ct.shape != mask.shape:
         raise InputError(f"CT {ct.shape} and GTV {mask.shape} differ in size")
     if not mask.any():
         raise InputError("the GTV mask is empty")
+    if crop == "fixed":
+        sampled = _fixed_field_of_view(image, mask, size, field_of_view_mm)[None]
+    else:
+        sampled = _bounding_box(ct, mask, image, size, margin_mm, mask_outside)
+    if intensity == "window":
+        low, high = HU_WINDOW
+        scaled = (np.clip(sampled, low, high) - (low + high) / 2) / ((high - low) / 2)
+        return np.asarray(scaled, dtype=np.float32)
+    return np.asarray(NormalizeIntensity()(sampled), dtype=np.float32)
+
+
+def config_input(image: sitk.Image, gtv: sitk.Image, config: TrainConfig) -> np.ndarray:
+    """:func:`gtv_input` as ``config`` frames it: training and serving call this one."""
+    return gtv_input(
+        image,
+        gtv,
+        size=config.input_size,
+        crop=config.crop,
+        field_of_view_mm=config.field_of_view_mm,
+        intensity=config.intensity,
+    )
+
+
+def _bounding_box(
+    ct: np.ndarray,
+    mask: np.ndarray,
+    image: sitk.Image,
+    size: int,
+    margin_mm: float,
+    mask_outside: bool,
+) -> np.ndarray:
     spacing = np.asarray(image.GetSpacing()[::-1], dtype=float)
     pad = np.ceil(margin_mm / spacing).astype(int)
     where = np.argwhere(mask)
@@ -92,9 +145,25 @@ def gtv_input(
     crop = ct[box]
     if mask_outside:
         crop = np.where(mask[box], crop, crop[mask[box]].min())
-    resized = Resize(spatial_size=(size,) * 3, mode="trilinear")(crop[None])
-    normalised = NormalizeIntensity()(resized)
-    return np.asarray(normalised, dtype=np.float32)
+    return np.asarray(Resize(spatial_size=(size,) * 3, mode="trilinear")(crop[None]))
+
+
+def _fixed_field_of_view(
+    image: sitk.Image, mask: np.ndarray, size: int, field_of_view_mm: float
+) -> np.ndarray:
+    centre_index = np.argwhere(mask).mean(axis=0)[::-1]  # (x, y, z)
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(centre_index.tolist()))
+    step = field_of_view_mm / size
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin = centre - direction @ np.full(3, step * (size - 1) / 2)
+    reference = sitk.Image([size] * 3, sitk.sitkFloat32)
+    reference.SetSpacing([step] * 3)
+    reference.SetDirection(image.GetDirection())
+    reference.SetOrigin(origin.tolist())
+    resampled = sitk.Resample(
+        sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, -1000.0
+    )
+    return sitk.GetArrayFromImage(resampled).astype(np.float32)
 
 
 def paper_augmentations(*, seed: int | None = None) -> Compose:

@@ -230,7 +230,7 @@ def select_features(
     alpha: float = 0.05,
     n_folds: int = 10,
     cv_scoring: str = "deviance",
-    cv_rule: str = "1se",
+    cv_rule: str = "min",
     random_state: int = 0,
 ) -> Selection:
     """select-features: the paper's signatures, each fitted on the training patients only.

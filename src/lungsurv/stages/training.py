@@ -23,7 +23,7 @@ from lungsurv.core.tables import failures_frame
 from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
 from lungsurv.deep.train import TrainResult, train
-from lungsurv.deep.transforms import gtv_input
+from lungsurv.deep.transforms import config_input
 from lungsurv.survival.metrics import c_index
 
 logger = logging.getLogger(__name__)
@@ -32,10 +32,13 @@ STAGE = "train-3d-se-resnet"
 
 
 def load_inputs(
-    volume_roots: Sequence[Path], *, size: int = 64, margin_mm: float = 0.0, mask_outside=False
+    volume_roots: Sequence[Path], config: TrainConfig | None = None
 ) -> tuple[list[str], np.ndarray, list[int], pd.DataFrame]:
     """Network inputs of every converted patient below ``volume_roots`` (convert's output
-    folders): (patient ids, inputs ``(n, 1, size, size, size)``, GTV voxels, failures)."""
+    folders), framed as ``config`` says: (patient ids, inputs ``(n, 1, size, size, size)``, GTV
+    voxels, failures)."""
+    config = config or TrainConfig()
+    size = config.input_size
     import SimpleITK as sitk
 
     ids: list[str] = []
@@ -50,9 +53,7 @@ def load_inputs(
         try:
             image = sitk.ReadImage(str(folder / IMAGE_FILE))
             gtv = sitk.ReadImage(str(folder / GTV_FILE))
-            inputs.append(
-                gtv_input(image, gtv, size=size, margin_mm=margin_mm, mask_outside=mask_outside)
-            )
+            inputs.append(config_input(image, gtv, config))
         except Exception as error:  # the patient boundary: one patient never stops the cohort
             failures.append(Failure.from_exception(folder.name, STAGE, error))
             progress(folder.name, perf_counter() - started, failures[-1:])
@@ -111,7 +112,7 @@ def train_cohort(
     """Train on the training patients only (validation carved from them), then extract the deep
     features of every patient. ``ablation``: also train the same network without SE, and score
     both (the paper: test C-index 0.74 with SE, 0.65 without)."""
-    ids, inputs, voxels, failures = load_inputs(volume_roots, size=config.input_size)
+    ids, inputs, voxels, failures = load_inputs(volume_roots, config)
     outcomes = manifest.set_index(manifest["patient_id"].astype(str))
     known = [i for i, p in enumerate(ids) if p in outcomes.index]
     ids, inputs, voxels = [ids[i] for i in known], inputs[known], [voxels[i] for i in known]

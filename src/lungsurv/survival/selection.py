@@ -7,7 +7,8 @@ The paper's three steps, each fitted on the training cohort only:
 3. :class:`LassoCoxSelector`: LASSO-Cox (scikit-survival's ``CoxnetSurvivalAnalysis`` with
    ``l1_ratio=1``), the penalty chosen by 10-fold cross-validation, keeping non-zero coefficients.
    The paper does not say which CV criterion; the default is glmnet's cross-validated partial
-   likelihood with the one-standard-error rule (``scoring``/``rule`` choose others).
+   likelihood at its minimum (``lambda.min``); ``scoring``/``rule`` choose others (measured in
+   docs/stages/5-select-features.md).
 
 Survival targets are scikit-survival structured arrays (``sksurv.util.Surv``).
 
@@ -79,9 +80,11 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
     Folds are stratified by event. ``scoring``: ``"deviance"`` (default) is the cross-validated
     partial log-likelihood of Verweij and van Houwelingen (1993), glmnet's ``cv.glmnet`` default
     for Cox models; ``"c_index"`` is the mean validation Harrell's C-index. ``rule``: ``"min"``
-    takes the penalty with the best mean score; ``"1se"`` (default) the largest penalty whose
-    score is within one standard error of the best, glmnet's ``lambda.1se``, which keeps fewer
-    noise features (measured on planted-feature tables, see the README). Ties go to the larger,
+    (default) takes the penalty with the best mean score, glmnet's ``lambda.min``; ``"1se"`` the
+    largest penalty whose score is within one standard error of the best, glmnet's
+    ``lambda.1se``, which keeps fewer noise features on strong signals but selects nothing in a
+    quarter of the folds on weak ones like real Lung1's (``bench/lasso_defaults.py``, measured
+    in docs/stages/5-select-features.md). Ties go to the larger,
     sparser penalty. Fitted attributes: ``alphas_``, ``cv_scores_`` (higher is better),
     ``cv_se_``, ``alpha_``, ``coef_``, ``n_splits_``, ``n_features_in_``.
     """
@@ -93,7 +96,7 @@ class LassoCoxSelector(SelectorMixin, BaseEstimator):
         n_alphas: int = 50,
         alpha_min_ratio: float = 0.01,
         scoring: str = "deviance",
-        rule: str = "1se",
+        rule: str = "min",
         random_state: int = 0,
     ) -> None:
         self.n_folds = n_folds
@@ -293,7 +296,7 @@ class CoxSignature(BaseEstimator):
         n_folds: int = 10,
         n_alphas: int = 50,
         cv_scoring: str = "deviance",
-        cv_rule: str = "1se",
+        cv_rule: str = "min",
         random_state: int = 0,
         refuse_outcome_functions: bool = True,
     ) -> None:
