@@ -139,7 +139,12 @@ def predict_patient(
     # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
     try:
         blocks = feature_blocks_of(
-            converted.image, converted.gtv, model, patient_id, only_used_features=only_used_features
+            converted.image,
+            converted.gtv,
+            model,
+            patient_id,
+            only_used_features=only_used_features,
+            ct_statistics=(converted.geometry["ct_mean_hu"], converted.geometry["ct_std_hu"]),
         )
     except InputError:
         raise
@@ -178,9 +183,11 @@ def feature_blocks_of(
     patient_id: str,
     *,
     only_used_features: bool = True,
+    ct_statistics: tuple[float, float] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every block the model scores, one row each: the GTV's and the ring's radiomics features
-    (only those the bundle uses, unless ``only_used_features`` is False) and the deep features."""
+    (only those the bundle uses, unless ``only_used_features`` is False) and the deep features.
+    ``ct_statistics``: the whole scan's HU mean and SD, which radiomics normalises with."""
     rois: dict[str, sitk.Image] = {GTV_ROI: gtv}
     if model.ring_distance_mm is not None:
         (ring,) = make_rings(gtv, [model.ring_distance_mm])
@@ -194,6 +201,7 @@ def feature_blocks_of(
             {b: rois[b] for b in model.radiomics_blocks},
             model.radiomics_params,
             wanted={b: features[b] for b in model.radiomics_blocks} if only_used_features else None,
+            ct_statistics=ct_statistics,
         )
         if failures:
             raise InputError("; ".join(failures.values()))

@@ -361,3 +361,27 @@ def test_the_same_anatomy_in_any_encoding_gives_the_same_features(
         if not np.isclose(v, reference_features[k], rtol=1e-6, atol=1e-9)
     }
     assert not differ, f"{len(differ)} features differ, e.g. {list(differ.items())[:3]}"
+
+
+def test_the_whole_scans_intensity_statistics_travel_with_the_volumes(
+    small_manifest: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Radiomics normalises the crop with the whole scan's statistics (as PyRadiomics would
+    normalise the whole CT): convert records them, and writes them beside the volumes."""
+    import json
+
+    from lungsurv.core.layout import CT_STATISTICS_FILE
+    from lungsurv.stages.convert import write_patient
+    from lungsurv.stages.radiomics import ct_statistics
+
+    row = small_manifest.iloc[0].to_dict()
+    loaded = load_patient(row, ConvertSettings(), tmp_path / "unused")
+    converted = convert_patient(row, ConvertSettings(write_qa=False))
+    scan = sitk.GetArrayFromImage(loaded.image).astype(float)
+    assert converted.geometry["ct_mean_hu"] == pytest.approx(scan.mean(), rel=1e-9)
+    assert converted.geometry["ct_std_hu"] == pytest.approx(scan.std(ddof=1), rel=1e-9)
+    folder = write_patient(converted, tmp_path / "volumes", write_qa=False)
+    written = json.loads((folder / CT_STATISTICS_FILE).read_text())
+    assert written == {k: converted.geometry[k] for k in ("ct_mean_hu", "ct_std_hu")}
+    assert ct_statistics(folder) == (written["ct_mean_hu"], written["ct_std_hu"])
+    assert ct_statistics(tmp_path) is None  # a folder convert did not write

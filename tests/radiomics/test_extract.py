@@ -241,3 +241,57 @@ def test_wanted_features_only_are_computed_with_the_same_values(
     for roi, names in wanted.items():
         assert set(some[roi]) == names
         assert all(some[roi][n] == full[roi][n] for n in names)
+
+
+def _scan_with_tumour() -> tuple[sitk.Image, sitk.Image]:
+    """A 'whole scan' (air, body, lung) with a textured sphere: the crop around the sphere holds
+    much less air than the scan, so its own statistics differ from the scan's."""
+    rng = np.random.default_rng(4)
+    z, y, x = np.mgrid[:40, :80, :80]
+    array = np.where((y - 40) ** 2 + (x - 40) ** 2 < 35**2, -820.0, -1000.0)
+    inside = (z - 20) ** 2 + (y - 40) ** 2 + (x - 30) ** 2 <= 7**2
+    array[inside] = 30.0 + rng.normal(0, 40, inside.sum())
+    array += rng.normal(0, 15, array.shape)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    mask.CopyInformation(image)
+    return image, mask
+
+
+@pytest.mark.parametrize("outliers", [None, 3.0])
+def test_a_crop_normalised_with_the_scans_statistics_equals_pyradiomics_on_the_scan(
+    outliers: float | None,
+) -> None:
+    image, mask = _scan_with_tumour()
+    params = {
+        "imageType": {"Original": {}},
+        "featureClass": {"firstorder": None, "glcm": None},
+        "setting": {"normalize": True, "normalizeScale": 100, "binWidth": 25, "label": 1},
+    }
+    if outliers is not None:
+        params["setting"]["removeOutliers"] = outliers
+    whole, _ = extract_patient(image, {"gtv": mask}, params)
+    statistics = sitk.StatisticsImageFilter()
+    statistics.Execute(image)
+    box = [[20, 25, 10], [20, 30, 20]]  # x, y, z lower; sizes: the sphere and a margin
+    crop_image = sitk.RegionOfInterest(image, box[1], box[0])
+    crop_mask = sitk.RegionOfInterest(mask, box[1], box[0])
+    scans, _ = extract_patient(
+        crop_image,
+        {"gtv": crop_mask},
+        params,
+        ct_statistics=(statistics.GetMean(), statistics.GetSigma()),
+    )
+    own, _ = extract_patient(crop_image, {"gtv": crop_mask}, params)
+    for name, value in whole["gtv"].items():
+        assert relative_difference(scans["gtv"][name], value) < 1e-4, name
+    # The crop's own statistics give other values: the tumour would set its own scale.
+    mean = "original_firstorder_Mean"
+    assert relative_difference(own["gtv"][mean], whole["gtv"][mean]) > 0.05
+
+
+@pytest.mark.parametrize("statistics", [(0.0, 0.0), (float("nan"), 1.0), (-500.0, -3.0)])
+def test_unusable_scan_statistics_are_refused(statistics: tuple[float, float]) -> None:
+    image, mask = _scan_with_tumour()
+    with pytest.raises(InputError, match="intensity statistics are unusable"):
+        extract_patient(image, {"gtv": mask}, load_params(), ct_statistics=statistics)

@@ -22,6 +22,9 @@ IMAGE_FILE = "image.nii.gz"
 GTV_FILE = "gtv.nii.gz"
 LUNGS_FILE = "lungs.nii.gz"
 QA_FILE = "qa.png"
+#: The whole scan's intensity statistics (HU mean and standard deviation before the crop), which
+#: PyRadiomics' ``normalize`` would take from the whole CT it is given.
+CT_STATISTICS_FILE = "ct_statistics.json"
 #: Per-stage tables beside the patients' folders (the CLI's outputs).
 GEOMETRY_FILE = "geometry.parquet"
 FAILURES_FILE = "failures.parquet"
@@ -42,6 +45,8 @@ ID_COLUMNS: tuple[str, ...] = ("patient_id", "roi", "n_voxels")
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 NETWORK_FILES: tuple[str, ...] = (WEIGHTS_FILE, CONFIG_FILE)
+#: The per-epoch losses and validation C-index beside the weights (evaluate's trust checks).
+HISTORY_FILE = "history.parquet"
 
 # The model bundle (PCA-fuse -> evaluate, deploy, serving).
 BUNDLE_FILE = "model.json"

@@ -452,6 +452,8 @@ def _resample_patient(
         loaded.image, hu_range=settings.hu_range, max_above_fraction=settings.max_above_hu_fraction
     )
     checks += plausibility.edge_warnings(loaded.gtv, name=f"GTV {loaded.roi_name!r}")
+    statistics = sitk.StatisticsImageFilter()
+    statistics.Execute(loaded.image)  # the whole scan: what radiomics normalises with
     grid, clipped, bbox = crop_grid(loaded.gtv, settings.crop_margin_mm, settings.spacing_mm)
     image = resample_image(loaded.image, grid)
     gtv = resample_mask(loaded.gtv, grid, settings.mask_interpolation)
@@ -474,12 +476,8 @@ def _resample_patient(
         "patient_id": pid,
         "source": loaded.source,
         "roi_name": loaded.roi_name,
-        "orig_spacing_x": spacing[0],
-        "orig_spacing_y": spacing[1],
-        "orig_spacing_z": spacing[2],
-        "orig_size_x": size[0],
-        "orig_size_y": size[1],
-        "orig_size_z": size[2],
+        **{f"orig_spacing_{axis}": value for axis, value in zip("xyz", spacing, strict=True)},
+        **{f"orig_size_{axis}": value for axis, value in zip("xyz", size, strict=True)},
         "slice_thickness_mm": loaded.slice_thickness_mm
         if loaded.slice_thickness_mm is not None
         else spacing[2],
@@ -495,6 +493,8 @@ def _resample_patient(
         "spacing_mm": settings.spacing_mm,
         "mask_interpolation": settings.mask_interpolation,
         "lungs_available": lungs is not None,
+        "ct_mean_hu": statistics.GetMean(),
+        "ct_std_hu": statistics.GetSigma(),
         "warnings": "; ".join(warnings),
     }
     return ConvertedPatient(patient_id=pid, image=image, gtv=gtv, lungs=lungs, geometry=geometry)

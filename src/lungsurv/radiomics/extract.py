@@ -173,8 +173,15 @@ def extract_patient(
     params: Mapping[str, Any],
     *,
     wanted: Mapping[str, set[str]] | None = None,
+    ct_statistics: tuple[float, float] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Features of every ROI of one patient in one pass; returns (features by ROI, ROI failures).
+
+    With ``normalize`` on, PyRadiomics z-scores the image it is given. ``ct_statistics`` (mean,
+    standard deviation in HU) are those of the whole scan the ``image`` was cropped from: the
+    crop is z-scored with them, as PyRadiomics would z-score the whole CT (the paper's input),
+    so that the tumour and its surroundings do not set their own scale (measured in
+    docs/stages/3-radiomics.md). Without them the given image's own statistics are used.
 
     An ROI PyRadiomics refuses (too few voxels, a single slice, empty) is reported in the second
     mapping with the reason; the others are extracted. ``wanted`` (ROI -> full feature names,
@@ -189,7 +196,7 @@ def extract_patient(
         raise InputError("the fast path expects resampled volumes: unset resampledPixelSpacing")
     image = sitk.Cast(image, sitk.sitkFloat32)
     if settings.get("normalize"):
-        image = imageoperations.normalizeImage(image, **settings)
+        image = _normalized(image, settings, ct_statistics, imageoperations)
     checked: list[_Roi] = []
     failures: dict[str, str] = {}
     for name, mask in rois.items():
@@ -214,6 +221,24 @@ def extract_patient(
     ):
         _features_on(extractor, filtered, checked, lower, upper, name, kwargs, results, wanted)
     return results, failures
+
+
+def _normalized(
+    image: sitk.Image,
+    settings: Mapping[str, Any],
+    ct_statistics: tuple[float, float] | None,
+    imageoperations: Any,
+) -> sitk.Image:
+    if ct_statistics is None:
+        return imageoperations.normalizeImage(image, **settings)
+    mean, std = (float(v) for v in ct_statistics)
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise InputError(f"the scan's intensity statistics are unusable: mean {mean}, std {std}")
+    z = (sitk.Cast(image, sitk.sitkFloat32) - mean) / std
+    outliers = settings.get("removeOutliers")
+    if outliers is not None:  # as PyRadiomics: clipped in z-units, before the scale
+        z = sitk.Clamp(z, sitk.sitkFloat32, -float(outliers), float(outliers))
+    return sitk.Cast(z * float(settings.get("normalizeScale", 1)), sitk.sitkFloat32)
 
 
 def _filtered_images(

@@ -8,6 +8,7 @@ patient that could not be converted. Patients run in parallel, the largest first
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure
-from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, LUNGS_FILE, QA_FILE
+from lungsurv.core.layout import CT_STATISTICS_FILE, GTV_FILE, IMAGE_FILE, LUNGS_FILE, QA_FILE
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.paths import patient_folder
@@ -34,6 +35,8 @@ def write_patient(converted: ConvertedPatient, out_dir: Path, *, write_qa: bool 
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(converted.image, str(folder / IMAGE_FILE), useCompression=True)
     sitk.WriteImage(converted.gtv, str(folder / GTV_FILE), useCompression=True)
+    statistics = {k: float(converted.geometry[k]) for k in ("ct_mean_hu", "ct_std_hu")}
+    (folder / CT_STATISTICS_FILE).write_text(json.dumps(statistics))
     if converted.lungs is not None:
         sitk.WriteImage(converted.lungs, str(folder / LUNGS_FILE), useCompression=True)
     if write_qa:

@@ -8,6 +8,7 @@ parallel, the costliest first.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,15 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure
-from lungsurv.core.layout import GTV_FILE, GTV_ROI, ID_COLUMNS, IMAGE_FILE, ring_distance, ring_name
+from lungsurv.core.layout import (
+    CT_STATISTICS_FILE,
+    GTV_FILE,
+    GTV_ROI,
+    ID_COLUMNS,
+    IMAGE_FILE,
+    ring_distance,
+    ring_name,
+)
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.tables import failures_frame
@@ -54,6 +63,15 @@ def patient_rois(volume_dir: Path, rings_dir: Path | None) -> dict[str, sitk.Ima
     return rois
 
 
+def ct_statistics(volume_dir: Path) -> tuple[float, float] | None:
+    """The whole scan's (mean, std) in HU that convert recorded for the patient, if any."""
+    path = volume_dir / CT_STATISTICS_FILE
+    if not path.exists():
+        return None
+    values = json.loads(path.read_text())
+    return float(values["ct_mean_hu"]), float(values["ct_std_hu"])
+
+
 def _extract_one(
     job: tuple[Path, Path | None, dict[str, Any], list[str]],
 ) -> tuple[pd.DataFrame, list[Failure]]:
@@ -63,7 +81,8 @@ def _extract_one(
     try:
         image = sitk.ReadImage(str(volume_dir / IMAGE_FILE))
         rois = patient_rois(volume_dir, rings_dir)
-        results, roi_failures = extract_patient(image, rois, params)
+        statistics = ct_statistics(volume_dir)
+        results, roi_failures = extract_patient(image, rois, params, ct_statistics=statistics)
     except Exception as error:  # the patient boundary: one patient never stops the cohort
         return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), [
             Failure.from_exception(pid, "radiomics", error)
