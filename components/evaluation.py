@@ -1,6 +1,8 @@
 """The evaluate component: the paper's tables and figures as a report for the KFP UI."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -21,14 +23,17 @@ def evaluate(
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    network: Optional[Input[Model]] = None,  # noqa: UP045 (KFP parses Optional)
 ) -> float:
-    """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics.
-    Returns the combined model's test C-index (0 when undefined or for the null model), which
-    gates deployment."""
+    """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics;
+    ``network`` (train-3D-SE-ResNet's) adds its training to the trust checks. Returns the
+    combined model's test C-index (0 when undefined or for the null model), which gates
+    deployment."""
     from pathlib import Path
 
     import pandas as pd
 
+    from lungsurv.core.layout import HISTORY_FILE
     from lungsurv.core.logs import configure_logging
     from lungsurv.reports.html import evaluation_html
     from lungsurv.reports.markdown import evaluation_markdown
@@ -50,6 +55,7 @@ def evaluate(
         n_resamples=n_bootstrap,
         seed=seed,
         oracle_c_index=oracle_c_index_for(cohort_uri, combined),
+        training_history=pd.read_parquet(Path(network.path) / HISTORY_FILE) if network else None,
     )
     write_tables(result, Path(tables.path))
     report.path += ".html"  # a browser opens the downloaded file as a page

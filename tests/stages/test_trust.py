@@ -115,7 +115,7 @@ def test_the_report_and_summary_open_with_the_warnings() -> None:
     assert page.index("id='warnings'") < page.index("<table")
     assert "null model" in page and "Warnings (2)" in page
     summary = evaluation_markdown(evaluation)
-    assert summary.index("## Warnings (2)") < summary.index("test_combined_c_index")
+    assert summary.index("## Warnings (2)") < summary.index("## Headline")
 
 
 def test_a_constant_combined_model_leaves_nothing_to_compare() -> None:
@@ -129,3 +129,37 @@ def test_a_constant_combined_model_leaves_nothing_to_compare() -> None:
         evaluation = evaluate_models(scores, signatures, _params([]), n_resamples=20)
     assert evaluation.tables["delong"].empty
     assert any("Combined signature is constant" in w for w in evaluation.warnings)
+
+
+def _history(validation_loss: list[float], validation_c_index: list[float]) -> pd.DataFrame:
+    epochs = len(validation_loss)
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, epochs + 1),
+            "train_loss": np.linspace(2.0, 1.5, epochs),
+            "validation_loss": validation_loss,
+            "validation_c_index": validation_c_index,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("loss", "c_index", "expected"),
+    [
+        ([2.0, 2.1, 2.2, 2.05], [0.62, 0.6, 0.58, 0.6], ["did not improve"]),
+        ([2.0, 1.9, 1.95, 2.0], [0.55, 0.48, 0.5, 0.52], ["no better than chance"]),
+        ([2.0, 1.9, 1.8, 1.85], [0.55, 0.6, 0.66, 0.64], []),
+    ],
+)
+def test_a_network_that_did_not_learn_is_named(
+    loss: list[float], c_index: list[float], expected: list[str]
+) -> None:
+    from lungsurv.stages.trust import training_warnings
+
+    found = training_warnings(_history(loss, c_index))
+    assert len(found) == len(expected)
+    for sentence, words in zip(found, expected, strict=True):
+        assert words in sentence and "3D SE-ResNet" in sentence
+    assert training_warnings(_history([], [])) == [
+        "the 3D SE-ResNet has no training history: it was never trained"
+    ]

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lungsurv.core.layout import CONFIG_FILE, WEIGHTS_FILE
+from lungsurv.core.layout import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE
 from lungsurv.deep.config import TrainConfig
 from lungsurv.deep.features import predict_risk
 from lungsurv.deep.network import SEResNet3D, count_parameters, network_for
@@ -37,7 +37,6 @@ from lungsurv.survival.metrics import c_index
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
-HISTORY_FILE = "history.parquet"
 
 
 def cox_loss(

@@ -380,6 +380,7 @@ def evaluate_models(
     n_resamples: int = 1000,
     seed: int = 0,
     oracle_c_index: float | None = None,
+    training_history: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Every table and figure of the paper's evaluation for the combined model (``scores``
     from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
@@ -420,6 +421,7 @@ def evaluate_models(
         test_c_index=metrics.get("test_combined_c_index"),
         oracle_c_index=oracle_c_index,
         horizons=horizons,
+        training_history=training_history,
     )
     metrics["model_warnings"] = len(warnings)
     return Evaluation(

@@ -46,8 +46,10 @@ def model_warnings(
     test_c_index: float | None,
     oracle_c_index: float | None = None,
     horizons: Sequence[int] = HORIZONS_DAYS,
+    training_history: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Every reason not to trust the combined model or a signature, as sentences."""
+    """Every reason not to trust the combined model or a signature, as sentences.
+    ``training_history``: the 3D SE-ResNet's per-epoch losses (train-3D-SE-ResNet's)."""
     found: list[str] = []
     if is_null_model(params):
         found.append(
@@ -66,8 +68,32 @@ def model_warnings(
             f"{oracle_c_index:.3f} (the generator's own log-hazard)"
         )
     found += _risk_warnings(scores, params, horizons)
+    if training_history is not None:
+        found += training_warnings(training_history)
     for sentence in found:
         logger.warning("model warning: %s", sentence)
+    return found
+
+
+def training_warnings(history: pd.DataFrame, name: str = "3D SE-ResNet") -> list[str]:
+    """The network did not learn: its validation loss never fell below the first epoch's, or
+    its validation C-index at the kept (best) epoch is not above 0.5."""
+    if history.empty:
+        return [f"the {name} has no training history: it was never trained"]
+    losses = history["validation_loss"].to_numpy(float)
+    best = int(np.nanargmin(losses)) if np.isfinite(losses).any() else 0
+    found = []
+    if best == 0:
+        found.append(
+            f"training did not improve the {name}'s validation loss ({len(losses)} epochs, the "
+            "first was the best): the network did not learn, its deep features are noise"
+        )
+    c_index = float(history["validation_c_index"].to_numpy(float)[best])
+    if not c_index > 0.5:
+        found.append(
+            f"the {name}'s validation C-index at its best epoch is {c_index:.3f}: no better "
+            "than chance"
+        )
     return found
 
 
