@@ -18,6 +18,12 @@ def train_se_resnet(
     learning_rate: float,
     patience: int,
     units_per_stage: int,
+    channels: list,
+    head: list,
+    se_reduction: int,
+    crop: str,
+    field_of_view_mm: float,
+    intensity: str,
     se_ablation: bool,
     checkpoint_dir: str,
     model: Output[Model],
@@ -26,8 +32,9 @@ def train_se_resnet(
     curves: Output[HTML],
     metrics: Output[Metrics],
 ):
-    """Train on the training patients (Cox loss), write the weights and every patient's
-    512 deep features; with ``se_ablation`` also the network without SE, side by side."""
+    """Train on the training patients (Cox loss), write the weights and every patient's deep
+    features (512 with the paper's network: the last width of ``channels``); with
+    ``se_ablation`` also the network without SE, side by side."""
     from pathlib import Path
 
     import pandas as pd
@@ -47,7 +54,8 @@ def train_se_resnet(
     config = TrainConfig(
         input_size=input_size, max_epochs=max_epochs, batch_size=batch_size,
         learning_rate=learning_rate, patience=patience, units_per_stage=units_per_stage,
-        seed=seed,
+        channels=tuple(channels), head=tuple(head), se_reduction=se_reduction, crop=crop,
+        field_of_view_mm=field_of_view_mm, intensity=intensity, seed=seed,
     )  # fmt: skip
     run = train_cohort(
         [Path(v.path) for v in volumes], cohort, is_train, config, ablation=se_ablation,

@@ -84,6 +84,12 @@ def build_pipeline(*, deep_learning: bool = True):
         dl_learning_rate: float = DEFAULTS["dl_learning_rate"],
         dl_patience: int = DEFAULTS["dl_patience"],
         dl_units_per_stage: int = DEFAULTS["dl_units_per_stage"],
+        dl_channels: list = DEFAULTS["dl_channels"],
+        dl_head: list = DEFAULTS["dl_head"],
+        dl_se_reduction: int = DEFAULTS["dl_se_reduction"],
+        dl_crop: str = DEFAULTS["dl_crop"],
+        dl_field_of_view_mm: float = DEFAULTS["dl_field_of_view_mm"],
+        dl_intensity: str = DEFAULTS["dl_intensity"],
         se_ablation: bool = DEFAULTS["se_ablation"],
         dl_checkpoint_dir: str = DEFAULTS["dl_checkpoint_dir"],
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
@@ -127,6 +133,7 @@ def build_pipeline(*, deep_learning: bool = True):
             selection=selection.outputs["selection"],
             n_bootstrap=n_bootstrap,
             seed=seed,
+            **network,
         )
         report.set_display_name("evaluate")
         report.set_cpu_request("1").set_memory_request("2G")
@@ -205,6 +212,12 @@ def _training(
         learning_rate=p["dl_learning_rate"],
         patience=p["dl_patience"],
         units_per_stage=p["dl_units_per_stage"],
+        channels=p["dl_channels"],
+        head=p["dl_head"],
+        se_reduction=p["dl_se_reduction"],
+        crop=p["dl_crop"],
+        field_of_view_mm=p["dl_field_of_view_mm"],
+        intensity=p["dl_intensity"],
         se_ablation=p["se_ablation"],
         checkpoint_dir=p["dl_checkpoint_dir"],
     )

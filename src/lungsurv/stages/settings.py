@@ -68,6 +68,12 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "dl_learning_rate": _TRAIN.learning_rate,
     "dl_patience": _TRAIN.patience,
     "dl_units_per_stage": _TRAIN.units_per_stage,
+    "dl_channels": list(_TRAIN.channels),
+    "dl_head": list(_TRAIN.head),
+    "dl_se_reduction": _TRAIN.se_reduction,
+    "dl_crop": _TRAIN.crop,
+    "dl_field_of_view_mm": _TRAIN.field_of_view_mm,
+    "dl_intensity": _TRAIN.intensity,
     "se_ablation": False,  # train_cohort(ablation=False); read here without importing torch
     "dl_checkpoint_dir": "",
 }
