@@ -42,6 +42,7 @@ from lungsurv.core.layout import (
     ring_name,
 )
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
+from lungsurv.imaging.plausibility import PLACEMENT
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
 from lungsurv.radiomics.extract import extract_patient
@@ -161,7 +162,9 @@ def predict_patient(
         survival=by_horizon,
         blocks=blocks,
         params=model.params,
-        warnings=range_warnings(converted.geometry, model.metadata.get("training_ranges", {})),
+        # Outside the training ranges, or not placed like a lung tumour: no reliable answer.
+        warnings=range_warnings(converted.geometry, model.metadata.get("training_ranges", {}))
+        + [w for w in qa["warnings"] if w.startswith(PLACEMENT)],
     )
     return {
         "patient_id": patient_id,

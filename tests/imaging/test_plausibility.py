@@ -98,3 +98,40 @@ def test_contours_outside_the_ct_are_refused_or_reported(contours: list, beyond:
     )
     assert beyond in warnings[0]
     assert sitk.GetArrayViewFromImage(mask)[1, 5:13, 5:13].all()
+
+
+def _placed(offset_mm: float, radius_mm: float = 4.0) -> tuple[sitk.Image, sitk.Image]:
+    """Lungs: a 20 mm thick slab (x < 20) on a 1 x 1 x 2 mm grid; a sphere of ``radius_mm``
+    whose surface lies ``offset_mm`` beyond the slab (negative: inside it)."""
+    z, y, x = np.mgrid[:20, :60, :80]
+    lungs = (x < 20).astype(np.uint8)
+    centre = 20 + offset_mm + radius_mm
+    sphere = ((x - centre) ** 2 + (y - 30) ** 2 + ((z - 10) * 2.0) ** 2) <= radius_mm**2
+    images = []
+    for array in (sphere.astype(np.uint8), lungs):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.0, 1.0, 2.0))
+        images.append(image)
+    return images[0], images[1]
+
+
+@pytest.mark.parametrize(
+    ("offset_mm", "radius_mm", "expected"),
+    [
+        (-8.0, 4.0, []),  # inside the lung
+        (3.0, 4.0, []),  # 3-4 mm from the lung: touching
+        (12.0, 4.0, ["does not touch the lungs"]),
+        (-8.0, 30.0, ["of the lungs' volume"]),  # larger than a third of the lungs
+    ],
+)
+def test_a_gtv_away_from_the_lungs_or_too_large_is_flagged(
+    offset_mm: float, radius_mm: float, expected: list[str]
+) -> None:
+    from lungsurv.imaging.plausibility import PLACEMENT, placement_warnings
+
+    gtv, lungs = _placed(offset_mm, radius_mm)
+    found = placement_warnings(gtv, lungs)
+    assert len(found) == len(expected), found
+    for sentence, words in zip(found, expected, strict=True):
+        assert sentence.startswith(PLACEMENT) and words in sentence
+    assert placement_warnings(gtv, None) == []  # no lungs outlined: nothing to check

@@ -877,3 +877,25 @@ def test_no_dicom_identifier_in_any_answer_or_log_line(
     assert log.count("kserve.io.v1.models.lungsurv:predict") >= 12, log[-2000:]
     assert "lies partly outside the CT" in log
     assert not leaks([*answers, ("server log", log)], identifiers)
+
+
+@pytest.mark.parametrize(
+    ("roi", "placement"),
+    [("Spinal-Cord", "does not touch the lungs"), ("Lung-Left", "of the lungs' volume")],
+)
+def test_a_gtv_not_placed_like_a_lung_tumour_is_unreliable_and_says_why(
+    lung1_row: dict, bundle_and_reference: tuple[Path, pd.Series], roi: str, placement: str
+) -> None:
+    """LUNG1-001's RTSTRUCT outlines the lungs: its spinal cord or its left lung sent as the
+    GTV is scored, with a placement warning that makes the prediction unreliable."""
+    from lungsurv.inference import load_serving_model, predict_patient
+
+    prediction = predict_patient(
+        Path(lung1_row["image"]),
+        Path(lung1_row["mask"]),
+        load_serving_model(bundle_and_reference[0]),
+        roi=roi,
+    )
+    assert prediction["reliable"] is False
+    assert any(placement in w for w in prediction["qa"]["warnings"])
+    assert any(placement in r for r in prediction["reliability"]["reasons"])

@@ -451,7 +451,7 @@ def _resample_patient(
     checks = plausibility.hounsfield_problems(
         loaded.image, hu_range=settings.hu_range, max_above_fraction=settings.max_above_hu_fraction
     )
-    checks += plausibility.edge_warnings(loaded.gtv, name=f"GTV {loaded.roi_name!r}")
+    checks += plausibility.gtv_warnings(loaded.gtv, loaded.lungs, name=f"GTV {loaded.roi_name!r}")
     statistics = sitk.StatisticsImageFilter()
     statistics.Execute(loaded.image)  # the whole scan: what radiomics normalises with
     grid, clipped, bbox = crop_grid(loaded.gtv, settings.crop_margin_mm, settings.spacing_mm)

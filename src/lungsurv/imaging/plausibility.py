@@ -7,12 +7,16 @@ when more than a small fraction of the image is above it, the values are not HU 
 CT stored without its rescale, a dose grid) and the image is refused. A chest CT without any air
 is flagged (a tight crop, or values that are not HU). A GTV that touches the image's border may
 continue beyond it: its features and rings would be computed on a cut tumour; that is flagged.
+When the RTSTRUCT outlines the lungs, a GTV that does not reach them (a lymph node, another
+organ) or that is larger than a plausible tumour (a whole lung sent as the GTV) is flagged too
+(:data:`PLACEMENT`): the model was trained on lung tumours.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from lungsurv.core.errors import InputError
 
@@ -66,3 +70,51 @@ def edge_warnings(mask: sitk.Image, *, name: str = "GTV") -> list[str]:
     return [
         f"the {name} touches the image's {', '.join(touched)}: it may continue beyond the image"
     ]
+
+
+#: The first words of every placement warning (serving makes such a prediction unreliable).
+PLACEMENT = "GTV placement:"
+#: A GTV farther than this from every lung voxel does not touch the lungs.
+LUNG_CONTACT_MM = 5.0
+#: A GTV larger than this share of the (other) lungs' volume is no plausible tumour.
+MAX_LUNG_SHARE = 0.3
+
+
+def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
+    """Warnings when ``gtv`` lies outside the ``lungs`` (both on one grid) or is too large."""
+    if lungs is None:
+        return []
+    lung = sitk.GetArrayViewFromImage(lungs) > 0
+    if not lung.any():
+        return []
+    tumour = sitk.GetArrayViewFromImage(gtv) > 0
+    if not tumour.any():
+        return []
+    spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # (z, y, x) as the arrays
+    # Only the GTV's box plus the contact distance matters: measure there, in mm.
+    pad = np.ceil(LUNG_CONTACT_MM / spacing).astype(int) + 1
+    where = np.argwhere(tumour)
+    low, high = np.maximum(where.min(axis=0) - pad, 0), where.max(axis=0) + pad + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    found = []
+    if not lung[box].any() or (
+        ndimage.distance_transform_edt(~lung[box], sampling=spacing)[tumour[box]].min()
+        > LUNG_CONTACT_MM
+    ):
+        found.append(
+            f"{PLACEMENT} the GTV does not touch the lungs (no part within "
+            f"{LUNG_CONTACT_MM:g} mm of them): a lymph node or another organ? The model was "
+            "trained on lung tumours"
+        )
+    share = np.count_nonzero(tumour) / np.count_nonzero(lung)
+    if share > MAX_LUNG_SHARE:
+        found.append(
+            f"{PLACEMENT} the GTV is {100 * share:.0f} % of the lungs' volume, larger than a "
+            "plausible tumour: a whole lung or another structure sent as the GTV?"
+        )
+    return found
+
+
+def gtv_warnings(gtv: sitk.Image, lungs: sitk.Image | None, *, name: str = "GTV") -> list[str]:
+    """:func:`edge_warnings` and :func:`placement_warnings` of one GTV."""
+    return edge_warnings(gtv, name=name) + placement_warnings(gtv, lungs)
