@@ -53,7 +53,7 @@ def pca_fuse(
         model, Path(bundle.path), scores=risks, geometry=pd.read_parquet(geometry.path),
         selection=chosen,
         radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
-        network_dir=Path(network.path) if network is not None else None,
+        network_dir=Path(network.path) if network is not None else None, features=table,
     )  # fmt: skip
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)

@@ -66,3 +66,29 @@ def test_a_prediction_is_reliable_or_says_why_not(values, risk, survival, reason
         risk=risk, survival={"3y": survival}, blocks=blocks, params=params, warnings=["x"]
     )
     assert extra["reliable"] is False and extra["reasons"][0] == "x"
+
+
+def test_each_used_features_training_distribution_is_kept_and_checked() -> None:
+    from lungsurv.survival.reliability import FEATURE_QUANTILE_LEVELS, training_features
+
+    rng = np.random.default_rng(1)
+    training = {"gtv": pd.DataFrame({"a": rng.normal(10, 2, 300), "b": rng.normal(0, 1, 300)})}
+    params = _params(training_risk(np.linspace(-2, 2, 50)))
+    found = training_features(training, params)
+    assert set(found) == {"gtv:a", "gtv:b"}
+    quantiles = found["gtv:a"]["quantiles"]
+    assert len(quantiles) == len(FEATURE_QUANTILE_LEVELS) and quantiles == sorted(quantiles)
+    assert (
+        quantiles[0] == training["gtv"]["a"].min() and quantiles[-1] == training["gtv"]["a"].max()
+    )
+    assert found["gtv:a"]["mean"][0] == pytest.approx(10, abs=0.3)
+    params.metadata["training_features"] = found
+    # Within 4 SDs but beyond every training patient's value: out of range, and said so.
+    beyond = found["gtv:b"]["quantiles"][-1] + 0.01
+    blocks = {"gtv": pd.DataFrame([{"a": 10.0, "b": beyond}])}
+    assert abs(feature_z_scores(blocks, params)["gtv:b"]) < 4
+    result = assess(risk=0.1, survival={"3y": 0.5}, blocks=blocks, params=params)
+    assert result["reliable"] is False and "gtv:b" in result["out_of_range_features"]
+    assert any("outside the training range (min-max)" in r for r in result["reasons"])
+    inside = {"gtv": pd.DataFrame([{"a": 10.0, "b": 0.0}])}
+    assert assess(risk=0.1, survival={"3y": 0.5}, blocks=inside, params=params)["reliable"]

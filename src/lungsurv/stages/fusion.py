@@ -24,8 +24,8 @@ from lungsurv.stages.selection import (
     select_features,
 )
 from lungsurv.survival.bundle import save_bundle
-from lungsurv.survival.fusion import BlockParameters, FusionModel, score
-from lungsurv.survival.reliability import training_risk
+from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
+from lungsurv.survival.reliability import training_features, training_risk
 
 
 def fit_combined(
@@ -110,14 +110,20 @@ def write_bundle(
     selection: Selection,
     radiomics_params: Mapping[str, Any],
     network_dir: Path | None = None,
+    features: pd.DataFrame | None = None,
 ) -> Path:
     """The model bundle serving loads: the fitted model with the training patients' GTV-volume
-    and slice-thickness ranges (serving flags inputs outside them), the radiomics parameters,
+    and slice-thickness ranges, risk quantiles and (given the ``features`` table) every used
+    feature's training quantiles (serving flags inputs outside them), the radiomics parameters,
     the selection settings, and the network when the model fuses deep features."""
     train_ids = list(scores.loc[scores[SPLIT_COLUMN] == TRAIN, "patient_id"])  # the fitted rows
     model.params_.metadata["training_ranges"] = training_ranges(geometry, train_ids)
     trained = scores[SPLIT_COLUMN] == TRAIN
     model.params_.metadata["training_risk"] = training_risk(scores.loc[trained, "risk"].to_numpy())
+    if features is not None:  # every used feature's training quantiles, mean and SD
+        used = [b.name for b in model.params_.blocks if b.features]
+        blocks = feature_blocks(features, used, patients=train_ids)
+        model.params_.metadata["training_features"] = training_features(blocks, model.params_)
     return save_bundle(
         model.params_,
         folder,

@@ -2,10 +2,12 @@
 place in the training risks, survival that vanishes.
 
 A bundle records its training patients' risks (:func:`training_risk`, 21 quantiles) and, per
-feature, the training mean and standard deviation it standardises with. A served prediction is
-``reliable`` only when every used feature is within :data:`MAX_FEATURE_Z` training standard
-deviations, the risk within the training range, the survival above :data:`MIN_SURVIVAL`, and the
-image and GTV raised no range or plausibility warning; otherwise the reasons say why.
+used feature, the training mean and standard deviation it standardises with and the training
+quantiles (:func:`training_features`: minimum, 1 %, median, 99 %, maximum). A served prediction
+is ``reliable`` only when every used feature is within :data:`MAX_FEATURE_Z` training standard
+deviations and within the training range, the risk within the training range, the survival
+above :data:`MIN_SURVIVAL`, and the image and GTV raised no range, plausibility or placement
+warning; otherwise the reasons say why.
 """
 
 from __future__ import annotations
@@ -24,6 +26,28 @@ MAX_FEATURE_Z = 4.0
 MIN_SURVIVAL = 1e-6
 #: The training risks' quantiles a bundle stores (0, 5, ..., 100 %).
 RISK_QUANTILE_LEVELS = tuple(np.linspace(0.0, 1.0, 21).round(2))
+#: Each used feature's training quantiles a bundle stores: minimum, 1 %, median, 99 %, maximum.
+FEATURE_QUANTILE_LEVELS = (0.0, 0.01, 0.5, 0.99, 1.0)
+
+
+def training_features(
+    blocks: Mapping[str, pd.DataFrame], params: ModelParameters
+) -> dict[str, dict[str, list[float]]]:
+    """Every used feature's training distribution (``block:feature`` -> ``quantiles`` at
+    :data:`FEATURE_QUANTILE_LEVELS`, ``mean``, ``sd``), from the training rows ``blocks``."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for block in params.blocks:
+        for name in block.features:
+            values = blocks[block.name][name].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if not values.size:
+                continue
+            found[f"{block.name}:{name}"] = {
+                "quantiles": [float(v) for v in np.quantile(values, FEATURE_QUANTILE_LEVELS)],
+                "mean": [float(values.mean())],
+                "sd": [float(values.std(ddof=1)) if values.size > 1 else 0.0],
+            }
+    return found
 
 
 def training_risk(risk: np.ndarray) -> dict[str, list[float]]:
@@ -64,6 +88,14 @@ def feature_z_scores(blocks: Mapping[str, pd.DataFrame], params: ModelParameters
     return scores
 
 
+def _feature_values(blocks: Mapping[str, pd.DataFrame], params: ModelParameters) -> dict:
+    return {
+        f"{block.name}:{name}": float(blocks[block.name][name].to_numpy(dtype=float)[0])
+        for block in params.blocks
+        for name in block.features
+    }
+
+
 def assess(
     *,
     risk: float,
@@ -76,7 +108,18 @@ def assess(
     range and plausibility warnings that make a prediction unreliable."""
     reasons = list(warnings)
     z = feature_z_scores(blocks, params)
-    outside = {k: round(v, 2) for k, v in z.items() if not abs(v) <= MAX_FEATURE_Z}
+    ranges = params.metadata.get("training_features", {})
+    beyond = {
+        k
+        for k, v in _feature_values(blocks, params).items()
+        if k in ranges and not ranges[k]["quantiles"][0] <= v <= ranges[k]["quantiles"][-1]
+    }
+    if beyond:
+        reasons.append(
+            f"{len(beyond)} of {len(z)} features are outside the training range (min-max), "
+            f"e.g. {sorted(beyond)[0]}"
+        )
+    outside = {k: round(v, 2) for k, v in z.items() if not abs(v) <= MAX_FEATURE_Z or k in beyond}
     if outside:
         worst = max(outside, key=lambda k: abs(outside[k]) if np.isfinite(outside[k]) else np.inf)
         reasons.append(
