@@ -51,7 +51,12 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        self.channels, self.head = tuple(self.channels), tuple(self.head)
+        # KFP hands list parameters over as JSON numbers (16.0): whole numbers are widths.
+        for name in ("channels", "head"):
+            values = tuple(getattr(self, name))
+            if not all(float(v).is_integer() for v in values):
+                raise ValueError(f"{name} must be whole numbers, got {values}")
+            setattr(self, name, tuple(int(v) for v in values))
         if self.crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.intensity not in INTENSITIES:
