@@ -5,6 +5,7 @@
   with bootstrap intervals (:mod:`lungsurv.survival.accuracy`);
 * :func:`headline_table`: one row per model and cohort, the figures a reader looks for first
   (C-index with CI, AUC at each horizon, IBS);
+* :func:`headline_metrics`: the KFP metrics of the evaluate step;
 * :func:`delong_summary`: DeLong's test condensed to the comparisons that matter, each model
   against the combined model on the test cohort, one row per model.
 """
@@ -123,3 +124,32 @@ def delong_summary(delong: pd.DataFrame, cohort: str = "test") -> pd.DataFrame:
             row[f"p_{year}y"] = float(item.p_value)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def headline_metrics(
+    tables: dict[str, pd.DataFrame], oracle_c_index: float | None
+) -> dict[str, float]:
+    """The KFP metrics: C-indices, the combined model's test AUCs and hazard ratio, the oracle."""
+    metrics: dict[str, float] = {}
+    c_table = tables["c_index"]
+    for row in c_table[c_table["model"].isin(["Combined", "TNM"])].itertuples():
+        metrics[f"{row.cohort}_{row.model.lower()}_c_index"] = round(float(row.c_index), 4)
+    auc = tables["auc"]
+    for row in auc[(auc["model"] == "Combined") & (auc["cohort"] == "test")].itertuples():
+        if np.isfinite(row.auc):
+            metrics[f"test_auc_{row.horizon_days // 365}y"] = round(float(row.auc), 4)
+    overall = tables["risk_groups"]
+    overall = overall[(overall["subgroup"] == "all") & (overall["cohort"] == "test")]
+    if len(overall) and np.isfinite(overall["hr"].iloc[0]):
+        metrics["test_hazard_ratio"] = round(float(overall["hr"].iloc[0]), 4)
+    for name, table, measure in (
+        ("test_combined_ibs", "prediction_error", "ibs"),
+        ("test_calibration_slope", "calibration_measures", "slope"),
+    ):
+        rows = tables[table]
+        found = rows[(rows["cohort"] == "test") & (rows["measure"] == measure)]["estimate"]
+        if len(found) and np.isfinite(found.iloc[0]):
+            metrics[name] = round(float(found.iloc[0]), 4)
+    if oracle_c_index is not None:
+        metrics["test_oracle_c_index"] = round(float(oracle_c_index), 4)
+    return metrics

@@ -20,7 +20,12 @@ import pandas as pd
 
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
-from lungsurv.stages.accuracy import accuracy_tables, delong_summary, headline_table
+from lungsurv.stages.accuracy import (
+    accuracy_tables,
+    delong_summary,
+    headline_metrics,
+    headline_table,
+)
 from lungsurv.stages.selection import overall_stage_number
 from lungsurv.stages.trust import constant_models, model_warnings
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
@@ -384,34 +389,17 @@ def evaluate_models(
 ) -> Evaluation:
     """Every table and figure of the paper's evaluation for the combined model (``scores``
     from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
-    select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings)."""
+    select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings);
+    ``training_history`` the network's per-epoch losses, for the trust checks."""
 
     per_model = scores[["patient_id", SPLIT_COLUMN, "time_days", "event", "risk"]].rename(
         columns={"risk": "Combined"}
     )
     per_model = per_model.merge(signature_scores.drop(columns=SPLIT_COLUMN), on="patient_id")
-    cutoff = params.cutoff
-    tables = {
-        "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),
-        "auc": auc_table(per_model, horizons, n_resamples=n_resamples, seed=seed),
-        "delong": delong_table(_comparable(per_model), horizons),
-        "calibration": calibration_table(
-            scores,
-            lambda risk, t: survival_at(risk, [t], params)[:, 0],
-            horizons,
-            n_resamples=n_resamples,
-            seed=seed,
-        ),
-        "risk_groups": risk_group_table(scores, cutoff, manifest),
-        "number_at_risk": number_at_risk(scores, cutoff),
-        "loadings": loadings_frame(params).reset_index(names="feature"),
-    }
-    tables |= accuracy_tables(scores, params, horizons, n_resamples=n_resamples, seed=seed)
-    tables["headline"] = headline_table(tables, per_model)
-    tables["delong_summary"] = delong_summary(tables["delong"])
+    tables = _tables(per_model, scores, params, manifest, horizons, n_resamples, seed)
     if selected is not None:
         tables["selected_features"] = selected
-    metrics = _headline_metrics(tables, oracle_c_index)
+    metrics = headline_metrics(tables, oracle_c_index)
     metrics["pca_components"] = int(np.asarray(params.cox_coef).size)
     warnings = model_warnings(
         per_model=per_model,
@@ -437,6 +425,37 @@ def evaluate_models(
     )
 
 
+def _tables(
+    per_model: pd.DataFrame,
+    scores: pd.DataFrame,
+    params: ModelParameters,
+    manifest: pd.DataFrame | None,
+    horizons: tuple[int, ...],
+    n_resamples: int,
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    cutoff = params.cutoff
+    tables = {
+        "c_index": discrimination_table(per_model, n_resamples=n_resamples, seed=seed),
+        "auc": auc_table(per_model, horizons, n_resamples=n_resamples, seed=seed),
+        "delong": delong_table(_comparable(per_model), horizons),
+        "calibration": calibration_table(
+            scores,
+            lambda risk, t: survival_at(risk, [t], params)[:, 0],
+            horizons,
+            n_resamples=n_resamples,
+            seed=seed,
+        ),
+        "risk_groups": risk_group_table(scores, cutoff, manifest),
+        "number_at_risk": number_at_risk(scores, cutoff),
+        "loadings": loadings_frame(params).reset_index(names="feature"),
+    }
+    tables |= accuracy_tables(scores, params, horizons, n_resamples=n_resamples, seed=seed)
+    tables["headline"] = headline_table(tables, per_model)
+    tables["delong_summary"] = delong_summary(tables["delong"])
+    return tables
+
+
 def _comparable(per_model: pd.DataFrame, reference: str = "Combined") -> pd.DataFrame:
     """The models DeLong's test can compare: a constant (empty) signature is left out, with a
     warning; a constant reference leaves nothing to compare against."""
@@ -444,35 +463,6 @@ def _comparable(per_model: pd.DataFrame, reference: str = "Combined") -> pd.Data
     if reference in constant:
         constant = [m for m in model_columns(per_model) if m != reference]
     return per_model.drop(columns=constant)
-
-
-def _headline_metrics(
-    tables: dict[str, pd.DataFrame], oracle_c_index: float | None
-) -> dict[str, float]:
-    """The KFP metrics: C-indices, the combined model's test AUCs and hazard ratio, the oracle."""
-    metrics: dict[str, float] = {}
-    c_table = tables["c_index"]
-    for row in c_table[c_table["model"].isin(["Combined", "TNM"])].itertuples():
-        metrics[f"{row.cohort}_{row.model.lower()}_c_index"] = round(float(row.c_index), 4)
-    auc = tables["auc"]
-    for row in auc[(auc["model"] == "Combined") & (auc["cohort"] == "test")].itertuples():
-        if np.isfinite(row.auc):
-            metrics[f"test_auc_{row.horizon_days // 365}y"] = round(float(row.auc), 4)
-    overall = tables["risk_groups"]
-    overall = overall[(overall["subgroup"] == "all") & (overall["cohort"] == "test")]
-    if len(overall) and np.isfinite(overall["hr"].iloc[0]):
-        metrics["test_hazard_ratio"] = round(float(overall["hr"].iloc[0]), 4)
-    for name, table, measure in (
-        ("test_combined_ibs", "prediction_error", "ibs"),
-        ("test_calibration_slope", "calibration_measures", "slope"),
-    ):
-        rows = tables[table]
-        found = rows[(rows["cohort"] == "test") & (rows["measure"] == measure)]["estimate"]
-        if len(found) and np.isfinite(found.iloc[0]):
-            metrics[name] = round(float(found.iloc[0]), 4)
-    if oracle_c_index is not None:
-        metrics["test_oracle_c_index"] = round(float(oracle_c_index), 4)
-    return metrics
 
 
 def write_tables(evaluation: Evaluation, folder: Path) -> None:
