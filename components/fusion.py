@@ -17,6 +17,7 @@ def pca_fuse(
     signature_scores: Input[Dataset],
     geometry: Input[Dataset],
     variance: float,
+    fusion: str,
     seed: int,
     radiomics_params_uri: str,
     radiomics_normalize_scale: float,
@@ -46,7 +47,7 @@ def pca_fuse(
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
     model, risks = fit_combined(
-        table, cohort, training_mask(cohort), selection=chosen, variance=variance,
+        table, cohort, training_mask(cohort), selection=chosen, variance=variance, fusion=fusion,
         random_state=seed,
     )  # fmt: skip
     write_bundle(

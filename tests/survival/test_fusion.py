@@ -155,3 +155,23 @@ def test_a_diverging_cox_fit_falls_back_to_the_smallest_ridge_penalty() -> None:
     assert alpha == 1e-4 and np.all(np.isfinite(cox.coef_))
     _, plain = _fit_cox(components[:, [0, 2]] + np.random.default_rng(1).normal(0, 3, (10, 2)), y)
     assert plain == 0.0
+
+
+def test_signature_fusion_is_a_cox_model_on_the_blocks_signatures(cohort, tmp_path: Path) -> None:
+    blocks, y, eta = cohort
+    train, test = _split(blocks, slice(0, 160)), _split(blocks, slice(160, None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FusionModel(random_state=0, fusion="signatures").fit(train, y[:160])
+    assert model.n_components_ == 2 and model.params_.metadata["fusion"] == "signatures"
+    scored = score(test, model.params_)
+    # Each "component" is a block's signature score; the risk weighs them by the Cox model.
+    for k, name in enumerate(["gtv", "ring_6mm"]):
+        np.testing.assert_allclose(scored["components"][:, k], scored[f"signature_{name}"])
+    np.testing.assert_allclose(scored["risk"], scored["components"] @ model.params_.cox_coef)
+    event, time = y["event"][160:], y["time"][160:]
+    assert concordance_index_censored(event, time, scored["risk"])[0] > 0.65
+    bundle = save_bundle(model.params_, tmp_path / "bundle")
+    np.testing.assert_array_equal(score(test, load_bundle(bundle))["risk"], scored["risk"])
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        FusionModel(fusion="stack").fit(train, y[:160])

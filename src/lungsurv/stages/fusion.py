@@ -39,6 +39,7 @@ def fit_combined(
     alpha: float = 0.05,
     n_folds: int = 10,
     random_state: int = 0,
+    fusion: str = "pca",
 ) -> tuple[FusionModel, pd.DataFrame]:
     """PCA-fuse: fit the combined model on the training patients; return it and every patient's
     scores.
@@ -46,9 +47,11 @@ def fit_combined(
     With a ``selection`` (from :func:`select_features`) its combined blocks and their selected
     features are used as they are; without one each block's signature is selected here (GTV,
     ``ring``, and deep features when the table has ``dl`` rows), and ``ring="auto"`` picks the
-    ring by cross-validated training C-index. Patients lacking a row for a block (failed
-    upstream) are left out and listed in a warning. The scores table has ``patient_id, split,
-    time_days, event, risk, risk_group`` and one ``signature_<block>`` column per block.
+    ring by cross-validated training C-index. ``fusion``: the paper's PCA, or ``"signatures"``
+    (a Cox model on the blocks' signature scores, :class:`FusionModel`). Patients lacking a
+    row for a block (failed upstream) are left out and listed in a warning. The scores table
+    has ``patient_id, split, time_days, event, risk, risk_group`` and one ``signature_<block>``
+    column per block.
     """
     if selection is None and ring == "auto":
         selection = select_features(
@@ -77,6 +80,7 @@ def fit_combined(
         n_folds=n_folds,
         random_state=random_state,
         block_parameters=prefit,
+        fusion=fusion,
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
     return model, _scores_table(cohort, score(cohort.blocks, model.params_), model.cutoff_)

@@ -57,6 +57,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "test_fraction": keyword_default(split_cohort, "test_fraction"),
     "seed": DEFAULT_SEED,
     "pca_variance": keyword_default(fit_combined, "variance"),
+    "fusion": keyword_default(fit_combined, "fusion"),
     "univariate_alpha": keyword_default(select_features, "alpha"),
     "lasso_folds": keyword_default(select_features, "n_folds"),
     "lasso_scoring": keyword_default(select_features, "cv_scoring"),

@@ -110,8 +110,19 @@ def survival_at(risk: np.ndarray, times: Sequence[float], params: ModelParameter
     return s0[None, :] ** np.exp(risk)[:, None]
 
 
+#: How :class:`FusionModel` combines the blocks: the paper's PCA over the selected features, or
+#: one covariate per block, its signature's score (a Cox model on the signatures).
+FUSIONS: tuple[str, ...] = ("pca", "signatures")
+
+
 class FusionModel(BaseEstimator):
     """Per-block Cox signatures, PCA over their selected features, Cox on the components.
+
+    ``fusion="signatures"`` replaces the PCA by the blocks' signature scores (each block's
+    selected features with its LASSO coefficients): the Cox model then has one coefficient per
+    block instead of one per component, which overfits far less on a small training cohort;
+    it is stored in the same form (each "component" a signature), so scoring and serving do not
+    change.
 
     ``fit(blocks, y)`` takes a mapping of block name to a DataFrame (rows in the same patient
     order as ``y``). ``block_parameters``: signatures already selected on the same training rows
@@ -128,7 +139,9 @@ class FusionModel(BaseEstimator):
         n_folds: int = 10,
         random_state: int = 0,
         block_parameters: Sequence[BlockParameters] | None = None,
+        fusion: str = "pca",
     ) -> None:
+        self.fusion = fusion
         self.variance = variance
         self.alpha = alpha
         self.n_folds = n_folds
@@ -140,6 +153,8 @@ class FusionModel(BaseEstimator):
 
         if not 0 < self.variance <= 1:
             raise ValueError(f"variance must be in (0, 1], got {self.variance}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         survival_arrays(y)
         parameters = self._block_parameters(blocks, y)
         n_selected = sum(len(p.features) for p in parameters)
@@ -155,21 +170,27 @@ class FusionModel(BaseEstimator):
             self.cutoff_ = 0.0
             return self
         joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
-        n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
-        pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
-        components = pca.transform(joined)
+        if self.fusion == "signatures":
+            mean, axes, explained = np.zeros(joined.shape[1]), _signature_axes(parameters), None
+        else:
+            n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
+            pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
+            mean, axes, explained = pca.mean_, pca.components_, pca.explained_variance_ratio_
+        components = (joined - mean) @ axes.T
         cox, self.ridge_alpha_ = _fit_cox(components, y)
-        self.n_components_ = int(pca.n_components_)
+        self.n_components_ = int(axes.shape[0])
         params = ModelParameters(
             blocks=parameters,
-            pca_mean=pca.mean_,
-            pca_components=pca.components_,
-            explained_variance_ratio=pca.explained_variance_ratio_,
+            pca_mean=mean,
+            pca_components=axes,
+            # Signature axes explain no PCA variance: 0, and metadata["fusion"] says why.
+            explained_variance_ratio=explained if explained is not None else np.zeros(len(axes)),
             cox_coef=np.asarray(cox.coef_, dtype=float),
             baseline_times=np.asarray(cox.baseline_survival_.x, dtype=float),
             baseline_survival=np.asarray(cox.baseline_survival_.y, dtype=float),
             cutoff=0.0,
         )
+        params.metadata["fusion"] = self.fusion
         if self.ridge_alpha_:
             params.metadata["cox_ridge_alpha"] = self.ridge_alpha_
         params.cutoff = float(np.median(score(blocks, params)["risk"]))
@@ -220,6 +241,19 @@ class FusionModel(BaseEstimator):
         """PCA loadings (rows: ``block:feature``, columns: PC1..PCk), the paper's Figure 5."""
         check_is_fitted(self, "params_")
         return loadings_frame(self.params_)
+
+
+def _signature_axes(parameters: Sequence[BlockParameters]) -> np.ndarray:
+    """One row per block with features: its signature's coefficients on its own features."""
+    widths = [len(p.features) for p in parameters]
+    axes = np.zeros((sum(w > 0 for w in widths), sum(widths)))
+    row, start = 0, 0
+    for parameter, width in zip(parameters, widths, strict=True):
+        if width:
+            axes[row, start : start + width] = np.asarray(parameter.signature_coef, float)
+            row += 1
+        start += width
+    return axes
 
 
 def loadings_frame(params: ModelParameters) -> pd.DataFrame:
