@@ -89,6 +89,11 @@ def test_each_used_features_training_distribution_is_kept_and_checked() -> None:
     assert abs(feature_z_scores(blocks, params)["gtv:b"]) < 4
     result = assess(risk=0.1, survival={"3y": 0.5}, blocks=blocks, params=params)
     assert result["reliable"] is False and "gtv:b" in result["out_of_range_features"]
-    assert any("outside the training range (min-max)" in r for r in result["reasons"])
+    assert any("outside the training patients' range" in r for r in result["reasons"])
     inside = {"gtv": pd.DataFrame([{"a": 10.0, "b": 0.0}])}
     assert assess(risk=0.1, survival={"3y": 0.5}, blocks=inside, params=params)["reliable"]
+    # A training patient's most extreme value is within the range, even 5 SDs from the mean.
+    params.metadata["training_features"]["gtv:a"]["quantiles"][-1] = 20.5
+    extreme = {"gtv": pd.DataFrame([{"a": 20.5, "b": 0.0}])}
+    assert feature_z_scores(extreme, params)["gtv:a"] > 5
+    assert assess(risk=0.1, survival={"3y": 0.5}, blocks=extreme, params=params)["reliable"]

@@ -4,8 +4,9 @@ place in the training risks, survival that vanishes.
 A bundle records its training patients' risks (:func:`training_risk`, 21 quantiles) and, per
 used feature, the training mean and standard deviation it standardises with and the training
 quantiles (:func:`training_features`: minimum, 1 %, median, 99 %, maximum). A served prediction
-is ``reliable`` only when every used feature is within :data:`MAX_FEATURE_Z` training standard
-deviations and within the training range, the risk within the training range, the survival
+is ``reliable`` only when every used feature lies within the training patients' range (for a
+bundle without the quantiles: within :data:`MAX_FEATURE_Z` training standard deviations of the
+mean), the risk within the training range, the survival
 above :data:`MIN_SURVIVAL`, and the image and GTV raised no range, plausibility or placement
 warning; otherwise the reasons say why.
 """
@@ -109,28 +110,37 @@ def assess(
     reasons = list(warnings)
     z = feature_z_scores(blocks, params)
     ranges = params.metadata.get("training_features", {})
-    beyond = {
-        k
-        for k, v in _feature_values(blocks, params).items()
-        if k in ranges and not ranges[k]["quantiles"][0] <= v <= ranges[k]["quantiles"][-1]
-    }
-    if beyond:
-        reasons.append(
-            f"{len(beyond)} of {len(z)} features are outside the training range (min-max), "
-            f"e.g. {sorted(beyond)[0]}"
-        )
-    outside = {k: round(v, 2) for k, v in z.items() if not abs(v) <= MAX_FEATURE_Z or k in beyond}
-    if outside:
-        worst = max(outside, key=lambda k: abs(outside[k]) if np.isfinite(outside[k]) else np.inf)
-        reasons.append(
-            f"{len(outside)} of {len(z)} features are more than {MAX_FEATURE_Z:g} training SDs "
-            f"from the training mean (most: {worst} at {outside[worst]:+.1f} SD)"
-        )
+    if ranges:
+        # The training patients' own range: a training patient is never out of it, however
+        # heavy-tailed a feature (a maximum reaches 4 SDs in a cohort of a hundred).
+        values = _feature_values(blocks, params)
+        outside = {
+            k: round(z[k], 2)
+            for k, v in values.items()
+            if k in ranges and not ranges[k]["quantiles"][0] <= v <= ranges[k]["quantiles"][-1]
+        }
+        if outside:
+            worst = max(outside, key=lambda k: abs(outside[k]))
+            reasons.append(
+                f"{len(outside)} of {len(z)} features are outside the training patients' range "
+                f"(most: {worst} at {outside[worst]:+.1f} training SDs from the mean)"
+            )
+    else:  # a bundle without the training quantiles: the standardisation's mean and SD
+        outside = {k: round(v, 2) for k, v in z.items() if not abs(v) <= MAX_FEATURE_Z}
+        if outside:
+            worst = max(
+                outside, key=lambda k: abs(outside[k]) if np.isfinite(outside[k]) else np.inf
+            )
+            reasons.append(
+                f"{len(outside)} of {len(z)} features are more than {MAX_FEATURE_Z:g} training "
+                f"SDs from the training mean (most: {worst} at {outside[worst]:+.1f} SD)"
+            )
     distribution = params.metadata.get("training_risk", {})
     percentile = risk_percentile(risk, distribution)
     if distribution:
         low, high = distribution["quantiles"][0], distribution["quantiles"][-1]
-        if not low <= risk <= high:
+        slack = 1e-9 * max(1.0, abs(low), abs(high))  # serving equals the pipeline to 1e-9
+        if not low - slack <= risk <= high + slack:
             reasons.append(f"risk {risk:.2f} is outside the training risks {low:.2f} to {high:.2f}")
     tiny = [h for h, s in survival.items() if s < MIN_SURVIVAL]
     if tiny:
