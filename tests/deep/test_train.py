@@ -174,3 +174,21 @@ def test_loader_workers_seed_their_augmentations() -> None:
     first = _weights(train(volumes, time, event, config).model)
     again = _weights(train(volumes, time, event, config).model)
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_a_last_batch_of_one_patient_is_dropped_not_fatal() -> None:
+    """Batches of 8 over 9 training patients leave one over: with the four stages shrinking a
+    32^3 input to 1 voxel, BatchNorm has a single value per channel and cannot train on it.
+    That batch is dropped; a remainder of two or more is kept."""
+    from lungsurv.deep.train import validation_split
+
+    config = replace(TINY, input_size=32, channels=(4, 4, 4, 4), max_epochs=1)
+    volumes, time, event = _synthetic(40, 32)
+    for n in range(10, 16):  # the sizes whose training part leaves a remainder of one
+        train_rows, _ = validation_split(event[:n], config.validation_fraction, config.seed)
+        if len(train_rows) % config.batch_size == 1:
+            result = train(volumes[:n], time[:n], event[:n], config)
+            assert np.isfinite(result.history["train_loss"]).all()
+            break
+    else:
+        pytest.fail("no cohort size between 10 and 15 leaves one patient over")

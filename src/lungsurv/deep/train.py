@@ -242,6 +242,9 @@ class _Run:
             _Volumes(inputs[train_rows], time[train_rows], event[train_rows], augment),
             batch_size=config.batch_size,
             shuffle=True,
+            # A last batch of one patient has no batch statistics (BatchNorm refuses it) and
+            # no pair to rank: drop it; any larger remainder is kept.
+            drop_last=len(train_rows) % config.batch_size == 1,
             generator=generator,
             num_workers=workers,
             pin_memory=cuda,
