@@ -234,7 +234,12 @@ def test_pipeline_runs_locally(
     # The stage's KFP metrics count the empty signatures (zero or more, always reported).
     executed = json.loads(selected["executor_output.json"].read_text())
     metrics = executed["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-    assert metrics["empty_signatures"] >= 0 and metrics["selected_Rad"] >= 1
+    chosen = pd.read_parquet(selected["selection"] / "selected_features.parquet")
+    counts = chosen["signature"].value_counts().to_dict()
+    logged = {k.removeprefix("selected_"): v for k, v in metrics.items() if k != "empty_signatures"}
+    assert logged == counts
+    saved = json.loads((selected["selection"] / "selection.json").read_text())
+    assert metrics["empty_signatures"] == len(set(saved["signature_blocks"]) - set(counts))
     signatures = pd.read_parquet(selected["signature_scores"])
     assert {"Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= set(signatures.columns)
     fitted = outputs("pca-fuse")

@@ -158,7 +158,7 @@ def test_a_diverging_cox_fit_falls_back_to_the_smallest_ridge_penalty() -> None:
 
 
 def test_signature_fusion_is_a_cox_model_on_the_blocks_signatures(cohort, tmp_path: Path) -> None:
-    blocks, y, eta = cohort
+    blocks, y, _ = cohort
     train, test = _split(blocks, slice(0, 160)), _split(blocks, slice(160, None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
