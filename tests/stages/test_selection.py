@@ -139,7 +139,11 @@ def test_the_papers_signatures_and_the_ring_choice() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, _ = fit_combined(features, manifest, is_train, ring="auto")
-    assert model.params_.metadata == {"ring": "ring_6mm", "ring_chosen_automatically": True}
+    assert model.params_.metadata == {
+        "ring": "ring_6mm",
+        "ring_chosen_automatically": True,
+        "fusion": "pca",
+    }
 
 
 def test_pca_fuse_on_a_saved_selection_equals_the_one_step_fit(tmp_path: Path) -> None:
