@@ -116,7 +116,7 @@ def test_feature_blocks_from_the_radiomics_table() -> None:
         feature_blocks(table, ["gtv"], patients=["a", "c"])
 
 
-@pytest.mark.parametrize("variance", [0.0, 1.2])
+@pytest.mark.parametrize("variance", [-0.1, 1.2])
 def test_invalid_variance_is_named(cohort, variance: float) -> None:
     blocks, y, _ = cohort
     with pytest.raises(ValueError, match=str(variance)):
@@ -175,3 +175,21 @@ def test_signature_fusion_is_a_cox_model_on_the_blocks_signatures(cohort, tmp_pa
     np.testing.assert_array_equal(score(test, load_bundle(bundle))["risk"], scored["risk"])
     with pytest.raises(ValueError, match="fusion must be one of"):
         FusionModel(fusion="stack").fit(train, y[:160])
+
+
+def test_variance_zero_chooses_the_share_of_variance_by_cross_validation(cohort) -> None:
+    from lungsurv.survival.fusion import VARIANCE_CANDIDATES
+
+    blocks, y, _ = cohort
+    train = _split(blocks, slice(0, 160))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FusionModel(random_state=0, variance=0.0).fit(train, y[:160])
+        again = FusionModel(random_state=0, variance=0.0).fit(train, y[:160])
+    chosen = model.params_.metadata["pca_variance"]
+    scores = model.params_.metadata["pca_variance_cv"]
+    assert chosen in VARIANCE_CANDIDATES and set(scores) == {f"{c:g}" for c in VARIANCE_CANDIDATES}
+    assert scores[f"{chosen:g}"] == max(scores.values()) and 0.5 < max(scores.values()) <= 1
+    assert again.params_.metadata == model.params_.metadata  # seeded folds: the same choice
+    explained = model.params_.explained_variance_ratio.sum()
+    assert explained >= chosen - 1e-9 or chosen == 1.0

@@ -12,6 +12,7 @@ bundle loaded from disk, so a loaded bundle reproduces the stored risks exactly.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from lungsurv.survival.cox import survival_arrays
 from lungsurv.survival.metrics import c_index
-from lungsurv.survival.selection import CoxSignature
+from lungsurv.survival.selection import CoxSignature, assign_folds
+
+logger = logging.getLogger(__name__)
 
 
 def feature_blocks(
@@ -113,6 +116,9 @@ def survival_at(risk: np.ndarray, times: Sequence[float], params: ModelParameter
 #: How :class:`FusionModel` combines the blocks: the paper's PCA over the selected features, or
 #: one covariate per block, its signature's score (a Cox model on the signatures).
 FUSIONS: tuple[str, ...] = ("pca", "signatures")
+#: ``variance=0``: the share of PCA variance kept is chosen among these by cross-validation.
+VARIANCE_CANDIDATES: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95, 1.0)
+VARIANCE_CV_FOLDS = 5
 
 
 class FusionModel(BaseEstimator):
@@ -151,8 +157,8 @@ class FusionModel(BaseEstimator):
     def fit(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> FusionModel:
         from sklearn.decomposition import PCA
 
-        if not 0 < self.variance <= 1:
-            raise ValueError(f"variance must be in (0, 1], got {self.variance}")
+        if not (self.variance == 0 or 0 < self.variance <= 1):
+            raise ValueError(f"variance must be 0 (chosen by CV) or in (0, 1], got {self.variance}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         survival_arrays(y)
@@ -169,11 +175,12 @@ class FusionModel(BaseEstimator):
             self.n_components_ = 0
             self.cutoff_ = 0.0
             return self
+        variance = self.variance or self._choose_variance(blocks, y)
         joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
         if self.fusion == "signatures":
             mean, axes, explained = np.zeros(joined.shape[1]), _signature_axes(parameters), None
         else:
-            n_components: float | int = self.variance if self.variance < 1 else None  # type: ignore[assignment]
+            n_components: float | int = variance if variance < 1 else None  # type: ignore[assignment]
             pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
             mean, axes, explained = pca.mean_, pca.components_, pca.explained_variance_ratio_
         components = (joined - mean) @ axes.T
@@ -191,12 +198,49 @@ class FusionModel(BaseEstimator):
             cutoff=0.0,
         )
         params.metadata["fusion"] = self.fusion
+        if self.fusion == "pca":
+            params.metadata["pca_variance"] = float(variance)
+        if not self.variance and self.fusion == "pca":
+            params.metadata["pca_variance_cv"] = self.variance_cv_
         if self.ridge_alpha_:
             params.metadata["cox_ridge_alpha"] = self.ridge_alpha_
         params.cutoff = float(np.median(score(blocks, params)["risk"]))
         self.params_ = params
         self.cutoff_ = params.cutoff
         return self
+
+    def _choose_variance(self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray) -> float:
+        """The candidate share of variance with the best mean validation C-index over folds
+        of the training rows (assigned from the patient ids, stratified by event); each fold
+        refits everything the model fits (without ``block_parameters``, the signatures too).
+        Ties go to the smaller share (fewer components)."""
+        self.variance_cv_: dict[str, float] = {}
+        if self.fusion != "pca":
+            return 1.0
+        event, time = survival_arrays(y)
+        keys = [str(k) for k in next(iter(blocks.values())).index]
+        folds = assign_folds(keys, event, VARIANCE_CV_FOLDS, seed=self.random_state)
+        for candidate in VARIANCE_CANDIDATES:
+            scores = []
+            for fold in range(VARIANCE_CV_FOLDS):
+                fit, held = folds != fold, folds == fold
+                if not event[held].any():
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = clone(self).set_params(variance=candidate)
+                    model.fit({n: b.loc[fit] for n, b in blocks.items()}, y[fit])
+                    risk = model.predict({n: b.loc[held] for n, b in blocks.items()})
+                scores.append(c_index(time=time[held], event=event[held], risk=risk))
+            self.variance_cv_[f"{candidate:g}"] = float(np.mean(scores)) if scores else np.nan
+        best = max(VARIANCE_CANDIDATES, key=lambda c: np.nan_to_num(self.variance_cv_[f"{c:g}"]))
+        logger.info(
+            "PCA variance chosen by %d-fold CV: %g (mean validation C-index %s)",
+            VARIANCE_CV_FOLDS,
+            best,
+            ", ".join(f"{k}: {v:.3f}" for k, v in self.variance_cv_.items()),
+        )
+        return float(best)
 
     def _block_parameters(
         self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray
