@@ -179,3 +179,13 @@ def test_calibration_of_constant_predictions_is_one_group() -> None:
     time = rng.exponential(500, 40)
     table = calibration(time, np.ones(40, bool), np.full(40, 0.6), 365, n_resamples=20)
     assert table["group"].tolist() == [1] and table["patients"].tolist() == [40]
+
+
+def test_a_log_rank_test_without_variance_is_nan_not_an_error() -> None:
+    """Group B is censored before the first death: no comparison is possible at any death."""
+    from lungsurv.survival.metrics import logrank
+
+    statistic, p_value = logrank(
+        np.array([5.0, 6.0, 1.0, 2.0]), np.array([1, 1, 0, 0]), np.array([1, 1, 0, 0])
+    )
+    assert np.isnan(statistic) and np.isnan(p_value)

@@ -66,6 +66,9 @@ def _km_panel(
     high = (part["risk"] > cutoff).to_numpy()
     if 0 < high.sum() < len(part) and part["event"].any():
         _, p_value = logrank(part["time_days"], part["event"], high)
+    else:
+        p_value = float("nan")
+    if np.isfinite(p_value):
         ax.text(
             0.97,
             0.95,

@@ -218,13 +218,22 @@ class FusionModel(BaseEstimator):
         if self.fusion != "pca":
             return 1.0
         event, time = survival_arrays(y)
+        n_folds = min(VARIANCE_CV_FOLDS, int(event.sum()), len(event) // 2)
+        if n_folds < 2:
+            logger.warning(
+                "%d training patients with %d deaths: too few to choose the PCA variance by "
+                "cross-validation; the paper's 0.95 is kept",
+                len(event),
+                int(event.sum()),
+            )
+            return 0.95
         keys = [str(k) for k in next(iter(blocks.values())).index]
-        folds = assign_folds(keys, event, VARIANCE_CV_FOLDS, seed=self.random_state)
+        folds = assign_folds(keys, event, n_folds, seed=self.random_state)
         for candidate in VARIANCE_CANDIDATES:
             scores = []
-            for fold in range(VARIANCE_CV_FOLDS):
+            for fold in range(n_folds):
                 fit, held = folds != fold, folds == fold
-                if not event[held].any():
+                if held.sum() < 2 or not event[held].any() or not event[fit].any():
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -236,7 +245,7 @@ class FusionModel(BaseEstimator):
         best = max(VARIANCE_CANDIDATES, key=lambda c: np.nan_to_num(self.variance_cv_[f"{c:g}"]))
         logger.info(
             "PCA variance chosen by %d-fold CV: %g (mean validation C-index %s)",
-            VARIANCE_CV_FOLDS,
+            n_folds,
             best,
             ", ".join(f"{k}: {v:.3f}" for k, v in self.variance_cv_.items()),
         )

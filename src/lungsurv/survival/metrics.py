@@ -87,7 +87,10 @@ def logrank(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> tuple[flo
     if len(np.unique(group)) < 2:
         return float("nan"), float("nan")
     y = Surv.from_arrays(np.asarray(event, bool), np.asarray(time, float))
-    statistic, p_value = compare_survival(y, group)
+    try:
+        statistic, p_value = compare_survival(y, group)
+    except np.linalg.LinAlgError:  # no variance to test (e.g. every death in one group at once)
+        return float("nan"), float("nan")
     return float(statistic), float(p_value)
 
 
