@@ -143,6 +143,7 @@ def test_the_papers_signatures_and_the_ring_choice() -> None:
         "ring": "ring_6mm",
         "ring_chosen_automatically": True,
         "fusion": "pca",
+        "pca_variance": 0.95,
     }
 
 
