@@ -35,6 +35,7 @@ from lungsurv.survival.metrics import (
     delong_test,
     hazard_ratio,
     logrank,
+    percentile_interval,
     status_at,
     time_dependent_auc,
 )
@@ -116,7 +117,7 @@ def auc_table(
                 if sample["event"].any() and sample[model].nunique() > 1:
                     resampled[k] = _auc(train, sample, model, horizons)["auc"].to_numpy()
             for h, row in enumerate(point.itertuples()):
-                low, high = _interval(resampled[:, h])
+                low, high = percentile_interval(resampled[:, h])
                 rows.append(
                     {
                         "model": model,
@@ -142,15 +143,6 @@ def _auc(
 
 
 AUC_COLUMNS = ("model", "cohort", "horizon_days", "auc", "ci_low", "ci_high", "cases", "patients")
-
-
-def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def delong_table(

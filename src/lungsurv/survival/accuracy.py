@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lungsurv.survival.cox import univariate_cox
+from lungsurv.survival.metrics import percentile_interval
 
 #: ``survival(rows, times)``: predicted S(t | x) of the patients ``rows`` (indices into the
 #: evaluated cohort) at ``times``, shape (len(rows), len(times)).
@@ -30,15 +31,6 @@ SurvivalFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 IBS_GRID_POINTS = 60
 
 _COLUMNS = ["measure", "horizon_days", "estimate", "low", "high", "null_model"]
-
-
-def _interval(draws: list[float], level: float = 0.95) -> tuple[float, float]:
-    values = np.asarray(draws, float)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return float("nan"), float("nan")
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
 
 
 def _surv(event: np.ndarray, time: np.ndarray) -> np.ndarray:
@@ -109,9 +101,13 @@ def prediction_error(
     draws = [scores(rng.choice(rows, rows.size)) for _ in range(n_resamples)]
     result = []
     for k, horizon in enumerate(horizons):
-        low, high = _interval([d[0][k] for d in draws]) if np.isfinite(brier[k]) else (np.nan,) * 2
+        low, high = (
+            percentile_interval([d[0][k] for d in draws])
+            if np.isfinite(brier[k])
+            else (np.nan,) * 2
+        )
         result.append(("brier", int(horizon), float(brier[k]), low, high, float(null[k])))
-    low, high = _interval([d[1] for d in draws]) if np.isfinite(ibs) else (np.nan, np.nan)
+    low, high = percentile_interval([d[1] for d in draws]) if np.isfinite(ibs) else (np.nan, np.nan)
     result.append(("ibs", int(horizons.max()), ibs, low, high, ibs_null))
     return pd.DataFrame(result, columns=_COLUMNS)
 
@@ -182,6 +178,10 @@ def calibration_measures(
     labels = [("slope", 0)] + [("intercept", int(h)) for h in horizons]
     result = []
     for k, (measure, horizon) in enumerate(labels):
-        low, high = _interval(list(draws[:, k])) if np.isfinite(estimates[k]) else (np.nan, np.nan)
+        low, high = (
+            percentile_interval(list(draws[:, k]))
+            if np.isfinite(estimates[k])
+            else (np.nan, np.nan)
+        )
         result.append((measure, horizon, estimates[k], low, high))
     return pd.DataFrame(result, columns=_COLUMNS[:5])

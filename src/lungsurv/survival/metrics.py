@@ -42,6 +42,17 @@ def c_index(*, time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk))[0])
 
 
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws (non-finite draws dropped); NaN with fewer
+    than two draws."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 2:
+        return float("nan"), float("nan")
+    low, high = np.quantile(finite, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def bootstrap_c_index(
     *,
     time: np.ndarray,
