@@ -18,6 +18,7 @@ def pca_fuse(
     geometry: Input[Dataset],
     variance: float,
     fusion: str,
+    harmonize: str,
     seed: int,
     radiomics_params_uri: str,
     radiomics_normalize_scale: float,
@@ -39,15 +40,18 @@ def pca_fuse(
     from lungsurv.core.tables import write_parquet
     from lungsurv.radiomics.params import resolve_params
     from lungsurv.stages.fusion import fit_combined, write_bundle
+    from lungsurv.stages.harmonization import harmonize_features
     from lungsurv.stages.selection import Selection
 
     configure_logging()
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
+    is_train = training_mask(cohort)
+    table, harmonizers = harmonize_features(table, cohort, is_train, method=harmonize)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
     model, risks = fit_combined(
-        table, cohort, training_mask(cohort), selection=chosen, variance=variance, fusion=fusion,
+        table, cohort, is_train, selection=chosen, variance=variance, fusion=fusion,
         random_state=seed,
     )  # fmt: skip
     write_bundle(
@@ -55,6 +59,7 @@ def pca_fuse(
         selection=chosen,
         radiomics_params=resolve_params(radiomics_params_uri, radiomics_normalize_scale),
         network_dir=Path(network.path) if network is not None else None, features=table,
+        harmonizers=harmonizers,
     )  # fmt: skip
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)

@@ -19,12 +19,14 @@ def select_features(
     lasso_folds: int,
     lasso_scoring: str,
     lasso_rule: str,
+    harmonize: str,
     selection: Output[Dataset],
     signature_scores: Output[Dataset],
     metrics: Output[Metrics],
     deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
 ):
-    """z-score, univariate Cox, LASSO-Cox per signature; selected features and every score.
+    """z-score, univariate Cox, LASSO-Cox per signature (after harmonising the centers' features
+    when ``harmonize`` is "center"); selected features and every score.
     The metrics count each signature's features and the empty signatures (a loud warning)."""
     from pathlib import Path
 
@@ -33,6 +35,7 @@ def select_features(
     from lungsurv.cohort.split import training_mask
     from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
+    from lungsurv.stages.harmonization import harmonize_features
     from lungsurv.stages.selection import select_features as select
 
     configure_logging()
@@ -40,10 +43,12 @@ def select_features(
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
     if deep_features is not None:  # one more block, same schema
         table = pd.concat([table, pd.read_parquet(deep_features.path)], ignore_index=True)
+    is_train = training_mask(cohort)
+    table, _ = harmonize_features(table, cohort, is_train, method=harmonize)
     result = select(
         table,
         cohort,
-        training_mask(cohort),
+        is_train,
         combined_ring=combined_ring,
         alpha=univariate_alpha,
         n_folds=lasso_folds,

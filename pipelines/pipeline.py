@@ -74,6 +74,7 @@ def build_pipeline(*, deep_learning: bool = True):
         seed: int = DEFAULTS["seed"],
         pca_variance: float = DEFAULTS["pca_variance"],
         fusion: str = DEFAULTS["fusion"],
+        harmonize: str = DEFAULTS["harmonize"],
         univariate_alpha: float = DEFAULTS["univariate_alpha"],
         lasso_folds: int = DEFAULTS["lasso_folds"],
         lasso_scoring: str = DEFAULTS["lasso_scoring"],
@@ -252,6 +253,7 @@ def _modelling(
         lasso_folds=p["lasso_folds"],
         lasso_scoring=p["lasso_scoring"],
         lasso_rule=p["lasso_rule"],
+        harmonize=p["harmonize"],
         **deep,
     )
     selection.set_display_name("select-features")
@@ -264,6 +266,7 @@ def _modelling(
         geometry=gather.outputs["geometry"],
         variance=p["pca_variance"],
         fusion=p["fusion"],
+        harmonize=p["harmonize"],
         seed=p["seed"],
         radiomics_params_uri=p["radiomics_params_uri"],
         radiomics_normalize_scale=p["radiomics_normalize_scale"],

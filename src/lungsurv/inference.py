@@ -49,6 +49,7 @@ from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.params import used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
+from lungsurv.survival.harmonization import harmonize_row
 from lungsurv.survival.reliability import assess
 
 #: Largest CT or mask a request may send or declare (a 512 x 512 x 300 int16 CT is 150 MB).
@@ -121,13 +122,16 @@ def predict_patient(
     *,
     roi: str | None = None,
     patient_id: str = "patient",
+    center: str | None = None,
     only_used_features: bool = True,
 ) -> dict[str, Any]:
     """Risk, risk group, survival at 1/2/3 years, block contributions and QA for one patient
     (a CT and a GTV as NIfTI/NRRD files, or a DICOM folder and an RTSTRUCT with ``roi``; either
     may be an ``s3://`` URI, read with the pipeline's storage layer).
     ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
-    does (``bench/serving.py`` measures what restricting saves)."""
+    does (``bench/serving.py`` measures what restricting saves). ``center``: the patient's
+    center, for a model trained with harmonised features (its correction is applied; without
+    one, or for an unknown center, the prediction is marked unreliable)."""
 
     row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
     if roi:
@@ -151,6 +155,7 @@ def predict_patient(
         raise
     except Exception as error:  # the patient's images, not the server: a 400 with the reason
         raise InputError(f"cannot compute the features: {problem_of(error)}") from error
+    blocks, harmonization = harmonize_row(blocks, model.metadata.get("harmonization", {}), center)
     scored = score(blocks, model.params)
     risk = float(scored["risk"][0])
     survival = survival_at(np.array([risk]), HORIZONS_DAYS, model.params)[0]
@@ -164,7 +169,8 @@ def predict_patient(
         params=model.params,
         # Outside the training ranges, or not placed like a lung tumour: no reliable answer.
         warnings=range_warnings(converted.geometry, model.metadata.get("training_ranges", {}))
-        + [w for w in qa["warnings"] if w.startswith(PLACEMENT)],
+        + [w for w in qa["warnings"] if w.startswith(PLACEMENT)]
+        + harmonization,
     )
     return {
         "patient_id": patient_id,

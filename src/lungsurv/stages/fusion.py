@@ -16,6 +16,7 @@ import pandas as pd
 
 from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN, TRAIN
 from lungsurv.imaging.qa import training_ranges
+from lungsurv.stages.harmonization import harmonization_document
 from lungsurv.stages.selection import (
     DEFAULT_COMBINED_RING,
     Selection,
@@ -25,6 +26,7 @@ from lungsurv.stages.selection import (
 )
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
+from lungsurv.survival.harmonization import CenterHarmonizer
 from lungsurv.survival.reliability import training_features, training_risk
 
 
@@ -115,11 +117,14 @@ def write_bundle(
     radiomics_params: Mapping[str, Any],
     network_dir: Path | None = None,
     features: pd.DataFrame | None = None,
+    harmonizers: Mapping[str, CenterHarmonizer] | None = None,
 ) -> Path:
     """The model bundle serving loads: the fitted model with the training patients' GTV-volume
     and slice-thickness ranges, risk quantiles and (given the ``features`` table) every used
     feature's training quantiles (serving flags inputs outside them), the radiomics parameters,
-    the selection settings, and the network when the model fuses deep features."""
+    the selection settings, the network when the model fuses deep features, and the centers'
+    feature corrections (``harmonizers``, from
+    :func:`~lungsurv.stages.harmonization.harmonize_features`) for the features it uses."""
     train_ids = list(scores.loc[scores[SPLIT_COLUMN] == TRAIN, "patient_id"])  # the fitted rows
     model.params_.metadata["training_ranges"] = training_ranges(geometry, train_ids)
     trained = scores[SPLIT_COLUMN] == TRAIN
@@ -128,6 +133,8 @@ def write_bundle(
         used = [b.name for b in model.params_.blocks if b.features]
         blocks = feature_blocks(features, used, patients=train_ids)
         model.params_.metadata["training_features"] = training_features(blocks, model.params_)
+    if harmonizers:  # serving maps a patient of a known center as the training did
+        model.params_.metadata["harmonization"] = harmonization_document(harmonizers, model.params_)
     return save_bundle(
         model.params_,
         folder,

@@ -21,6 +21,7 @@ from lungsurv.imaging.rings import DEFAULT_DISTANCES_MM
 from lungsurv.radiomics.params import load_params, resolve_params
 from lungsurv.stages.evaluation import evaluate_models
 from lungsurv.stages.fusion import fit_combined
+from lungsurv.stages.harmonization import harmonize_features
 from lungsurv.stages.rings import segment_cohort
 from lungsurv.stages.selection import select_features
 
@@ -56,6 +57,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "split_column": keyword_default(split_cohort, "split_column"),
     "test_fraction": keyword_default(split_cohort, "test_fraction"),
     "seed": DEFAULT_SEED,
+    "harmonize": keyword_default(harmonize_features, "method"),
     "pca_variance": keyword_default(fit_combined, "variance"),
     "fusion": keyword_default(fit_combined, "fusion"),
     "univariate_alpha": keyword_default(select_features, "alpha"),
