@@ -78,9 +78,6 @@ class GeneratorConfig:
     z_extent_mm: float = 150.0
     anatomy_scale: float = 1.0
     tumour_radius_mm: tuple[float, float] = (8.0, 30.0)
-    #: Correlation length (mm, Gaussian sigma) of the tumour's internal texture; None: one voxel
-    #: of the center's grid, so that the same tumour looks finer on a finer scanner.
-    texture_grain_mm: float | None = None
     survival: SurvivalModel = field(default_factory=SurvivalModel)
 
     def __post_init__(self) -> None:
@@ -400,13 +397,7 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
     volume = np.full(geometry.shape, -1000.0, dtype=np.float32)
     lungs = _lungs(scale)
     tumour = patient.tumour
-    grain = config.texture_grain_mm
-    texture_sigma = (
-        (0.8, 1.0, 1.0)
-        if grain is None
-        else (grain / geometry.thickness, grain / geometry.spacing_xy, grain / geometry.spacing_xy)
-    )
-    texture = _smooth_noise(rng, geometry.shape, texture_sigma)
+    texture = _smooth_noise(rng, geometry.shape, (0.8, 1.0, 1.0))
     strands = _smooth_noise(rng, geometry.shape, (1.0, 2.5, 2.5))
     parenchyma = _smooth_noise(rng, geometry.shape, (1.5, 3.0, 3.0))
     for k in range(nz):
