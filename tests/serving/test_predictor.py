@@ -352,6 +352,10 @@ def _bad_requests(patients: pd.DataFrame, tmp_path: Path) -> dict[str, tuple[Any
             {"instances": [{**good, "gtv": {"b64": _b64(tmp_path / "empty.nii.gz")}}]},
             "zero voxels",
         ),
+        "center not a string": (
+            {"instances": [{**good, "center": 7}]},
+            "'center' must be a string",
+        ),
         "geometry mismatch": (
             {"instances": [{**good, "gtv": {"b64": _b64(tmp_path / "shifted.nii.gz")}}]},
             "geometry",
