@@ -15,12 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from lungsurv.core.layout import ID_COLUMNS
 from lungsurv.survival.fusion import ModelParameters
 from lungsurv.survival.harmonization import HARMONIZATIONS, CenterHarmonizer
 
 logger = logging.getLogger(__name__)
-
-_ID_COLUMNS = ("patient_id", "roi", "n_voxels")
 
 
 def harmonize_features(
@@ -47,7 +46,7 @@ def harmonize_features(
         columns = [
             c
             for c in block.columns
-            if c not in _ID_COLUMNS and pd.api.types.is_numeric_dtype(block[c])
+            if c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(block[c])
         ]
         columns = [c for c in columns if block[c].notna().any()]
         values = block[columns]
