@@ -129,13 +129,10 @@ def predict_patient(
     (a CT and a GTV as NIfTI/NRRD files, or a DICOM folder and an RTSTRUCT with ``roi``; either
     may be an ``s3://`` URI, read with the pipeline's storage layer).
     ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
-    does (``bench/serving.py`` measures what restricting saves). ``center``: the patient's
-    center, for a model trained with harmonised features (its correction is applied; without
-    one, or for an unknown center, the prediction is marked unreliable)."""
-
+    does (``bench/serving.py`` measures what restricting saves). ``center``: for a model with
+    harmonised features; none, or an unknown one, makes the prediction unreliable."""
     row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
-    if roi:
-        row["roi"] = roi
+    row |= {"roi": roi} if roi else {}
     try:
         converted = convert_patient(row, SERVING_CONVERT)
     except PatientError as error:
