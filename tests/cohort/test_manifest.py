@@ -7,7 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lungsurv.cohort.manifest import load_manifest, shard_count, shard_frame, validate_manifest
+from lungsurv.cohort.manifest import (
+    load_manifest,
+    manifest_digest,
+    shard_count,
+    shard_frame,
+    validate_manifest,
+)
 from lungsurv.core.errors import ManifestError
 from lungsurv.core.layout import DEFAULT_ROI
 
@@ -144,3 +150,34 @@ def test_an_infinite_survival_time_is_refused(tmp_path: Path) -> None:
     report = load_manifest(path, check_files=False)
     assert list(report.valid["patient_id"]) == ["P2"]
     assert "must be finite" in str(report.problems[0])
+
+
+def _edit_manifest(cohort: Path) -> None:
+    frame = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    frame.loc[0, "time_days"] = str(float(frame.loc[0, "time_days"]) + 1)
+    frame.to_csv(cohort / "manifest.csv", index=False)
+
+
+def _rewrite_one_slice(cohort: Path) -> None:
+    frame = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    victim = sorted((cohort / frame.loc[3, "image"]).glob("*.dcm"))[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")  # a re-exported slice: new size and time
+
+
+def _add_a_file(cohort: Path) -> None:
+    frame = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    (cohort / frame.loc[1, "image"] / "extra.dcm").write_bytes(b"x")
+
+
+@pytest.mark.parametrize("change", [_edit_manifest, _rewrite_one_slice, _add_a_file])
+def test_manifest_digest_follows_the_data(cohort_copy: Path, change) -> None:
+    manifest = cohort_copy / "manifest.csv"
+    before = manifest_digest(manifest)
+    assert manifest_digest(manifest) == before  # read twice: the same key
+    change(cohort_copy)
+    assert manifest_digest(manifest) != before
+
+
+def test_manifest_digest_names_nothing_and_refuses_a_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not found"):
+        manifest_digest(tmp_path / "manifest.csv")

@@ -98,3 +98,23 @@ def test_unreachable_object_is_reported(s3: dict[str, str]) -> None:
     assert not storage.exists("s3://no-such-bucket/x")
     with pytest.raises(InputError, match="cannot read"):
         storage.download("s3://no-such-bucket/x.nii.gz", Path("/tmp/never"))
+
+
+@pytest.mark.slow
+def test_version_entries_over_s3_follow_the_objects(
+    s3: dict[str, str], small_cohort_dir: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(small_cohort_dir / "manifest.csv").head(1)
+    storage.upload(small_cohort_dir / frame.loc[0, "image"], "s3://digest/ct")
+    storage.upload(small_cohort_dir / frame.loc[0, "mask"], "s3://digest/rs.dcm")
+    folder, single = (
+        storage.version_entries("s3://digest/ct"),
+        storage.version_entries("s3://digest/rs.dcm"),
+    )
+    assert len(folder) == len(list((small_cohort_dir / frame.loc[0, "image"]).glob("*")))
+    assert len(single) == 1 and storage.version_entries("s3://digest/none") == ["missing"]
+    assert storage.version_entries("s3://digest/ct") == folder  # listed twice: the same
+    changed = tmp_path / "slice.dcm"
+    changed.write_bytes(b"another slice")
+    storage.upload(changed, "s3://digest/ct/" + folder[0].split(":")[0])
+    assert storage.version_entries("s3://digest/ct") != folder

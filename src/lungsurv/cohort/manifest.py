@@ -148,6 +148,31 @@ def load_manifest(uri: str | Path, *, check_files: bool = True) -> ValidationRep
     return validate_manifest(frame, base=base, check_files=check_files)
 
 
+def manifest_digest(uri: str | Path) -> str:
+    """A digest of everything a run reads from the cohort: the manifest's bytes and, for every
+    image and mask it names, each file's path below it, size and modification time (or S3
+    ETag). Unchanged data, unchanged digest: the pipeline keys its cache on it (a manifest
+    edited under the same URI, or a re-exported series, changes it). Nothing is decompressed
+    or parsed but the manifest itself."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = storage.localize(str(uri), Path(tmp))
+        if not path.is_file():
+            raise ManifestError(f"manifest not found: {uri}")
+        digest.update(path.read_bytes())
+    frame = read_table(uri)
+    base = str(uri).rsplit("/", 1)[0] if storage.is_s3_uri(uri) else Path(uri).resolve().parent
+    for column in ("image", "mask"):
+        for value in frame[column] if column in frame.columns else []:
+            if isinstance(value, str) and value.strip():
+                entries = storage.version_entries(_resolve(value.strip(), base))
+                digest.update("\n".join([column, value, *entries, ""]).encode())
+    return digest.hexdigest()
+
+
 def _resolve(value: str, base: str | Path | None) -> str:
     if storage.is_s3_uri(value) or base is None or Path(value).is_absolute():
         return value

@@ -188,3 +188,39 @@ def localize(uri: str | os.PathLike[str], workdir: Path) -> Path:
     if is_s3_uri(uri):
         return download(str(uri), workdir)
     return Path(uri)
+
+
+def version_entries(uri: str | os.PathLike[str], *, client: Minio | None = None) -> list[str]:
+    """What changes when the data at ``uri`` changes, without reading it: one entry per file
+    (its path below ``uri``, its size, and its modification time locally or its ETag in S3),
+    sorted. A file, a folder tree, an object or every object under a prefix; nothing there is
+    one ``missing`` entry. For cache keys: the entries are hashed, never shown."""
+    if is_s3_uri(uri):
+        from minio.error import S3Error
+
+        loc = S3Location.parse(str(uri))
+        mc = _client(client)
+        key = loc.key.rstrip("/")
+        try:
+            stat = mc.stat_object(loc.bucket, key)
+            return [f"{stat.size}:{stat.etag}"]
+        except S3Error as error:
+            if error.code not in _MISSING:
+                raise
+        entries = [
+            f"{(obj.object_name or '')[len(key) + 1 :]}:{obj.size}:{obj.etag}"
+            for obj in mc.list_objects(loc.bucket, prefix=key + "/", recursive=True)
+        ]
+        return sorted(entries) or ["missing"]
+    path = Path(uri)
+    if path.is_file():
+        stat = path.stat()
+        return [f"{stat.st_size}:{stat.st_mtime_ns}"]
+    if not path.is_dir():
+        return ["missing"]
+    entries = []
+    for file in path.rglob("*"):
+        if file.is_file():
+            stat = file.stat()
+            entries.append(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return sorted(entries)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -33,3 +35,15 @@ def concat_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
     if not non_empty:
         return frames[0]
     return pd.concat(non_empty, ignore_index=True)
+
+
+def write_metrics(artifact: Any, values: Mapping[str, float]) -> None:
+    """Each value as a metric of a KFP Metrics ``artifact`` (anything with ``log_metric`` and
+    ``path``), and all of them as JSON at its path: a file that a download of the artifact
+    gets, and that kfp.local's cache needs (it treats an output whose file is missing as a
+    cache miss, so without it every step with metrics would re-run)."""
+    for name, value in values.items():
+        artifact.log_metric(name, value)
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(values), indent=1, sort_keys=True, default=float))

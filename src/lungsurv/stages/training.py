@@ -7,7 +7,9 @@ features in the radiomics table's schema (ROI ``dl``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +31,27 @@ from lungsurv.survival.metrics import c_index
 logger = logging.getLogger(__name__)
 
 STAGE = "train-3d-se-resnet"
+#: Where a cluster mounts the checkpoint volume on the training pod (pipelines/pipeline.py).
+CHECKPOINT_MOUNT = Path("/mnt/checkpoints")
+
+
+def checkpoint_folder(
+    requested: str, key: Sequence[str], *, mount: Path = CHECKPOINT_MOUNT
+) -> Path | None:
+    """Where a training run checkpoints: below ``requested``; when that is empty, below
+    ``mount`` if a volume is mounted there (a cluster's PVC), else nowhere. The run's own
+    subfolder is a digest of ``key`` (its configuration and inputs), so a retried step resumes
+    its own run, and runs that share the volume never resume each other's."""
+    if requested:
+        base: Path | None = Path(requested)
+    else:
+        base = mount if os.path.ismount(mount) else None
+    if base is None:
+        return None
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+    folder = base / digest
+    logger.info("checkpoints in %s", folder)
+    return folder
 
 
 def load_inputs(
