@@ -23,6 +23,11 @@ BUNDLE ?=
 PORT ?= 8080
 N_PATIENTS ?=
 OUT ?= runs/local
+# make run-pipeline CACHE=1 reuses the steps whose inputs did not change (kfp.local's cache).
+CACHE ?=
+# Shards in flight in a cluster (compiled into the pipeline; KFP takes no runtime value there).
+MAX_PARALLEL_SHARDS ?= 8
+export LUNGSURV_MAX_PARALLEL_SHARDS := $(MAX_PARALLEL_SHARDS)
 
 .PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra deploy serve-local clean
 
@@ -55,7 +60,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 run-pipeline: $(STAMP)
-	$(PY) -m pipelines.run --out $(OUT) $(if $(COHORT),--cohort $(COHORT)) $(if $(PARAMS),--params $(PARAMS)) $(if $(N_PATIENTS),--n-patients $(N_PATIENTS))
+	$(PY) -m pipelines.run --out $(OUT) $(if $(COHORT),--cohort $(COHORT)) $(if $(PARAMS),--params $(PARAMS)) $(if $(N_PATIENTS),--n-patients $(N_PATIENTS)) $(if $(CACHE),--cache)
 
 compile: $(STAMP)
 	$(PY) -m pipelines.compile

@@ -4,10 +4,12 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented()
 def convert_shard(
     manifest: Input[Dataset],
     shard_index: str,

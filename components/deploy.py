@@ -4,10 +4,12 @@
 from kfp import dsl
 from kfp.dsl import Input, Model
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(returns="The InferenceService's URL.")
 def deploy_model(
     bundle: Input[Model],
     model_name: str,

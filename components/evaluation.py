@@ -6,10 +6,16 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    returns="The combined model's test C-index (0 when undefined or for the null model); it "
+    "gates deployment.",
+    metrics="C-indices, test AUCs, hazard ratio, the oracle's C-index and the warnings' count.",
+)
 def evaluate(
     cohort_uri: str,
     manifest: Input[Dataset],
@@ -35,6 +41,7 @@ def evaluate(
 
     from lungsurv.core.layout import HISTORY_FILE
     from lungsurv.core.logs import configure_logging
+    from lungsurv.core.tables import write_metrics
     from lungsurv.reports.html import evaluation_html
     from lungsurv.reports.markdown import evaluation_markdown
     from lungsurv.stages.evaluation import evaluate_models, write_tables
@@ -61,8 +68,7 @@ def evaluate(
     report.path += ".html"  # a browser opens the downloaded file as a page
     Path(report.path).write_text(evaluation_html(result))
     Path(summary.path).write_text(evaluation_markdown(result))
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
+    write_metrics(metrics, result.metrics)
     if is_null_model(result.params):
         return 0.0  # the null model is never deployed, whatever its C-index
     return float(result.metrics.get("test_combined_c_index", 0.0))

@@ -6,10 +6,15 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    metrics="Components kept and features used by the combined model.",
+    deep_features="The network's deep features, fused when the selection uses them (optional).",
+)
 def pca_fuse(
     manifest: Input[Dataset],
     features: Input[Dataset],
@@ -37,7 +42,7 @@ def pca_fuse(
 
     from lungsurv.cohort.split import training_mask
     from lungsurv.core.logs import configure_logging
-    from lungsurv.core.tables import write_parquet
+    from lungsurv.core.tables import write_metrics, write_parquet
     from lungsurv.radiomics.params import resolve_params
     from lungsurv.stages.fusion import fit_combined, write_bundle
     from lungsurv.stages.harmonization import harmonize_features
@@ -63,6 +68,6 @@ def pca_fuse(
     )  # fmt: skip
     write_parquet(risks, scores.path)
     write_parquet(model.loadings().reset_index(names="feature"), loadings.path)
-    metrics.log_metric("pca_components", model.n_components_)
-    metrics.log_metric("selected_features", sum(len(b.features) for b in model.params_.blocks))
+    used = sum(len(b.features) for b in model.params_.blocks)
+    write_metrics(metrics, {"pca_components": model.n_components_, "selected_features": used})
     bundle.metadata.update(model.params_.metadata | {"components": model.n_components_})

@@ -4,10 +4,17 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Output
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    rings="Every patient's ring volumes (Parquet).",
+    failures="Every failure of every step so far, with the rejected rows (Parquet).",
+    geometry="Every patient's geometry (Parquet).",
+    features="Every patient's radiomics features, one row per patient and ROI (Parquet).",
+)
 def gather_imaging(
     rejected: Input[Dataset],
     geometries: Input[list[Dataset]],

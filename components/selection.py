@@ -6,10 +6,15 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
+from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE)
+@documented(
+    metrics="Each signature's number of features and the empty signatures.",
+    deep_features="The network's deep features, a block of their own (optional).",
+)
 def select_features(
     manifest: Input[Dataset],
     features: Input[Dataset],
@@ -34,7 +39,7 @@ def select_features(
 
     from lungsurv.cohort.split import training_mask
     from lungsurv.core.logs import configure_logging
-    from lungsurv.core.tables import write_parquet
+    from lungsurv.core.tables import write_metrics, write_parquet
     from lungsurv.stages.harmonization import harmonize_features
     from lungsurv.stages.selection import select_features as select
 
@@ -62,6 +67,7 @@ def select_features(
     selection.metadata.update(
         {"ring": result.ring, "combined_blocks": result.combined_blocks, "empty_signatures": empty}
     )
-    metrics.log_metric("empty_signatures", len(empty))
-    for name, count in result.table["signature"].value_counts().items():
-        metrics.log_metric(f"selected_{name}", int(count))
+    counts = result.table["signature"].value_counts().items()
+    write_metrics(
+        metrics, {"empty_signatures": len(empty)} | {f"selected_{n}": int(c) for n, c in counts}
+    )

@@ -4,10 +4,12 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
+from components.descriptions import documented
 from components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE)
+@documented()
 def train_se_resnet(
     manifest: Input[Dataset],
     volumes: Input[list[Dataset]],
@@ -41,11 +43,11 @@ def train_se_resnet(
 
     from lungsurv.cohort.split import training_mask
     from lungsurv.core.logs import configure_logging
-    from lungsurv.core.tables import write_parquet
+    from lungsurv.core.tables import write_metrics, write_parquet
     from lungsurv.deep.config import TrainConfig
     from lungsurv.deep.train import save_model
     from lungsurv.reports.html import curves_html
-    from lungsurv.stages.training import train_cohort
+    from lungsurv.stages.training import checkpoint_folder, train_cohort
 
     configure_logging()
 
@@ -57,16 +59,19 @@ def train_se_resnet(
         channels=tuple(channels), head=tuple(head), se_reduction=se_reduction, crop=crop,
         field_of_view_mm=field_of_view_mm, intensity=intensity, seed=seed,
     )  # fmt: skip
+    key = [repr(config), str(se_ablation), manifest.uri, *(v.uri for v in volumes)]
     run = train_cohort(
         [Path(v.path) for v in volumes], cohort, is_train, config, ablation=se_ablation,
-        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_dir=checkpoint_folder(checkpoint_dir, key),
     )  # fmt: skip
     save_model(run.result, Path(model.path))
     write_parquet(run.features, deep_features.path)
     write_parquet(run.failures, failures.path)
     curves.path += ".html"  # a browser opens the downloaded file as a page
     Path(curves.path).write_text(curves_html(run))
-    for row in run.c_index_table().itertuples():
-        metrics.log_metric(f"{row.cohort}_c_index_{row.model}", round(float(row.c_index), 4))
-    metrics.log_metric("best_epoch", run.result.best_epoch)
-    metrics.log_metric("parameters", run.result.parameters)
+    c_index = {f"{r.cohort}_c_index_{r.model}": round(float(r.c_index), 4)
+               for r in run.c_index_table().itertuples()}  # fmt: skip
+    write_metrics(
+        metrics,
+        c_index | {"best_epoch": run.result.best_epoch, "parameters": run.result.parameters},
+    )

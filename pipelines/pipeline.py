@@ -7,16 +7,25 @@ each with a summary for the KFP UI -> train-3D-SE-ResNet (deep features; GPU nod
 select-features (the paper's signatures and a TNM baseline) -> PCA-fuse (the combined model
 bundle, every patient's risk, the PCA loadings) -> evaluate (the paper's tables and figures as an
 HTML report, a Markdown summary and metrics) -> deploy (KServe; only when asked and good enough).
-Parameter defaults are the library's (:data:`lungsurv.stages.settings.PIPELINE_DEFAULTS`).
+Parameter defaults are the library's (:data:`lungsurv.stages.settings.PIPELINE_DEFAULTS`); their
+descriptions, shown by the KFP UI, are :data:`components.descriptions.DESCRIPTIONS`.
+
+What a platform engineer sets here, each checked on the compiled spec by tests/pipelines:
+caching keyed on the cohort's content (``fingerprint-cohort`` is the one uncached step), retries
+with exponential backoff on the steps that read or write S3 and on the GPU step, a cap on the
+shards in flight, CPU and memory requests and limits on every step, a deadline on every step
+that could hang, and the training checkpoints on a PersistentVolumeClaim that outlives the pod.
 """
 
+import os
 from typing import Any
 
 from kfp import dsl, kubernetes
 
-from components.cohort import prepare_cohort
+from components.cohort import fingerprint_cohort, prepare_cohort
 from components.convert import convert_shard
 from components.deploy import deploy_model
+from components.descriptions import documented
 from components.evaluation import evaluate
 from components.fusion import pca_fuse
 from components.gather import gather_imaging
@@ -26,6 +35,7 @@ from components.rings import segment_rings
 from components.selection import select_features
 from components.training import train_se_resnet
 from lungsurv.stages.settings import PIPELINE_DEFAULTS as DEFAULTS
+from lungsurv.stages.training import CHECKPOINT_MOUNT
 
 PIPELINE_NAME = "lungsurv"
 #: Schedules the training pod on GPU nodes; label and taint of NVIDIA's GPU operator / GKE.
@@ -34,6 +44,44 @@ DEFAULT_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect
 #: Environment the components read s3:// cohorts with, from the Secret manifests/ creates.
 S3_SECRET_KEYS = ("S3_ENDPOINT", "S3_USE_HTTPS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SECRET_KEYS += ("AWS_REGION",)
+#: Shards converted at once in a cluster (KFP's iteratorPolicy.parallelismLimit, an integer fixed
+#: at compile time: KFP 2.17 takes no runtime parameter there). 0 is no cap.
+DEFAULT_MAX_PARALLEL_SHARDS = int(os.environ.get("LUNGSURV_MAX_PARALLEL_SHARDS", "8"))
+#: Transient S3/MinIO errors (a restarted MinIO, a throttled request): retried with backoff.
+S3_RETRY: dict[str, Any] = {
+    "num_retries": 3,
+    "backoff_duration": "30s",
+    "backoff_factor": 2.0,
+    "backoff_max_duration": "600s",
+}
+#: The GPU step: a preempted or evicted node; the retry resumes from the checkpoint volume.
+GPU_RETRY: dict[str, Any] = {
+    "num_retries": 2,
+    "backoff_duration": "60s",
+    "backoff_factor": 2.0,
+    "backoff_max_duration": "900s",
+}
+#: Deadlines (Kubernetes activeDeadlineSeconds) per step, generous: a hung read or a stuck
+#: node ends as a failure, never as a run that waits forever.
+TIMEOUTS_S: dict[str, int] = {
+    "fingerprint": 30 * 60,
+    "cohort": 30 * 60,
+    "shard": 4 * 3600,
+    "gather": 3600,
+    "training": 24 * 3600,
+    "modelling": 4 * 3600,
+    "evaluate": 4 * 3600,
+    "deploy": 30 * 60,
+}
+#: The build option that :func:`_retry` reads from the parameters' dict.
+RETRIES = "_retries"
+#: The PVC the training step mounts for its checkpoints (manifests/base/pipeline creates it).
+DEFAULT_CHECKPOINT_PVC = "lungsurv-checkpoints"
+
+
+def _retry(task: dsl.PipelineTask, policy: dict[str, Any], p: dict[str, Any]) -> None:
+    if p[RETRIES]:
+        task.set_retry(**policy)
 
 
 def _with_s3_credentials(task: dsl.PipelineTask, secret_name: str) -> None:
@@ -47,16 +95,36 @@ def _with_s3_credentials(task: dsl.PipelineTask, secret_name: str) -> None:
     )
 
 
-def build_pipeline(*, deep_learning: bool = True):
+def _resources(task: dsl.PipelineTask, cpu: str, memory: str, timeout: str) -> None:
+    """Requests and limits for one step (the limit: twice the CPU request, the memory as
+    given twice over), and its deadline from :data:`TIMEOUTS_S`."""
+    limit_cpu = str(2 * float(cpu)).removesuffix(".0")
+    limit_memory = f"{2 * int(memory.removesuffix('G'))}G"
+    task.set_cpu_request(cpu).set_cpu_limit(limit_cpu)
+    task.set_memory_request(memory).set_memory_limit(limit_memory)
+    kubernetes.set_timeout(task, TIMEOUTS_S[timeout])
+
+
+def build_pipeline(
+    *,
+    deep_learning: bool = True,
+    max_parallel_shards: int = DEFAULT_MAX_PARALLEL_SHARDS,
+    retries: bool = True,
+):
     """The pipeline, with or without the deep-learning stage (decided at compile time: KFP's
     local runner cannot select between a conditional branch's outputs, and a radiomics-only run
-    should not ask for a GPU node)."""
+    should not ask for a GPU node). ``max_parallel_shards`` caps the shards in flight (0: none);
+    ``retries=False`` leaves the retry policies out (the local runner honours them, and on one
+    machine a failure is not transient: it should be reported at once)."""
+    if max_parallel_shards < 0:
+        raise ValueError(f"max_parallel_shards must be >= 0, got {max_parallel_shards}")
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="NSCLC overall survival from planning CTs: intratumoral/peritumoral radiomics "
         "and 3D SE-ResNet deep features (Liu et al. 2025)",
     )
+    @documented()
     def pipeline(
         cohort_uri: str,
         shard_size: int = DEFAULTS["shard_size"],
@@ -94,6 +162,7 @@ def build_pipeline(*, deep_learning: bool = True):
         dl_intensity: str = DEFAULTS["dl_intensity"],
         se_ablation: bool = DEFAULTS["se_ablation"],
         dl_checkpoint_dir: str = DEFAULTS["dl_checkpoint_dir"],
+        dl_checkpoint_pvc: str = DEFAULT_CHECKPOINT_PVC,
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
         gpu_toleration: dict = DEFAULT_GPU_TOLERATION,
         s3_secret_name: str = "lungsurv-s3",
@@ -106,9 +175,11 @@ def build_pipeline(*, deep_learning: bool = True):
         serving_min_replicas: int = 1,
         serving_max_replicas: int = 2,
     ):
+        """The paper's seven stages over a cohort manifest, the paper's settings by default."""
         params = dict(locals())  # the parameters, as KFP channels, for the steps below
+        params[RETRIES] = retries
         cohort = _cohort(params)
-        convert, rings, radiomics = _imaging_shards(cohort, params)
+        convert, rings, radiomics = _imaging_shards(cohort, params, max_parallel_shards)
         gather = gather_imaging(
             rejected=cohort.outputs["rejected"],
             geometries=dsl.Collected(convert.outputs["geometry"]),
@@ -119,6 +190,7 @@ def build_pipeline(*, deep_learning: bool = True):
             radiomics_failures=dsl.Collected(radiomics.outputs["failures"]),
         )
         gather.set_display_name("gather imaging tables")
+        _resources(gather, "1", "4G", "gather")
         deep: dict = {}
         network: dict = {}
         if deep_learning:
@@ -138,16 +210,27 @@ def build_pipeline(*, deep_learning: bool = True):
             **network,
         )
         report.set_display_name("evaluate")
-        report.set_cpu_request("1").set_memory_request("2G")
+        _resources(report, "1", "4G", "evaluate")
         _deploy(fusion, report, params)
 
     return pipeline
 
 
 def _cohort(p: dict[str, Any]) -> dsl.PipelineTask:
-    """Validate the manifest, decide the train/test split once, cut the cohort into shards."""
+    """Fingerprint the cohort's data, then validate the manifest, decide the train/test split
+    once and cut the cohort into shards."""
+    fingerprint = fingerprint_cohort(cohort_uri=p["cohort_uri"])
+    fingerprint.set_display_name("fingerprint cohort")
+    # The data behind cohort_uri can change while the URI stays the same: always look. Its
+    # digest is a parameter, so the cached cohort step below, and through its unchanged
+    # manifest artifact every later step, is reused exactly when the data are unchanged.
+    fingerprint.set_caching_options(False)
+    _retry(fingerprint, S3_RETRY, p)
+    _with_s3_credentials(fingerprint, p["s3_secret_name"])
+    _resources(fingerprint, "0.5", "1G", "fingerprint")
     cohort = prepare_cohort(
         cohort_uri=p["cohort_uri"],
+        cohort_digest=fingerprint.output,
         shard_size=p["shard_size"],
         train_centers=p["train_centers"],
         split_column=p["split_column"],
@@ -155,19 +238,22 @@ def _cohort(p: dict[str, Any]) -> dsl.PipelineTask:
         seed=p["seed"],
     )
     cohort.set_display_name("validate cohort")
-    # The manifest behind cohort_uri can change while the URI stays the same: always read it.
-    # Every later step is a function of its input artifacts and parameters (seeded), so KFP
-    # may reuse its cached outputs: changing only an evaluation parameter re-runs evaluate.
-    cohort.set_caching_options(False)
+    # Every step from here is a function of its input artifacts and parameters (seeded), so KFP
+    # reuses its cached outputs: changing only an evaluation parameter re-runs evaluate.
+    _retry(cohort, S3_RETRY, p)
     _with_s3_credentials(cohort, p["s3_secret_name"])
+    _resources(cohort, "0.5", "2G", "cohort")
     return cohort
 
 
 def _imaging_shards(
-    cohort: dsl.PipelineTask, p: dict[str, Any]
+    cohort: dsl.PipelineTask, p: dict[str, Any], max_parallel_shards: int
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask, dsl.PipelineTask]:
-    """convert -> segment-rings -> radiomics, per shard (``dsl.ParallelFor``)."""
-    with dsl.ParallelFor(cohort.outputs["Output"], name="shards") as shard_index:
+    """convert -> segment-rings -> radiomics, per shard (``dsl.ParallelFor``), at most
+    ``max_parallel_shards`` shards at once."""
+    with dsl.ParallelFor(
+        cohort.outputs["Output"], name="shards", parallelism=max_parallel_shards
+    ) as shard_index:
         convert = convert_shard(
             manifest=cohort.outputs["manifest"],
             shard_index=shard_index,
@@ -177,8 +263,9 @@ def _imaging_shards(
             workers=p["workers"],
         )
         convert.set_display_name("convert")
+        _retry(convert, S3_RETRY, p)
         _with_s3_credentials(convert, p["s3_secret_name"])
-        convert.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+        _resources(convert, "1", "4G", "shard")
         rings = segment_rings(
             volumes=convert.outputs["volumes"],
             ring_distances_mm=p["ring_distances_mm"],
@@ -186,7 +273,7 @@ def _imaging_shards(
             workers=p["workers"],
         )
         rings.set_display_name("segment-rings")
-        rings.set_cpu_request("1").set_memory_request("2G").set_memory_limit("4G")
+        _resources(rings, "1", "2G", "shard")
         radiomics = extract_radiomics(
             volumes=convert.outputs["volumes"],
             rings=rings.outputs["rings"],
@@ -195,8 +282,9 @@ def _imaging_shards(
             workers=p["workers"],
         )
         radiomics.set_display_name("radiomics")
+        _retry(radiomics, S3_RETRY, p)
         _with_s3_credentials(radiomics, p["s3_secret_name"])
-        radiomics.set_cpu_request("1").set_memory_request("4G").set_memory_limit("8G")
+        _resources(radiomics, "1", "4G", "shard")
     return convert, rings, radiomics
 
 
@@ -225,7 +313,10 @@ def _training(
     )
     train.set_display_name("train-3D-SE-ResNet")
     train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    train.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+    _resources(train, "4", "16G", "training")
+    _retry(train, GPU_RETRY, p)
+    # The checkpoints outlive the pod: a retried (preempted, evicted) step resumes from them.
+    kubernetes.mount_pvc(train, pvc_name=p["dl_checkpoint_pvc"], mount_path=str(CHECKPOINT_MOUNT))
     kubernetes.add_node_selector_json(train, p["gpu_node_selector"])
     kubernetes.add_toleration_json(train, p["gpu_toleration"])
     # Data-loader workers share batches through /dev/shm: a memory-backed volume.
@@ -257,7 +348,7 @@ def _modelling(
         **deep,
     )
     selection.set_display_name("select-features")
-    selection.set_cpu_request("1").set_memory_request("4G")
+    _resources(selection, "1", "4G", "modelling")
     fusion = pca_fuse(
         manifest=cohort.outputs["manifest"],
         features=gather.outputs["features"],
@@ -274,8 +365,9 @@ def _modelling(
         **network,
     )
     fusion.set_display_name("PCA-fuse")
+    _retry(fusion, S3_RETRY, p)
     _with_s3_credentials(fusion, p["s3_secret_name"])
-    fusion.set_cpu_request("1").set_memory_request("2G")
+    _resources(fusion, "1", "4G", "modelling")
     return selection, fusion
 
 
@@ -298,7 +390,9 @@ def _deploy(fusion: dsl.PipelineTask, report: dsl.PipelineTask, p: dict[str, Any
         )
         served.set_display_name("deploy")
         served.set_caching_options(False)  # it changes the cluster
+        _retry(served, S3_RETRY, p)  # it uploads the bundle; applying the service is idempotent
         _with_s3_credentials(served, p["s3_secret_name"])
+        _resources(served, "0.5", "1G", "deploy")
 
 
 lungsurv_pipeline = build_pipeline(deep_learning=True)

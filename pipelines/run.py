@@ -29,17 +29,21 @@ from lungsurv.stages.settings import PIPELINE_DEFAULTS
 DEFAULT_PARAMS = Path("params/demo.yaml")
 DATA_DIR = Path("data")
 #: Keys of a parameter file that steer this script rather than the pipeline.
-RUNNER_KEYS = ("synthetic_patients", "synthetic_seed", "deep_learning")
+RUNNER_KEYS = ("synthetic_patients", "synthetic_seed", "deep_learning", "max_parallel_shards")
 
 
-def pipeline_for(runner: dict[str, Any]) -> Any:
+def pipeline_for(runner: dict[str, Any], *, local: bool = False) -> Any:
     """The pipeline with the deep-learning stage unless the parameters say
-    ``deep_learning: false`` (then no GPU is asked for)."""
-    from pipelines.pipeline import lungsurv_pipeline, lungsurv_radiomics_pipeline
+    ``deep_learning: false`` (then no GPU is asked for), with the file's
+    ``max_parallel_shards`` (fixed when the pipeline is compiled); ``local``: without retry
+    policies (kfp.local honours them, and a failure on one machine is not transient)."""
+    from pipelines.pipeline import DEFAULT_MAX_PARALLEL_SHARDS, build_pipeline
 
-    if runner.get("deep_learning", True):
-        return lungsurv_pipeline
-    return lungsurv_radiomics_pipeline
+    return build_pipeline(
+        deep_learning=bool(runner.get("deep_learning", True)),
+        max_parallel_shards=int(runner.get("max_parallel_shards", DEFAULT_MAX_PARALLEL_SHARDS)),
+        retries=not local,
+    )
 
 
 def load_params(path: Path | None) -> dict[str, Any]:
@@ -171,7 +175,12 @@ def progress_only(log_path: Path) -> Iterator[None]:
 
 
 def run_local(
-    arguments: dict[str, Any], out: Path, *, verbose: bool = False, pipeline: Any = None
+    arguments: dict[str, Any],
+    out: Path,
+    *,
+    verbose: bool = False,
+    pipeline: Any = None,
+    cache: bool = False,
 ) -> Any:
     from kfp import local
 
@@ -181,7 +190,13 @@ def run_local(
     root = (out / "artifacts").resolve()
     root.mkdir(parents=True, exist_ok=True)
     log_path = out.resolve() / "pipeline.log"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    # kfp.local's cache keys a step on its component, image, command and inputs, as KFP does;
+    # not on the library's code: opt in (--cache) when only parameters changed.
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        enable_caching=cache,
+    )
     started = time.time()
     print(f"running the pipeline locally; full log: {log_path}")
     quiet = contextlib.nullcontext() if verbose else progress_only(log_path)
@@ -236,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-patients", type=int, help="size of the default synthetic cohort")
     parser.add_argument("--out", type=Path, default=Path("runs/local"))
     parser.add_argument("--verbose", action="store_true", help="show the runner's full log")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="reuse the outputs of steps whose inputs are unchanged (kfp.local's cache, below "
+        "the output folder; the library's own code is not part of the key)",
+    )
     args = parser.parse_args(argv)
     configure_logging()  # the default cohort's generation reports each patient
     params = load_params(args.params)
@@ -252,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     n_patients = args.n_patients or int(runner.get("synthetic_patients", 60))
     cohort = args.cohort or default_cohort(n_patients, int(runner.get("synthetic_seed", 20251669)))
     params["cohort_uri"] = str(cohort)
-    run_local(params, args.out, verbose=args.verbose, pipeline=pipeline_for(runner))
+    run_local(
+        params,
+        args.out,
+        verbose=args.verbose,
+        pipeline=pipeline_for(runner, local=True),
+        cache=args.cache,
+    )
     runs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*"))
     latest = runs[-1] if runs else args.out
     for step, name in (

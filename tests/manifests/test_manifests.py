@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.pipeline import DEFAULT_CHECKPOINT_PVC
+
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 OVERLAYS = sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 KUBERNETES_VERSION = "1.32.0"
@@ -56,6 +58,8 @@ def test_overlay_builds_and_validates_strictly(workspace: Path, overlay: str) ->
     annotations = reader["metadata"]["annotations"]
     assert {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps"} <= set(annotations)
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(reader["data"])
+    claims = {d["metadata"]["name"] for d in objects if d["kind"] == "PersistentVolumeClaim"}
+    assert DEFAULT_CHECKPOINT_PVC in claims  # the training step's checkpoint volume
     launcher = next(d for d in objects if d["kind"] == "ConfigMap")
     assert launcher["data"]["defaultPipelineRoot"].startswith("minio://mlpipeline/")
     if overlay == "standalone":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,7 @@ def test_the_split_is_decided_once_by_the_cohort_step(compiled: dict) -> None:
     assert takers == {"comp-prepare-cohort"}
 
 
-def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
+def test_caching_reuses_every_step_but_the_cohort_fingerprint(compiled: dict) -> None:
     root = dict(compiled["root"]["dag"]["tasks"])
     tasks = {**root, **compiled["components"]["comp-for-loop-1"]["dag"]["tasks"]}
     # Loops and conditions run nothing themselves; deploy changes the cluster (its own test).
@@ -72,9 +73,193 @@ def test_caching_reuses_every_step_but_the_cohort_read(compiled: dict) -> None:
     caching = {
         name: (t.get("cachingOptions") or {}).get("enableCache", False) for name, t in tasks.items()
     }
-    assert caching.pop("prepare-cohort") is False
+    assert caching.pop("fingerprint-cohort") is False
     assert all(caching.values()), caching
-    assert {"convert-shard", "extract-radiomics", "train-se-resnet", "evaluate"} <= set(caching)
+    assert {"prepare-cohort", "convert-shard", "train-se-resnet", "evaluate"} <= set(caching)
+    digest = root["prepare-cohort"]["inputs"]["parameters"]["cohort_digest"]
+    assert digest["taskOutputParameter"]["producerTask"] == "fingerprint-cohort"
+
+
+def _executing_tasks(compiled: dict) -> dict[str, dict]:
+    """Every task that runs a container, with what its inputs come from: ``("param", name)``
+    for a pipeline parameter, ``("artifact", task)`` and ``("value", task)`` for another
+    task's output artifact or parameter (loops and conditions resolved to what they pass on)."""
+    components = compiled["components"]
+    found: dict[str, dict] = {}
+    dag_outputs: dict[str, dict[str, str]] = {}  # a loop's collected output -> its producer
+
+    def resolve(spec: dict, scope: dict[str, set] | None) -> set:
+        if "componentInputParameter" in spec or "componentInputArtifact" in spec:
+            name = spec.get("componentInputParameter") or spec["componentInputArtifact"]
+            if scope is None:
+                return {("param", name)}
+            return scope.get(name) or scope[name.removesuffix("-loop-item")]
+        if "taskOutputParameter" in spec:
+            return {("value", spec["taskOutputParameter"]["producerTask"])}
+        if "taskOutputArtifact" in spec:
+            output = spec["taskOutputArtifact"]
+            producer = output["producerTask"]
+            producer = dag_outputs.get(producer, {}).get(output["outputArtifactKey"], producer)
+            return {("artifact", producer)}
+        return set()  # a constant
+
+    def walk(dag: dict, scope: dict[str, set] | None) -> None:
+        for name, task in dag["tasks"].items():
+            component = components[task["componentRef"]["name"]]
+            inputs = task.get("inputs", {})
+            resolved = {
+                key: resolve(spec, scope)
+                for kind in ("parameters", "artifacts")
+                for key, spec in inputs.get(kind, {}).items()
+            }
+            if "dag" in component:
+                selectors = component["dag"].get("outputs", {}).get("artifacts", {})
+                dag_outputs[name] = {
+                    key: value["artifactSelectors"][0]["producerSubtask"]
+                    for key, value in selectors.items()
+                }
+                walk(component["dag"], resolved)
+            else:
+                sources = set().union(*resolved.values()) if resolved else set()
+                cached = (task.get("cachingOptions") or {}).get("enableCache", False)
+                found[name] = {"sources": sources, "cached": cached}
+
+    walk(compiled["root"]["dag"], None)
+    return found
+
+
+def _cache_key_inputs(tasks: dict[str, dict], name: str) -> set:
+    """What a task's KFP cache key depends on, as KFP computes it: its parameters' values and
+    its input artifacts, which are new whenever their producer runs again (its own key
+    changed, or it is never cached: ``("uncached", task)``). A parameter output is a value:
+    it changes only with the value (the cohort digest with the data)."""
+    key: set = set()
+    for kind, source in tasks[name]["sources"]:
+        if kind == "artifact":
+            key |= _cache_key_inputs(tasks, source)
+            if not tasks[source]["cached"]:
+                key.add(("uncached", source))
+        else:
+            key.add((kind, source))
+    return key
+
+
+def test_changing_only_n_bootstrap_reuses_every_step_but_evaluate(compiled: dict) -> None:
+    tasks = _executing_tasks(compiled)
+    assert {"convert-shard", "segment-rings", "extract-radiomics", "train-se-resnet"} <= set(tasks)
+    for name in tasks:
+        key = _cache_key_inputs(tasks, name)
+        assert not any(kind == "uncached" for kind, _ in key), (name, key)
+        if name not in {"evaluate", "deploy-model"}:
+            assert ("param", "n_bootstrap") not in key, name
+    assert ("param", "n_bootstrap") in _cache_key_inputs(tasks, "evaluate")
+    # The cohort step's key is the manifest's URI and content digest, not a new artifact.
+    assert ("value", "fingerprint-cohort") in _cache_key_inputs(tasks, "convert-shard")
+
+
+def test_every_parameter_input_and_output_is_described(compiled: dict) -> None:
+    """The KFP UI shows these beside each field; list and dict parameters, which it takes as
+    JSON, give a JSON example."""
+    parameters = compiled["root"]["inputDefinitions"]["parameters"]
+    assert all(p.get("description") for p in parameters.values()), [
+        n for n, p in parameters.items() if not p.get("description")
+    ]
+    for name, parameter in parameters.items():
+        if parameter["parameterType"] in {"LIST", "STRUCT"}:
+            example = re.search(r"e\.g\. (\[.*?\]|\{.*?\})", parameter["description"])
+            assert example, name
+            json.loads(example.group(1))
+    undescribed = [
+        (component, name)
+        for component, spec in compiled["components"].items()
+        if "executorLabel" in spec  # a step's own component, not a loop's or condition's
+        for side in ("inputDefinitions", "outputDefinitions")
+        for kind in ("parameters", "artifacts")
+        for name, entry in spec.get(side, {}).get(kind, {}).items()
+        if not entry.get("description")
+    ]
+    assert not undescribed
+    outputs = compiled["components"]["comp-evaluate"]["outputDefinitions"]
+    assert "gates deployment" in outputs["parameters"]["Output"]["description"]
+
+
+S3_STEPS = ("fingerprint-cohort", "prepare-cohort", "convert-shard", "extract-radiomics")
+
+
+@pytest.mark.parametrize("step", [*S3_STEPS, "pca-fuse", "deploy-model", "train-se-resnet"])
+def test_steps_that_touch_s3_or_the_gpu_retry_with_backoff(compiled: dict, step: str) -> None:
+    from pipelines.pipeline import GPU_RETRY, S3_RETRY
+
+    policy = _task(compiled, step)["retryPolicy"]
+    expected = GPU_RETRY if step == "train-se-resnet" else S3_RETRY
+    assert policy["maxRetryCount"] == expected["num_retries"]
+    assert policy["backoffDuration"] == expected["backoff_duration"]
+    assert policy["backoffFactor"] == expected["backoff_factor"] > 1
+
+
+def test_local_runs_leave_the_retries_out() -> None:
+    from kfp import compiler
+
+    from pipelines.run import pipeline_for
+
+    for local in (True, False):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "pipeline.yaml"
+            compiler.Compiler().compile(pipeline_for({}, local=local), package_path=str(path))
+            spec = _load(path)
+        assert ("retryPolicy" in _task(spec, "convert-shard")) is not local
+
+
+def _task(compiled: dict, name: str) -> dict:
+    """A task wherever it sits (root, the shard loop, a condition)."""
+    for component in [compiled["root"], *compiled["components"].values()]:
+        tasks = component.get("dag", {}).get("tasks", {})
+        if name in tasks:
+            return tasks[name]
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("cap", [0, 3])
+def test_the_shard_loop_has_a_parallelism_cap(tmp_path: Path, cap: int) -> None:
+    from kfp import compiler
+
+    from pipelines.pipeline import build_pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(max_parallel_shards=cap), package_path=str(path))
+    loop = _load(path)["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop.get("iteratorPolicy", {}).get("parallelismLimit", 0) == cap
+    with pytest.raises(ValueError, match="-1"):
+        build_pipeline(max_parallel_shards=-1)
+
+
+def test_compiled_default_caps_the_shards_in_flight(compiled: dict) -> None:
+    from pipelines.pipeline import DEFAULT_MAX_PARALLEL_SHARDS
+
+    loop = compiled["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == DEFAULT_MAX_PARALLEL_SHARDS > 0
+
+
+def test_training_checkpoints_live_on_a_volume_named_by_a_parameter(compiled: dict) -> None:
+    from lungsurv.stages.training import CHECKPOINT_MOUNT
+
+    platform = compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    (mount,) = platform["exec-train-se-resnet"]["pvcMount"]
+    assert mount["mountPath"] == str(CHECKPOINT_MOUNT)
+    assert mount["pvcNameParameter"]["componentInputParameter"] == "dl_checkpoint_pvc"
+    defaults = compiled["root"]["inputDefinitions"]["parameters"]
+    assert defaults["dl_checkpoint_pvc"]["defaultValue"] == "lungsurv-checkpoints"
+
+
+def test_every_step_has_requests_limits_and_a_deadline(compiled: dict) -> None:
+    platform = compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in compiled["deploymentSpec"]["executors"].items():
+        resources = executor["container"]["resources"]
+        for field in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert resources.get(field, 0) > 0, (name, field)
+        assert resources["cpuLimit"] >= resources["cpuRequest"], name
+        assert resources["memoryLimit"] >= resources["memoryRequest"], name
+        assert int(platform[name]["activeDeadlineSeconds"]) > 0, name
 
 
 def test_s3_credentials_come_from_a_secret(compiled: dict) -> None:
@@ -151,8 +336,6 @@ def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
     assert convert["resources"]["memoryLimit"] == 8.0
 
 
-@pytest.mark.slow
-@pytest.mark.pipeline
 def _name_slices_by_uid_and_break(cohort: Path, manifest: pd.DataFrame) -> None:
     """CT slices named by their SOPInstanceUIDs (as many PACS export them); patient 0's folder
     gains a copy of its series under new UIDs (read, with a warning); one slice of patient 5 is
@@ -172,6 +355,8 @@ def _name_slices_by_uid_and_break(cohort: Path, manifest: pd.DataFrame) -> None:
             victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_pipeline_runs_locally(
     cohort_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -188,16 +373,19 @@ def test_pipeline_runs_locally(
         manifest[column] = [str(cohort_copy / v) for v in manifest[column]]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    lungsurv_pipeline(
-        cohort_uri=str(tmp_path / "manifest.csv"),
-        shard_size=3,
-        n_bootstrap=20,
-        dl_input_size=16,
-        dl_max_epochs=2,
-        dl_batch_size=4,
-        se_ablation=True,
+    cache = {"enable_caching": True, "cache_root": str(tmp_path / "cache")}
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"), **cache
     )
+    arguments = {
+        "cohort_uri": str(tmp_path / "manifest.csv"),
+        "shard_size": 3,
+        "dl_input_size": 16,
+        "dl_max_epochs": 2,
+        "dl_batch_size": 4,
+        "se_ablation": True,
+    }
+    lungsurv_pipeline(**arguments, n_bootstrap=20)
 
     gathered = {p.name: p for p in (tmp_path / "root").glob("lungsurv-*/gather-imaging/*")}
     geometry = pd.read_parquet(gathered["geometry"])
@@ -272,3 +460,11 @@ def test_pipeline_runs_locally(
     assert (
         len(re.findall(r"epoch \d/2: train loss .* validation C-index .* learning rate ", log)) == 4
     )
+
+    # Run again with only n_bootstrap changed: kfp.local's cache (keyed as KFP keys a step: its
+    # inputs' values and artifacts) reuses every step but the cohort's fingerprint and evaluate.
+    again = tmp_path / "again"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(again), **cache)
+    lungsurv_pipeline(**arguments, n_bootstrap=21)
+    executed = {p.name for p in again.glob("lungsurv-*/*") if p.is_dir()}
+    assert executed == {"fingerprint-cohort", "evaluate"}
