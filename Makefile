@@ -29,7 +29,7 @@ CACHE ?=
 MAX_PARALLEL_SHARDS ?= 8
 export LUNGSURV_MAX_PARALLEL_SHARDS := $(MAX_PARALLEL_SHARDS)
 
-.PHONY: venv test test-fast lint format run-pipeline compile synth images deploy-infra deploy serve-local clean
+.PHONY: venv test test-fast lint format run-pipeline compile synth images images-local deploy-infra deploy serve-local clean
 
 venv: $(STAMP)
 
@@ -75,6 +75,11 @@ images:
 	docker build -f images/serving.Dockerfile -t $(REGISTRY)/lungsurv-serving:$(TAG) .
 	docker push $(REGISTRY)/lungsurv-gpu:$(TAG)
 	docker push $(REGISTRY)/lungsurv-serving:$(TAG)
+
+# Without a Docker daemon or a registry (this project's machines, CI): podman and a local Python
+# base image from ../shared/containers; prints each image's build time and size.
+images-local:
+	images/build-local.sh $(IMAGES)
 
 # Writes the credential files from their templates on first use (a random MinIO password, the
 # same in the pipeline's S3 Secret), then applies the overlay. The files stay git-ignored.

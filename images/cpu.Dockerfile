@@ -1,7 +1,10 @@
 # The CPU image: the lungsurv library, PyRadiomics and the KFP runtime. It runs every stage but
 # the network's training (see gpu.Dockerfile). Build from the repository root:
 #   docker build -f images/cpu.Dockerfile -t REGISTRY/lungsurv-cpu:TAG .
-FROM python:3.11.11-slim-bookworm AS build
+# A user's machine pulls the official image; a machine without a registry builds one
+# (make images-local, ../shared/containers/setup.sh) and passes it here.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ \
     && rm -rf /var/lib/apt/lists/*
@@ -19,11 +22,17 @@ RUN pip install -c requirements/constraints.txt ".[pipeline]"
 # runtime user owns (numba only uses a cache it can write to; without one it compiles per process).
 ENV NUMBA_CACHE_DIR=/opt/numba-cache
 RUN python -c "from lungsurv.radiomics.texture import warm_up; warm_up()"
+# The shape features' mesh tables for the pipeline's 1 mm grid, fitted now (4-28 s per fresh
+# process otherwise), in a cache folder the runtime user owns (other spacings land there too).
+ENV XDG_CACHE_HOME=/opt/cache
+RUN python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))"
 
-FROM python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=1000 /opt/numba-cache /opt/numba-cache
-ENV PATH=/opt/venv/bin:$PATH NUMBA_CACHE_DIR=/opt/numba-cache PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+COPY --from=build --chown=1000 /opt/cache /opt/cache
+ENV PATH=/opt/venv/bin:$PATH NUMBA_CACHE_DIR=/opt/numba-cache XDG_CACHE_HOME=/opt/cache \
+    PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 RUN useradd --create-home --uid 1000 lungsurv
 USER 1000
 WORKDIR /home/lungsurv

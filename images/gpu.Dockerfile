@@ -2,7 +2,10 @@
 # train-3D-SE-ResNet. The node's NVIDIA driver comes in through the NVIDIA container runtime.
 # Build from the repository root:
 #   docker build -f images/gpu.Dockerfile -t REGISTRY/lungsurv-gpu:TAG .
-FROM python:3.11.11-slim-bookworm AS build
+# A user's machine pulls the official image; a machine without a registry builds one
+# (make images-local, ../shared/containers/setup.sh) and passes it here.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ \
     && rm -rf /var/lib/apt/lists/*
@@ -19,7 +22,7 @@ COPY pyproject.toml README.md ./
 COPY src src
 RUN pip install -c requirements/constraints.txt ".[dl,pipeline]"
 
-FROM python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 RUN useradd --create-home --uid 1000 lungsurv
