@@ -25,11 +25,14 @@ N_PATIENTS ?=
 OUT ?= runs/local
 # make run-pipeline CACHE=1 reuses the steps whose inputs did not change (kfp.local's cache).
 CACHE ?=
+# make run-pipeline RUNNER=docker runs each step in its image (DOCKER_HOST; the images of
+# make images-local, localhost/lungsurv-*:dev, unless REGISTRY and TAG are given).
+RUNNER ?= subprocess
 # Shards in flight in a cluster (compiled into the pipeline; KFP takes no runtime value there).
 MAX_PARALLEL_SHARDS ?= 8
 export LUNGSURV_MAX_PARALLEL_SHARDS := $(MAX_PARALLEL_SHARDS)
 
-.PHONY: venv test test-fast lint format run-pipeline compile synth images images-local deploy-infra deploy serve-local clean
+.PHONY: venv test test-containers test-fast lint format run-pipeline compile synth images images-local deploy-infra deploy serve-local clean
 
 venv: $(STAMP)
 
@@ -46,7 +49,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not containers" $(PYTEST_ARGS)
+
+# The images built here (podman, images/build-local.sh) and the pipeline run in them through
+# kfp.local's DockerRunner, plus the serving image answering on 127.0.0.1
+# (tests/pipelines/test_containers.py). .ci/run runs it after make test; GPU_TORCH=cpu builds the
+# gpu image with CPU torch (no GPU to use CUDA's libraries on; saves ~4 GB).
+test-containers: $(STAMP)
+	images/build-local.sh cpu gpu serving
+	eval "$$(../shared/containers/setup.sh)" && $(PY) -m pytest -q -m containers $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not pipeline" $(PYTEST_ARGS)
@@ -60,7 +71,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 run-pipeline: $(STAMP)
-	$(PY) -m pipelines.run --out $(OUT) $(if $(COHORT),--cohort $(COHORT)) $(if $(PARAMS),--params $(PARAMS)) $(if $(N_PATIENTS),--n-patients $(N_PATIENTS)) $(if $(CACHE),--cache)
+	$(if $(and $(filter docker,$(RUNNER)),$(filter file,$(origin REGISTRY))),LUNGSURV_IMAGE_REGISTRY=localhost LUNGSURV_IMAGE_TAG=dev) \
+	$(PY) -m pipelines.run --runner $(RUNNER) --out $(OUT) $(if $(COHORT),--cohort $(COHORT)) $(if $(PARAMS),--params $(PARAMS)) $(if $(N_PATIENTS),--n-patients $(N_PATIENTS)) $(if $(CACHE),--cache)
 
 compile: $(STAMP)
 	$(PY) -m pipelines.compile

@@ -13,7 +13,7 @@ from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented(returns="The digest of the manifest and of every file it names.")
 def fingerprint_cohort(cohort_uri: str) -> str:
     """Digest the cohort without reading an image: the manifest's bytes, and each named file's
@@ -29,7 +29,7 @@ def fingerprint_cohort(cohort_uri: str) -> str:
     return digest
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented(returns="The shard indices, for the shard loop.")
 def prepare_cohort(
     cohort_uri: str,

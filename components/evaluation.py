@@ -10,7 +10,7 @@ from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented(
     returns="The combined model's test C-index (0 when undefined or for the null model); it "
     "gates deployment.",

@@ -10,7 +10,7 @@ from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented(
     metrics="Components kept and features used by the combined model.",
     deep_features="The network's deep features, fused when the selection uses them (optional).",

@@ -8,7 +8,7 @@ from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented()
 def extract_radiomics(
     volumes: Input[Dataset],

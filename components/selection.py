@@ -10,7 +10,7 @@ from components.descriptions import documented
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @documented(
     metrics="Each signature's number of features and the empty signatures.",
     deep_features="The network's deep features, a block of their own (optional).",

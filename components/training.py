@@ -8,7 +8,7 @@ from components.descriptions import documented
 from components.images import GPU_IMAGE
 
 
-@dsl.component(base_image=GPU_IMAGE)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 @documented()
 def train_se_resnet(
     manifest: Input[Dataset],

@@ -7,7 +7,8 @@
 #   images/build-local.sh [cpu] [serving] [gpu]      # default: cpu serving
 #
 # The gpu image pulls PyPI's CUDA build of torch (its nvidia-* wheels are several GB): built only
-# when named. A user's machine builds with `make images` and the official python base image.
+# when named; GPU_TORCH=cpu builds it with the local CPU wheel instead (CI: no GPU to use CUDA on).
+# A user's machine builds with `make images` and the official python base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/containers}
@@ -17,7 +18,7 @@ images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(cpu serving)
 for image in "${images[@]}"; do
   args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-  if [ "$image" = serving ]; then
+  if [ "$image" = serving ] || { [ "$image" = gpu ] && [ "${GPU_TORCH:-cuda}" = cpu ]; }; then
     args+=(--build-arg "TORCH_INSTALL=--find-links /opt/wheels torch==2.13.0+cpu")
   fi
   started=$(date +%s)

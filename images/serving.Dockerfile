@@ -4,8 +4,10 @@
 #   docker build -f images/serving.Dockerfile -t REGISTRY/lungsurv-serving:TAG .
 # A user's machine pulls the official image; a machine without a registry builds one
 # (make images-local, ../shared/containers/setup.sh) and passes it here.
+# Layers: the dependencies (rebuilt only when pyproject.toml or the constraints change), then the
+# project's own wheel, its precompiled caches and the predictor (what a code change rebuilds).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
-FROM ${BASE_IMAGE} AS build
+FROM ${BASE_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ \
     && rm -rf /var/lib/apt/lists/*
@@ -20,27 +22,29 @@ RUN pip install pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
 # TORCH_INSTALL: pip's arguments for it (make images-local takes the wheel from a local folder).
 ARG TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 RUN pip install ${TORCH_INSTALL}
-COPY pyproject.toml README.md ./
+COPY images/requirements.py pyproject.toml ./
+RUN python requirements.py pyproject.toml serving dl > requirements.txt \
+    && pip install -c requirements/constraints.txt -r requirements.txt
+
+FROM deps AS wheel
+COPY README.md ./
 COPY src src
-RUN pip install -c requirements/constraints.txt ".[serving,dl]"
-# Compile the numba texture kernels now, not in every pipeline step: into a cache folder the
-# runtime user owns (numba only uses a cache it can write to; without one it compiles per process).
-ENV NUMBA_CACHE_DIR=/opt/numba-cache
-RUN python -c "from lungsurv.radiomics.texture import warm_up; warm_up()"
-# The shape features' mesh tables for the pipeline's 1 mm grid, fitted now (4-28 s per fresh
-# process otherwise), in a cache folder the runtime user owns (other spacings land there too).
-ENV XDG_CACHE_HOME=/opt/cache
-RUN python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))"
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${BASE_IMAGE}
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build --chown=1000 /opt/numba-cache /opt/numba-cache
-COPY --from=build --chown=1000 /opt/cache /opt/cache
+COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH NUMBA_CACHE_DIR=/opt/numba-cache XDG_CACHE_HOME=/opt/cache \
-    PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-RUN useradd --create-home --uid 1000 lungsurv
+    PYTHONUNBUFFERED=1 MPLBACKEND=Agg PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --create-home --uid 1000 lungsurv \
+    && mkdir /opt/numba-cache /opt/cache && chown 1000 /opt/numba-cache /opt/cache
+COPY --from=wheel /wheels /tmp/lungsurv-wheel
+RUN pip install --no-deps --no-index /tmp/lungsurv-wheel/*.whl && rm -rf /tmp/lungsurv-wheel
 USER 1000
 WORKDIR /home/lungsurv
+# Compiled now, not per request or per fresh worker, into cache folders the runtime user owns:
+# the numba texture kernels and the shape features' 1 mm mesh tables (see cpu.Dockerfile).
+RUN python -c "from lungsurv.radiomics.texture import warm_up; warm_up()" \
+    && python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))"
 COPY --chown=1000 serving serving
 RUN python -c "import lungsurv.inference, lungsurv.deep.train, radiomics, kserve; import serving.predictor"
 ENTRYPOINT ["python", "-m", "serving.predictor", "--model_name", "lungsurv", "--model_dir", "/mnt/models"]

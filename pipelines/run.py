@@ -1,9 +1,13 @@
 """``make run-pipeline``: run the pipeline locally through kfp.local, or submit it to Kubeflow.
 
-With ``KFP_HOST`` unset, the pipeline runs here through ``kfp.local.SubprocessRunner`` on the
-cohort given with ``--cohort``, or on the embedded default: a synthetic cohort generated on first
-use below ``data/``. With ``KFP_HOST`` set (and optionally ``KFP_TOKEN``, ``KFP_NAMESPACE``,
-``KFP_EXPERIMENT``), the pipeline is compiled and submitted, and the run's URL printed.
+With ``KFP_HOST`` unset, the pipeline runs here through kfp.local on the cohort given with
+``--cohort``, or on the embedded default: a synthetic cohort generated on first use below
+``data/``. ``--runner subprocess`` (the default) runs each step as a process of this
+environment; ``--runner docker`` runs each step in its container image, as a cluster does
+(kfp.local's DockerRunner: the images of ``make images-local`` unless ``LUNGSURV_IMAGE_REGISTRY``
+and ``LUNGSURV_IMAGE_TAG`` name others; any Docker API, e.g. podman's, through ``DOCKER_HOST``).
+With ``KFP_HOST`` set (and optionally ``KFP_TOKEN``, ``KFP_NAMESPACE``, ``KFP_EXPERIMENT``),
+the pipeline is compiled and submitted, and the run's URL printed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +35,11 @@ DEFAULT_PARAMS = Path("params/demo.yaml")
 DATA_DIR = Path("data")
 #: Keys of a parameter file that steer this script rather than the pipeline.
 RUNNER_KEYS = ("synthetic_patients", "synthetic_seed", "deep_learning", "max_parallel_shards")
+#: Where ``--runner docker`` finds the images unless the environment names others: what
+#: ``make images-local`` builds (podman names a local image ``localhost/<name>``).
+LOCAL_IMAGE_REGISTRY, LOCAL_IMAGE_TAG = "localhost", "dev"
+#: The images' user (images/*.Dockerfile), as in a cluster: the pipeline root must be its to write.
+IMAGE_UID = 1000
 
 
 def pipeline_for(runner: dict[str, Any], *, local: bool = False) -> Any:
@@ -174,6 +184,113 @@ def progress_only(log_path: Path) -> Iterator[None]:
             stream.close()
 
 
+def pipeline_images() -> list[str]:
+    """The images the pipeline's steps name (fixed when ``components`` is imported)."""
+    from components.images import CPU_IMAGE, GPU_IMAGE
+
+    return [CPU_IMAGE, GPU_IMAGE]
+
+
+def missing_images(images: list[str]) -> list[str]:
+    """Those of ``images`` the Docker API (``DOCKER_HOST``) does not have."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        present = {tag for image in client.images.list() for tag in image.tags}
+    finally:
+        client.close()
+    return [image for image in images if image not in present]
+
+
+def run_step_container(
+    client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any
+) -> int:
+    """One step's container, removed only once its exit code is read. kfp.local's own
+    ``run_docker_container`` (kfp 2.17) starts it with ``auto_remove``: a step that fails
+    quickly is gone before ``wait`` reads its code, which kfp.local then takes for 0, and the
+    failed step is reported as a success with no outputs (seen here: a missing import)."""
+    print(f"running in image {image}")
+    container = client.containers.run(
+        image=image, command=command, detach=True, stdout=True, stderr=True, volumes=volumes,
+        **run_args,
+    )  # fmt: skip
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
+
+
+def docker_runner(cohort_uri: str, pipeline_root: Path) -> Any:
+    """kfp.local's DockerRunner with what a step's container needs here: its image, a local
+    cohort's folder mounted read-only at its own path (the manifest's paths stay valid; its
+    files must lie below it) and readable by the images' user, no network unless the cohort is
+    on S3 (then the S3 settings of this environment are passed on and the host's network used,
+    which reaches a loopback endpoint), and ``pipeline_root`` made and given to that user."""
+    if missing := missing_images(pipeline_images()):
+        raise SystemExit(
+            f"--runner docker: no image {', '.join(missing)}; build them with "
+            '`make images-local IMAGES="cpu gpu"` (or name others with '
+            "LUNGSURV_IMAGE_REGISTRY and LUNGSURV_IMAGE_TAG)"
+        )
+    from docker.types import Mount
+    from kfp import local
+    from kfp.local import docker_task_handler
+
+    from pipelines.pipeline import S3_SECRET_KEYS
+
+    docker_task_handler.run_docker_container = run_step_container
+
+    if cohort_uri.startswith("s3://"):
+        environment = {
+            k: os.environ[k] for k in (*S3_SECRET_KEYS, "AWS_ENDPOINT_URL") if k in os.environ
+        }
+        runner = local.DockerRunner(environment=environment, network_mode="host")
+    else:
+        folder = str(Path(cohort_uri).resolve().parent)
+        if unreadable := unreadable_by_images(Path(folder)):
+            raise SystemExit(
+                f"--runner docker: {unreadable} file(s) or folder(s) below {folder} cannot be "
+                f"read by the images' user (uid {IMAGE_UID}, as in a cluster); e.g. "
+                f"chmod -R o+rX {folder}"
+            )
+        runner = local.DockerRunner(
+            mounts=[Mount(target=folder, source=folder, type="bind", read_only=True)],
+            network_mode="none",
+        )
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    writable_by_images(pipeline_root)
+    return runner
+
+
+def unreadable_by_images(folder: Path) -> int:
+    """How many files or folders below ``folder`` (itself included) the images' user cannot
+    read (folders: list and enter), judged from their owner and mode bits. Counted, not named:
+    a DICOM file's name may be an identifier."""
+
+    def readable(path: Path) -> bool:
+        info = path.stat()
+        need = (stat.S_IROTH | stat.S_IXOTH) if stat.S_ISDIR(info.st_mode) else stat.S_IROTH
+        owner = (stat.S_IRUSR | stat.S_IXUSR) if stat.S_ISDIR(info.st_mode) else stat.S_IRUSR
+        if info.st_uid == IMAGE_UID:
+            return info.st_mode & owner == owner
+        return info.st_mode & need == need
+
+    return sum(not readable(path) for path in [folder, *folder.rglob("*")])
+
+
+def writable_by_images(root: Path) -> None:
+    """Give the pipeline root to the images' user: kfp.local mounts it into every container,
+    whose steps write their outputs there as that user (the outputs stay that user's)."""
+    if os.geteuid() == 0:
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, IMAGE_UID, IMAGE_UID)
+    elif os.geteuid() != IMAGE_UID:
+        root.chmod(0o777)  # subfolders are made by the steps themselves, as the images' user
+
+
 def run_local(
     arguments: dict[str, Any],
     out: Path,
@@ -181,6 +298,7 @@ def run_local(
     verbose: bool = False,
     pipeline: Any = None,
     cache: bool = False,
+    runner: str = "subprocess",
 ) -> Any:
     from kfp import local
 
@@ -188,15 +306,15 @@ def run_local(
 
     pipeline = pipeline or lungsurv_pipeline
     root = (out / "artifacts").resolve()
-    root.mkdir(parents=True, exist_ok=True)
     log_path = out.resolve() / "pipeline.log"
+    if runner == "docker":
+        step_runner = docker_runner(str(arguments["cohort_uri"]), root)
+    else:
+        step_runner = local.SubprocessRunner(use_venv=False)
+        root.mkdir(parents=True, exist_ok=True)
     # kfp.local's cache keys a step on its component, image, command and inputs, as KFP does;
     # not on the library's code: opt in (--cache) when only parameters changed.
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        enable_caching=cache,
-    )
+    local.init(runner=step_runner, pipeline_root=str(root), enable_caching=cache)
     started = time.time()
     print(f"running the pipeline locally; full log: {log_path}")
     quiet = contextlib.nullcontext() if verbose else progress_only(log_path)
@@ -252,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/local"))
     parser.add_argument("--verbose", action="store_true", help="show the runner's full log")
     parser.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="run each step as a process here (default) or in its container image (Docker API "
+        "at DOCKER_HOST; images of make images-local unless LUNGSURV_IMAGE_* say otherwise)",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="reuse the outputs of steps whose inputs are unchanged (kfp.local's cache, below "
@@ -259,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging()  # the default cohort's generation reports each patient
+    if args.runner == "docker":
+        # Read when the components are imported, below.
+        os.environ.setdefault("LUNGSURV_IMAGE_REGISTRY", LOCAL_IMAGE_REGISTRY)
+        os.environ.setdefault("LUNGSURV_IMAGE_TAG", LOCAL_IMAGE_TAG)
     params = load_params(args.params)
     runner = {k: params.pop(k) for k in RUNNER_KEYS if k in params}
     host = os.environ.get("KFP_HOST")
@@ -279,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         pipeline=pipeline_for(runner, local=True),
         cache=args.cache,
+        runner=args.runner,
     )
     runs = sorted((args.out / "artifacts").resolve().glob("lungsurv-*"))
     latest = runs[-1] if runs else args.out

@@ -336,6 +336,45 @@ def test_compiled_pipeline_sets_resources_and_images(compiled: dict) -> None:
     assert convert["resources"]["memoryLimit"] == 8.0
 
 
+def test_steps_install_nothing_when_they_start(compiled: dict) -> None:
+    """The images carry kfp: a step's pod starts without pip (and so without a network)."""
+    executors = compiled["deploymentSpec"]["executors"]
+    assert len(executors) >= 10
+    for executor in executors.values():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command and "kfp.dsl.executor_main" in command
+
+
+#: What only the GPU and serving images hold (pyproject's ``dl`` extra).
+DEEP_LEARNING_PACKAGES = ("torch", "monai", "torchsurv")
+
+
+def test_cpu_image_steps_import_without_torch(compiled: dict) -> None:
+    """The CPU image has no torch: every module a CPU step's code imports must load without it
+    (a report module that imported the training stage for a type failed only in the image)."""
+    import subprocess
+    import sys
+
+    modules = set()
+    for executor in compiled["deploymentSpec"]["executors"].values():
+        container = executor["container"]
+        if "lungsurv-cpu" in container["image"]:
+            source = "\n".join(container["command"])
+            modules |= set(re.findall(r"^\s*from (lungsurv[\w.]*) import", source, re.M))
+    assert {"lungsurv.reports.html", "lungsurv.stages.evaluation"} <= modules
+    blocker = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {DEEP_LEARNING_PACKAGES!r}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        + "".join(f"import {module}\n" for module in sorted(modules))
+    )
+    completed = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
 def _name_slices_by_uid_and_break(cohort: Path, manifest: pd.DataFrame) -> None:
     """CT slices named by their SOPInstanceUIDs (as many PACS export them); patient 0's folder
     gains a copy of its series under new UIDs (read, with a warning); one slice of patient 5 is

@@ -5,11 +5,15 @@ Figures are embedded as data URIs, so a page reads offline and needs nothing fro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from lungsurv.reports.figures import evaluation_figures, training_curves_png
 from lungsurv.stages.evaluation import Evaluation
-from lungsurv.stages.training import CohortTraining
+
+if TYPE_CHECKING:  # torch is not in the CPU image, which renders the evaluation report
+    from lungsurv.stages.training import CohortTraining
 
 _SECTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("c_index", "Table 3. Harrell's C-index (95 % bootstrap CI)", None),
