@@ -163,7 +163,7 @@ def manifest_digest(uri: str | Path) -> str:
         if not path.is_file():
             raise ManifestError(f"manifest not found: {uri}")
         digest.update(path.read_bytes())
-    frame = read_table(uri)
+        frame = read_table(path)  # the copy just fetched: an S3 manifest is downloaded once
     base = str(uri).rsplit("/", 1)[0] if storage.is_s3_uri(uri) else Path(uri).resolve().parent
     for column in ("image", "mask"):
         for value in frame[column] if column in frame.columns else []:
