@@ -282,13 +282,13 @@ def unreadable_by_images(folder: Path) -> int:
 
 
 def writable_by_images(root: Path) -> None:
-    """Give the pipeline root to the images' user: kfp.local mounts it into every container,
-    whose steps write their outputs there as that user (the outputs stay that user's)."""
+    """Let the images' user write in the pipeline root: kfp.local mounts it into every
+    container, and the steps make their run's folders below it themselves, as that user (the
+    outputs stay that user's; earlier runs' folders are left as they are)."""
     if os.geteuid() == 0:
-        for path in [root, *root.rglob("*")]:
-            os.chown(path, IMAGE_UID, IMAGE_UID)
+        os.chown(root, IMAGE_UID, IMAGE_UID)
     elif os.geteuid() != IMAGE_UID:
-        root.chmod(0o777)  # subfolders are made by the steps themselves, as the images' user
+        root.chmod(0o777)
 
 
 def run_local(
