@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import yaml
 
 from tests.pipelines.test_pipeline import _name_slices_by_uid_and_break
 from tests.s3 import free_port
-from tests.serving.test_predictor import MODEL, _call, _dicom_zip
+from tests.serving.test_predictor import MODEL, _call, _dicom_zip, wait_until_ready
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.pipeline]
 
@@ -207,19 +206,17 @@ def serving_container(docker_client: Any, runs: dict[str, Path]) -> Iterator[str
         ],
     )
     url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        container.reload()
+        return (
+            container.logs()[-2000:].decode(errors="replace")
+            if container.status == "exited"
+            else None
+        )
+
     try:
-        for _ in range(240):
-            container.reload()
-            if container.status == "exited":
-                pytest.fail(f"the serving container exited: {container.logs()[-2000:]!r}")
-            try:
-                if _call(f"{url}/v2/health/ready")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the serving container did not become ready in 120 s")
+        wait_until_ready(url, exited)
         yield url
     finally:
         container.remove(force=True)

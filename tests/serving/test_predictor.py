@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,22 @@ def _call(
         return error.code, json.loads(error.read() or b"null")
 
 
+def wait_until_ready(url: str, exited: Callable[[], str | None], timeout_s: float = 120) -> None:
+    """Poll the server's V2 readiness until it answers 200; fail with the server's last log
+    when ``exited`` returns it (the server is gone), or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (log := exited()) is not None:
+            pytest.fail(f"the model server exited: {log}")
+        try:
+            if _call(f"{url}/v2/health/ready")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"the model server did not become ready in {timeout_s:.0f} s")
+
+
 def _serve(bundle: Path, log_path: Path, *options: str) -> Iterator[tuple[str, int]]:
     """``python -m serving.predictor`` on 127.0.0.1, as `make serve-local` starts it; yields
     its URL and process id. Its log goes to a file: a pipe nobody reads fills up and blocks the
@@ -140,18 +156,12 @@ def _serve(bundle: Path, log_path: Path, *options: str) -> Iterator[tuple[str, i
         stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        return None if process.poll() is None else log_path.read_text()[-2000:]
+
     try:
-        for _ in range(240):
-            if process.poll() is not None:
-                pytest.fail(f"the model server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if _call(f"{url}/v2/health/ready")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail("the model server did not become ready in 60 s")
+        wait_until_ready(url, exited, timeout_s=60)
         yield url, process.pid
     finally:
         process.terminate()
