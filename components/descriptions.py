@@ -129,7 +129,8 @@ DESCRIPTIONS: dict[str, str] = {
     "pca_variance": "Share of PCA variance the combined model keeps (the paper: 0.95); 0 "
     "chooses it by 5-fold CV on the training cohort.",
     "variance": "Share of PCA variance kept; 0 chooses it by CV.",
-    "fusion": "pca (the paper's) or signatures (a Cox model on the blocks' signature scores).",
+    "fusion": "pca (the paper's), signatures (a Cox model on the blocks' signature scores) or "
+    "stacked (that Cox model fitted on out-of-fold signature scores of the training cohort).",
     "bundle": "The model bundle that serving loads (parameters, training ranges, radiomics "
     "settings, the network when fused).",
     "scores": "Every patient's combined risk, risk group and per-block signatures (Parquet).",

@@ -80,12 +80,13 @@ def test_split_by_center_column_or_fraction() -> None:
         split_cohort(manifest, train_centers=["MAASTRO", "PLAGH", "SDPH"])
 
 
-def test_test_cohort_never_influences_the_fit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fusion", ["pca", "stacked"])
+def test_test_cohort_never_influences_the_fit(tmp_path: Path, fusion: str) -> None:
     features, manifest = _cohort()
     is_train = split_cohort(manifest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, scores = fit_combined(features, manifest, is_train)
+        model, scores = fit_combined(features, manifest, is_train, fusion=fusion)
     reference = _bundle_text(model, tmp_path, "a")
     # Perturb every test patient's features, times and events, and shuffle the row order.
     test_ids = set(is_train.index[~is_train.to_numpy()])
@@ -101,7 +102,7 @@ def test_test_cohort_never_influences_the_fit(tmp_path: Path) -> None:
     outcomes.loc[test_rows, "event"] = 1 - outcomes.loc[test_rows, "event"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        again, _ = fit_combined(perturbed, outcomes, is_train)
+        again, _ = fit_combined(perturbed, outcomes, is_train, fusion=fusion)
     assert _bundle_text(again, tmp_path, "b") == reference
     assert set(scores["split"]) == {"train", "test"}
     assert scores.loc[scores["split"] == "train", "risk"].median() == pytest.approx(model.cutoff_)
@@ -147,18 +148,24 @@ def test_the_papers_signatures_and_the_ring_choice() -> None:
     }
 
 
-def test_pca_fuse_on_a_saved_selection_equals_the_one_step_fit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fusion", ["pca", "stacked"])
+def test_pca_fuse_on_a_saved_selection_equals_the_one_step_fit(tmp_path: Path, fusion: str) -> None:
     from lungsurv.stages.selection import Selection, select_features
 
     features, manifest = _cohort()
     is_train = split_cohort(manifest)
-    selection = select_features(features, manifest, is_train)
+    # The stacking refits the signatures with the selection's settings, not fit_combined's.
+    selection = select_features(features, manifest, is_train, cv_rule="1se")
     loaded = Selection.load(selection.save(tmp_path / "selection"))
     pd.testing.assert_frame_equal(loaded.table, selection.table)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        two_step, scores = fit_combined(features, manifest, is_train, selection=loaded)
-        one_step, reference = fit_combined(features, manifest, is_train)
+        two_step, scores = fit_combined(
+            features, manifest, is_train, selection=loaded, fusion=fusion
+        )
+        one_step, reference = fit_combined(
+            features, manifest, is_train, fusion=fusion, cv_rule="1se"
+        )
     assert _bundle_text(two_step, tmp_path, "a") == _bundle_text(one_step, tmp_path, "b")
     pd.testing.assert_frame_equal(scores, reference)
     # The combined blocks' own signatures score patients as select-features scored them.

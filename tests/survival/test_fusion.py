@@ -177,6 +177,59 @@ def test_signature_fusion_is_a_cox_model_on_the_blocks_signatures(cohort, tmp_pa
         FusionModel(fusion="stack").fit(train, y[:160])
 
 
+def test_stacked_fusion_weighs_the_blocks_by_their_held_out_scores(cohort, tmp_path: Path) -> None:
+    """Stacking keeps the full-data signatures as covariates; its Cox weights are fitted on
+    out-of-fold scores. A block of pure noise, whose signature selects noise that happens to
+    fit the training patients, scores well in sample and at chance held out: stacking gives it
+    less weight than the in-sample fusion does."""
+    blocks, y, _ = cohort
+    event, time = y["event"], y["time"]
+    rng = np.random.default_rng(0)
+    leaky = pd.DataFrame(rng.standard_normal((240, 400)), index=blocks["gtv"].index)
+    leaky = leaky.add_prefix("dl_f")
+    train = {**_split(blocks, slice(0, 160)), "dl": leaky.iloc[:160]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stacked = FusionModel(random_state=0, fusion="stacked").fit(train, y[:160])
+        again = FusionModel(random_state=0, fusion="stacked").fit(
+            {k: v.iloc[::-1] for k, v in train.items()}, y[:160][::-1]
+        )
+        in_sample = FusionModel(random_state=0, fusion="signatures").fit(train, y[:160])
+    assert stacked.params_.metadata["fusion"] == "stacked" and stacked.n_components_ == 3
+    held = stacked.params_.metadata["stacking_c_index"]
+    assert set(held) == {"gtv", "ring_6mm", "dl"}
+    assert min(held["gtv"], held["ring_6mm"]) > 0.58 and held["dl"] < 0.56
+    # Same signatures as the in-sample fusion, other weights; the row order changes nothing.
+    np.testing.assert_array_equal(stacked.params_.pca_components, in_sample.params_.pca_components)
+    np.testing.assert_allclose(stacked.params_.cox_coef, again.params_.cox_coef, rtol=1e-9)
+    # Relative to the radiomics blocks, the memorising block weighs less when weighed held out.
+    share = lambda m: abs(m.params_.cox_coef[2]) / np.abs(m.params_.cox_coef[:2]).sum()  # noqa: E731
+    assert share(stacked) < share(in_sample)
+    test = {**_split(blocks, slice(160, None)), "dl": leaky.iloc[160:]}
+    c_stacked = concordance_index_censored(event[160:], time[160:], stacked.predict(test))[0]
+    c_in_sample = concordance_index_censored(event[160:], time[160:], in_sample.predict(test))[0]
+    assert c_stacked > 0.64 and c_stacked > c_in_sample
+    # The baseline is Breslow's for the stored risk: scoring, survival and the bundle agree.
+    risk = stacked.predict(train)
+    assert np.median(risk) == pytest.approx(stacked.cutoff_)
+    survival = survival_at(risk, [365, 730], stacked.params_)
+    assert np.all((survival > 0) & (survival < 1))
+    loaded = load_bundle(save_bundle(stacked.params_, tmp_path / "stacked"))
+    np.testing.assert_array_equal(score(test, loaded)["risk"], stacked.predict(test))
+
+
+def test_stacked_fusion_needs_two_folds_with_deaths(cohort) -> None:
+    from lungsurv.survival.fusion import BlockParameters
+
+    blocks, _, _ = cohort
+    few = {"gtv": blocks["gtv"].iloc[:6]}
+    one_death = Surv.from_arrays([True, False, False, False, False, False], np.arange(1.0, 7.0))
+    prefit = [BlockParameters("gtv", ["gtv_f0"], np.zeros(1), np.ones(1), np.ones(1))]
+    model = FusionModel(fusion="stacked", block_parameters=prefit)
+    with pytest.raises(ValueError, match="6 patients with 1 deaths give 1"):
+        model.fit(few, one_death)
+
+
 def test_variance_zero_chooses_the_share_of_variance_by_cross_validation(cohort) -> None:
     from lungsurv.survival.fusion import VARIANCE_CANDIDATES
 

@@ -42,6 +42,8 @@ def fit_combined(
     n_folds: int = 10,
     random_state: int = 0,
     fusion: str = "pca",
+    cv_scoring: str = "deviance",
+    cv_rule: str = "min",
 ) -> tuple[FusionModel, pd.DataFrame]:
     """PCA-fuse: fit the combined model on the training patients; return it and every patient's
     scores.
@@ -49,8 +51,11 @@ def fit_combined(
     With a ``selection`` (from :func:`select_features`) its combined blocks and their selected
     features are used as they are; without one each block's signature is selected here (GTV,
     ``ring``, and deep features when the table has ``dl`` rows), and ``ring="auto"`` picks the
-    ring by cross-validated training C-index. ``fusion``: the paper's PCA, or ``"signatures"``
-    (a Cox model on the blocks' signature scores, :class:`FusionModel`). Patients lacking a
+    ring by cross-validated training C-index. ``fusion``: the paper's PCA, ``"signatures"``
+    (a Cox model on the blocks' signature scores) or ``"stacked"`` (that Cox model fitted on
+    out-of-fold signature scores; :class:`FusionModel`). Signatures refitted here (without a
+    selection, or in the stacking's folds) use ``alpha``, ``n_folds``, ``cv_scoring`` and
+    ``cv_rule``, or the selection's own settings when it has them. Patients lacking a
     row for a block (failed upstream) are left out and listed in a warning. The scores table
     has ``patient_id, split, time_days, event, risk, risk_group`` and one ``signature_<block>``
     column per block.
@@ -76,13 +81,22 @@ def fit_combined(
         prefit, chosen_automatically = None, False
     cohort = _assemble(features, manifest, is_train, blocks)
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
+    signature_settings = {
+        "alpha": alpha,
+        "n_folds": n_folds,
+        "cv_scoring": cv_scoring,
+        "cv_rule": cv_rule,
+    }
+    if selection is not None:  # the stacking refits the signatures as they were selected
+        signature_settings |= {
+            k: v for k, v in selection.settings.items() if k in signature_settings
+        }
     model = FusionModel(
         variance=variance,
-        alpha=alpha,
-        n_folds=n_folds,
         random_state=random_state,
         block_parameters=prefit,
         fusion=fusion,
+        **signature_settings,
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
     return model, _scores_table(cohort, score(cohort.blocks, model.params_), model.cutoff_)

@@ -113,12 +113,16 @@ def survival_at(risk: np.ndarray, times: Sequence[float], params: ModelParameter
     return s0[None, :] ** np.exp(risk)[:, None]
 
 
-#: How :class:`FusionModel` combines the blocks: the paper's PCA over the selected features, or
-#: one covariate per block, its signature's score (a Cox model on the signatures).
-FUSIONS: tuple[str, ...] = ("pca", "signatures")
+#: How :class:`FusionModel` combines the blocks: the paper's PCA over the selected features;
+#: one covariate per block, its signature's score (a Cox model on the signatures); or the same
+#: signature covariates with the Cox model fitted on out-of-fold signature scores (stacking).
+FUSIONS: tuple[str, ...] = ("pca", "signatures", "stacked")
 #: ``variance=0``: the share of PCA variance kept is chosen among these by cross-validation.
 VARIANCE_CANDIDATES: tuple[float, ...] = (0.7, 0.8, 0.9, 0.95, 1.0)
 VARIANCE_CV_FOLDS = 5
+#: ``fusion="stacked"``: folds of the training rows whose held-out signature scores fit the Cox
+#: model.
+STACKING_FOLDS = 5
 
 
 class FusionModel(BaseEstimator):
@@ -129,6 +133,14 @@ class FusionModel(BaseEstimator):
     block instead of one per component, which overfits far less on a small training cohort;
     it is stored in the same form (each "component" a signature), so scoring and serving do not
     change.
+
+    ``fusion="stacked"`` keeps those covariates but fits their Cox weights on *out-of-fold*
+    signature scores (stacked generalisation, Wolpert 1992): every block's signature is refitted
+    (z-score, univariate filter, LASSO-Cox) on all folds but one of the training rows and scores
+    the held-out fold. In-sample scores reward the block that overfits its training patients
+    most (deep features learnt from these very outcomes); held-out scores weigh each block by
+    how well it ranks patients it has not seen. The final signatures are still the ones fitted
+    on all training rows; the Breslow baseline is fitted on their weighted sum.
 
     ``fit(blocks, y)`` takes a mapping of block name to a DataFrame (rows in the same patient
     order as ``y``). ``block_parameters``: signatures already selected on the same training rows
@@ -146,8 +158,12 @@ class FusionModel(BaseEstimator):
         random_state: int = 0,
         block_parameters: Sequence[BlockParameters] | None = None,
         fusion: str = "pca",
+        cv_scoring: str = "deviance",
+        cv_rule: str = "min",
     ) -> None:
         self.fusion = fusion
+        self.cv_scoring = cv_scoring
+        self.cv_rule = cv_rule
         self.variance = variance
         self.alpha = alpha
         self.n_folds = n_folds
@@ -177,14 +193,20 @@ class FusionModel(BaseEstimator):
             return self
         variance = self.variance or self._choose_variance(blocks, y)
         joined = np.concatenate([standardised_block(blocks[p.name], p) for p in parameters], axis=1)
-        if self.fusion == "signatures":
+        if self.fusion in ("signatures", "stacked"):
             mean, axes, explained = np.zeros(joined.shape[1]), _signature_axes(parameters), None
         else:
             n_components: float | int = variance if variance < 1 else None  # type: ignore[assignment]
             pca = PCA(n_components=n_components, svd_solver="full").fit(joined)
             mean, axes, explained = pca.mean_, pca.components_, pca.explained_variance_ratio_
         components = (joined - mean) @ axes.T
-        cox, self.ridge_alpha_ = _fit_cox(components, y)
+        if self.fusion == "stacked":
+            held_out = self._out_of_fold_signatures(blocks, y, parameters)
+            cox, self.ridge_alpha_ = _fit_cox(held_out, y)
+            baseline = _breslow(components @ cox.coef_, y)
+        else:
+            cox, self.ridge_alpha_ = _fit_cox(components, y)
+            baseline = cox.baseline_survival_
         self.n_components_ = int(axes.shape[0])
         params = ModelParameters(
             blocks=parameters,
@@ -193,11 +215,13 @@ class FusionModel(BaseEstimator):
             # Signature axes explain no PCA variance: 0, and metadata["fusion"] says why.
             explained_variance_ratio=explained if explained is not None else np.zeros(len(axes)),
             cox_coef=np.asarray(cox.coef_, dtype=float),
-            baseline_times=np.asarray(cox.baseline_survival_.x, dtype=float),
-            baseline_survival=np.asarray(cox.baseline_survival_.y, dtype=float),
+            baseline_times=np.asarray(baseline.x, dtype=float),
+            baseline_survival=np.asarray(baseline.y, dtype=float),
             cutoff=0.0,
         )
         params.metadata["fusion"] = self.fusion
+        if self.fusion == "stacked":
+            params.metadata["stacking_c_index"] = self.stacking_c_index_
         if self.fusion == "pca":
             params.metadata["pca_variance"] = float(variance)
         if not self.variance and self.fusion == "pca":
@@ -251,6 +275,62 @@ class FusionModel(BaseEstimator):
         )
         return float(best)
 
+    def _signature(self, *, refuse_outcome_functions: bool = True) -> CoxSignature:
+        return CoxSignature(
+            alpha=self.alpha,
+            n_folds=self.n_folds,
+            cv_scoring=self.cv_scoring,
+            cv_rule=self.cv_rule,
+            random_state=self.random_state,
+            refuse_outcome_functions=refuse_outcome_functions,
+        )
+
+    def _out_of_fold_signatures(
+        self,
+        blocks: Mapping[str, pd.DataFrame],
+        y: np.ndarray,
+        parameters: Sequence[BlockParameters],
+    ) -> np.ndarray:
+        """Rows: training patients; columns: the blocks with a signature, each patient scored by
+        the block's signature refitted without the patient's fold (folds from the patient ids,
+        seeded, stratified by event). Sets ``stacking_c_index_``: each block's held-out
+        C-index."""
+        event, time = survival_arrays(y)
+        used = [p.name for p in parameters if p.features]
+        n_folds = min(STACKING_FOLDS, int(event.sum()), len(event) // 2)
+        if n_folds < 2:
+            raise ValueError(
+                f"fusion='stacked' needs at least 2 folds of training patients with deaths; "
+                f"{len(event)} patients with {int(event.sum())} deaths give {n_folds}"
+            )
+        keys = [str(k) for k in blocks[used[0]].index]
+        folds = assign_folds(keys, event, n_folds, seed=self.random_state)
+        held_out = np.zeros((len(event), len(used)))
+        for fold in range(n_folds):
+            fit, held = folds != fold, folds == fold
+            for column, name in enumerate(used):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    # Outcome functions were refused on all training rows already; on a fold's
+                    # subset a noise feature may order every pair by chance.
+                    signature = self._signature(refuse_outcome_functions=False)
+                    signature.fit(blocks[name].loc[fit], y[fit])
+                held_out[held, column] = signature.predict(blocks[name].loc[held])
+            logger.info(
+                "stacked fusion: fold %d/%d refitted %d signature(s)", fold + 1, n_folds, len(used)
+            )
+        self.stacking_c_index_ = {
+            name: float(c_index(time=time, event=event, risk=held_out[:, column]))
+            if np.ptp(held_out[:, column]) > 0
+            else 0.5
+            for column, name in enumerate(used)
+        }
+        logger.info(
+            "stacked fusion: held-out C-index per block %s",
+            ", ".join(f"{k} {v:.3f}" for k, v in self.stacking_c_index_.items()),
+        )
+        return held_out
+
     def _block_parameters(
         self, blocks: Mapping[str, pd.DataFrame], y: np.ndarray
     ) -> list[BlockParameters]:
@@ -264,9 +344,7 @@ class FusionModel(BaseEstimator):
             return parameters
         parameters = []
         for name, block in blocks.items():
-            signature = CoxSignature(
-                alpha=self.alpha, n_folds=self.n_folds, random_state=self.random_state
-            ).fit(block, y)
+            signature = self._signature().fit(block, y)
             self.signatures_[name] = signature
             chosen = signature.selected_
             parameters.append(
@@ -347,6 +425,15 @@ def _fit_cox(components: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
         f"the Cox model on {components.shape[1]} components did not converge even with a "
         f"ridge penalty of {RIDGE_ALPHAS[-1]:g}"
     )
+
+
+def _breslow(risk: np.ndarray, y: np.ndarray) -> Any:
+    """Breslow's baseline survival (a step function with ``x``, ``y``) for fixed linear
+    predictors ``risk`` of the training rows."""
+    from sksurv.linear_model.coxph import BreslowEstimator
+
+    event, time = survival_arrays(y)
+    return BreslowEstimator().fit(np.asarray(risk, float), event, time).baseline_survival_
 
 
 def _null_model(blocks: list[BlockParameters], y: np.ndarray) -> ModelParameters:
