@@ -388,6 +388,26 @@ def _geometry(patient: Patient, config: GeneratorConfig) -> _Geometry:
     return _Geometry(spacing, thickness, origin, (n_z, config.matrix, config.matrix))
 
 
+#: How far outside the tumour's surface its halo reaches (mm).
+HALO_REACH_MM = 14.0
+
+
+def _near_surface_distance(tumour: Tumour, points: np.ndarray, reach_mm: float) -> np.ndarray:
+    """``tumour.surface_distance(points)`` where it can be below ``reach_mm``, ``inf`` elsewhere.
+
+    A point at physical distance d from the centre has a tumour-frame radius of at least
+    d / max(scales), and the surface radius is at most ``extent_mm() / max(scales)``, so points
+    farther than ``extent_mm() + reach_mm * max(scales)`` on any axis are skipped: the expensive
+    ray-to-surface evaluation runs on the few hundred voxels around the tumour, not the whole
+    slice, and gives the same values there."""
+    bound = tumour.extent_mm() + reach_mm * float(tumour.scales.max()) + 1.0
+    near = np.all(np.abs(points - tumour.centre) < bound, axis=-1)
+    distance = np.full(points.shape[:-1], np.inf)
+    if near.any():
+        distance[near] = tumour.surface_distance(points[near])
+    return distance
+
+
 def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _Geometry]:
     """The CT volume (z, y, x) in HU, with partial-volume blur and the center's noise."""
     geometry = _geometry(patient, config)
@@ -414,11 +434,11 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
             lung |= _in_ellipsoid(points, centre, semi)
         lung &= body
         layer[lung] = -840.0 + 25.0 * parenchyma[k][lung]
-        distance = tumour.surface_distance(points)
+        distance = _near_surface_distance(tumour, points, HALO_REACH_MM)
         inside = distance < 0
         layer[inside] = tumour.mean_hu + tumour.texture_hu * texture[k][inside]
         # Ground-glass halo peaking 6 mm outside the surface, modulated by strands.
-        shell = (distance >= 0) & (distance < 14.0) & lung
+        shell = (distance >= 0) & (distance < HALO_REACH_MM) & lung
         profile = np.exp(-0.5 * ((distance[shell] - 6.0) / 2.2) ** 2)
         layer[shell] += tumour.halo_hu * profile * (0.55 + 0.45 * np.tanh(strands[k][shell]))
         volume[k] = layer
@@ -447,6 +467,8 @@ def _contours_of(inside: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> list[np.
 def tumour_contours(tumour: Tumour, z: float, step: float = 0.25) -> list[np.ndarray]:
     """The tumour's outline(s) in the plane ``z`` as (N, 2) arrays of (x, y) mm."""
     extent = tumour.extent_mm() + 1.0
+    if abs(z - tumour.centre[2]) >= extent:  # the plane misses the tumour: no outline
+        return []
     xs = np.arange(tumour.centre[0] - extent, tumour.centre[0] + extent, step)
     ys = np.arange(tumour.centre[1] - extent, tumour.centre[1] + extent, step)
     grid = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
