@@ -122,6 +122,8 @@ DESCRIPTIONS: dict[str, str] = {
     "lasso_folds": "Cross-validation folds of LASSO-Cox (the paper: 10).",
     "lasso_scoring": "LASSO-Cox CV criterion: deviance (glmnet's) or c_index.",
     "lasso_rule": "LASSO-Cox penalty rule: min (glmnet's lambda.min) or 1se.",
+    "dl_block": "What the DL signature selects from: features (the network's pooled deep "
+    "features, the paper's) or risk (the network's own Cox output).",
     "selection": "Every signature's selected features, coefficients and scaling (Parquet, "
     "with a JSON of the settings).",
     "signature_scores": "Every patient's score under each signature and the TNM baseline "

@@ -25,6 +25,7 @@ def select_features(
     lasso_scoring: str,
     lasso_rule: str,
     harmonize: str,
+    dl_block: str,
     selection: Output[Dataset],
     signature_scores: Output[Dataset],
     metrics: Output[Metrics],
@@ -60,6 +61,7 @@ def select_features(
         cv_scoring=lasso_scoring,
         cv_rule=lasso_rule,
         random_state=seed,
+        dl_block=dl_block,
     )
     result.save(Path(selection.path))
     write_parquet(result.scores, signature_scores.path)

@@ -147,6 +147,7 @@ def build_pipeline(
         lasso_folds: int = DEFAULTS["lasso_folds"],
         lasso_scoring: str = DEFAULTS["lasso_scoring"],
         lasso_rule: str = DEFAULTS["lasso_rule"],
+        dl_block: str = DEFAULTS["dl_block"],
         n_bootstrap: int = DEFAULTS["n_bootstrap"],
         dl_input_size: int = DEFAULTS["dl_input_size"],
         dl_max_epochs: int = DEFAULTS["dl_max_epochs"],
@@ -344,6 +345,7 @@ def _modelling(
         lasso_folds=p["lasso_folds"],
         lasso_scoring=p["lasso_scoring"],
         lasso_rule=p["lasso_rule"],
+        dl_block=p["dl_block"],
         harmonize=p["harmonize"],
         **deep,
     )

@@ -215,12 +215,17 @@ def feature_blocks_of(
             blocks[block] = pd.DataFrame([features], index=[patient_id])
     if model.network is not None:
         # Lazily: torch is the optional ``dl`` extra, needed only by bundles with deep features.
-        from lungsurv.deep.features import deep_feature_frame, deep_features
+        from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
         from lungsurv.deep.transforms import config_input
 
         network, config = model.network
         volume = config_input(image, gtv, config)[None]
-        frame = deep_feature_frame([patient_id], deep_features(network, volume), [0])
+        frame = deep_feature_frame(
+            [patient_id],
+            deep_features(network, volume),
+            [0],
+            risk=predict_risk(network, volume, batch_size=1),
+        )
         blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))

@@ -165,6 +165,13 @@ def test_saved_model_scores_and_features_like_the_trained_one(tmp_path: Path) ->
     frame = deep_feature_frame([f"P{i}" for i in range(24)], features, [100] * 24)
     assert list(frame.columns[:4]) == ["patient_id", "roi", "n_voxels", "dl_000"]
     assert set(frame["roi"]) == {"dl"} and frame.shape == (24, 3 + 8)
+    # The network's risk beside its features: one patient per pass, as serving computes it.
+    risk = predict_risk(loaded, volumes, batch_size=1)
+    with_risk = deep_feature_frame([f"P{i}" for i in range(24)], features, [100] * 24, risk=risk)
+    assert list(with_risk.columns[-2:]) == ["dl_007", "dl_risk"]
+    assert np.array_equal(with_risk["dl_risk"], risk.astype(float))
+    one = np.concatenate([predict_risk(loaded, volumes[i : i + 1]) for i in range(24)])
+    assert np.array_equal(one, risk)
 
 
 def test_loader_workers_seed_their_augmentations() -> None:

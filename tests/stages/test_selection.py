@@ -172,6 +172,57 @@ def test_pca_fuse_on_a_saved_selection_equals_the_one_step_fit(tmp_path: Path, f
     assert np.allclose(scores["signature_ring_6mm"], selection.scores["Rad_6mm"])
 
 
+def _with_deep_block(features: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Ten noise deep features and a network risk that follows the outcome (noisily)."""
+    rng = np.random.default_rng(8)
+    ids = manifest["patient_id"].to_numpy()
+    deep = pd.DataFrame(rng.standard_normal((len(ids), 10))).add_prefix("dl_0")
+    order = manifest["time_days"].rank().to_numpy()
+    deep["dl_risk"] = -order / len(ids) + rng.normal(0, 0.3, len(ids))
+    deep.insert(0, "n_voxels", 0)
+    deep.insert(0, "roi", "dl")
+    deep.insert(0, "patient_id", ids)
+    return pd.concat([features, deep], ignore_index=True)
+
+
+@pytest.mark.parametrize("dl_block", ["features", "risk"])
+def test_the_deep_block_offers_its_features_or_the_networks_risk(
+    tmp_path: Path, dl_block: str
+) -> None:
+    from lungsurv.stages.selection import Selection, select_features
+
+    features, manifest = _cohort()
+    table = _with_deep_block(features, manifest)
+    is_train = split_cohort(manifest)
+    selection = select_features(table, manifest, is_train, dl_block=dl_block)
+    chosen = set(selection.table.loc[selection.table["signature"] == "DL", "feature"])
+    if dl_block == "risk":
+        assert chosen == {"dl_risk"}
+    else:
+        assert "dl_risk" not in chosen
+    loaded = Selection.load(selection.save(tmp_path / "selection"))
+    assert loaded.settings["dl_block"] == dl_block
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The stacking refits the DL signature on the block the selection used.
+        model, _ = fit_combined(table, manifest, is_train, selection=loaded, fusion="stacked")
+    (dl,) = [b for b in model.params_.blocks if b.name == "dl"]
+    assert set(dl.features) == chosen
+    assert model.params_.metadata["stacking_c_index"]["dl"] > (0.7 if dl_block == "risk" else 0)
+
+
+def test_a_deep_block_without_the_networks_risk_is_refused_by_name() -> None:
+    from lungsurv.stages.selection import select_features
+
+    features, manifest = _cohort()
+    table = _with_deep_block(features, manifest).drop(columns=["dl_risk"])
+    is_train = split_cohort(manifest)
+    with pytest.raises(ValueError, match="dl_risk"):
+        select_features(table, manifest, is_train, dl_block="risk")
+    with pytest.raises(ValueError, match="'network'"):
+        select_features(table, manifest, is_train, dl_block="network")
+
+
 def test_tnm_baseline_is_fitted_on_training_patients_only() -> None:
     from lungsurv.stages.selection import overall_stage_number, select_features, tnm_scores
     from lungsurv.survival.metrics import c_index

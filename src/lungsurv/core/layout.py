@@ -33,6 +33,8 @@ RINGS_FILE = "rings.parquet"
 # ROI names in the feature tables and block names in the models.
 GTV_ROI = "gtv"
 DL_ROI = "dl"
+#: The network's own risk (its Cox output), a column of the ``dl`` rows beside the deep features.
+DL_RISK_FEATURE = "dl_risk"
 RING_PREFIX = "ring_"
 _RING = re.compile(r"ring_(\d+(?:\.\d+)?)mm")
 #: The manifest column the cohort step writes (``train``/``test``) and every later step reads.

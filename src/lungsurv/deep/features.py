@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lungsurv.core.layout import DL_ROI
+from lungsurv.core.layout import DL_RISK_FEATURE, DL_ROI
 from lungsurv.deep.network import SEResNet3D
 
 
@@ -58,12 +58,18 @@ def deep_features(
 
 
 def deep_feature_frame(
-    patient_ids: Sequence[str], features: np.ndarray, n_voxels: Sequence[int]
+    patient_ids: Sequence[str],
+    features: np.ndarray,
+    n_voxels: Sequence[int],
+    risk: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Deep features in the radiomics table's schema: ``patient_id, roi ("dl"), n_voxels,
-    dl_000 ... dl_511``, so select-features treats them as one more block."""
+    dl_000 ... dl_511``, so select-features treats them as one more block; with ``risk`` (the
+    network's output, :func:`predict_risk` one patient per pass) also ``dl_risk``."""
     columns = [f"dl_{i:03d}" for i in range(features.shape[1])]
     frame = pd.DataFrame(np.asarray(features, dtype=float), columns=columns)
+    if risk is not None:
+        frame[DL_RISK_FEATURE] = np.asarray(risk, dtype=float).reshape(-1)
     frame.insert(0, "n_voxels", np.asarray(n_voxels, dtype=int))
     frame.insert(0, "roi", DL_ROI)
     frame.insert(0, "patient_id", [str(p) for p in patient_ids])

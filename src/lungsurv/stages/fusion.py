@@ -21,6 +21,7 @@ from lungsurv.stages.selection import (
     DEFAULT_COMBINED_RING,
     Selection,
     _assemble,
+    deep_block,
     has_roi,
     select_features,
 )
@@ -44,6 +45,7 @@ def fit_combined(
     fusion: str = "pca",
     cv_scoring: str = "deviance",
     cv_rule: str = "min",
+    dl_block: str = "features",
 ) -> tuple[FusionModel, pd.DataFrame]:
     """PCA-fuse: fit the combined model on the training patients; return it and every patient's
     scores.
@@ -55,8 +57,10 @@ def fit_combined(
     (a Cox model on the blocks' signature scores) or ``"stacked"`` (that Cox model fitted on
     out-of-fold signature scores; :class:`FusionModel`). Signatures refitted here (without a
     selection, or in the stacking's folds) use ``alpha``, ``n_folds``, ``cv_scoring`` and
-    ``cv_rule``, or the selection's own settings when it has them. Patients lacking a
-    row for a block (failed upstream) are left out and listed in a warning. The scores table
+    ``cv_rule``, or the selection's own settings when it has them; so does ``dl_block``
+    (what the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`).
+    Patients lacking a row for a block (failed upstream) are left out and listed in a warning.
+    The scores table
     has ``patient_id, split, time_days, event, risk, risk_group`` and one ``signature_<block>``
     column per block.
     """
@@ -68,7 +72,10 @@ def fit_combined(
             combined_ring=ring,
             alpha=alpha,
             n_folds=n_folds,
+            cv_scoring=cv_scoring,
+            cv_rule=cv_rule,
             random_state=random_state,
+            dl_block=dl_block,
         )
     if selection is not None:
         blocks, ring = selection.combined_blocks, selection.ring
@@ -80,6 +87,10 @@ def fit_combined(
         blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
         prefit, chosen_automatically = None, False
     cohort = _assemble(features, manifest, is_train, blocks)
+    if selection is not None:
+        dl_block = str(selection.settings.get("dl_block", "features"))
+    if DL_ROI in cohort.blocks:
+        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
     signature_settings = {
         "alpha": alpha,

@@ -23,6 +23,7 @@ import pandas as pd
 from sksurv.util import Surv
 
 from lungsurv.core.layout import (
+    DL_RISK_FEATURE,
     DL_ROI,
     GTV_ROI,
     RING_PREFIX,
@@ -48,6 +49,24 @@ STAGE_ORDER: dict[str, int] = {"i": 1, "ia": 1, "ib": 1, "ii": 2, "iia": 2, "iib
 
 
 STAGE_ORDER |= {"iii": 3, "iiia": 3, "iiib": 4, "iv": 5}
+#: What the deep-learning block offers its signature: the network's pooled deep features (the
+#: paper's) or the network's own risk output, one feature.
+DL_BLOCKS: tuple[str, ...] = ("features", "risk")
+
+
+def deep_block(block: pd.DataFrame, dl_block: str) -> pd.DataFrame:
+    """The deep-learning block's candidate features: the deep features without the network's
+    risk (``"features"``), or the risk alone (``"risk"``)."""
+    if dl_block not in DL_BLOCKS:
+        raise ValueError(f"dl_block must be one of {DL_BLOCKS}, got {dl_block!r}")
+    if dl_block == "features":
+        return block.drop(columns=[DL_RISK_FEATURE], errors="ignore")
+    if DL_RISK_FEATURE not in block.columns:
+        raise ValueError(
+            f"dl_block='risk' needs the network's risk, column {DL_RISK_FEATURE!r}, in the deep "
+            "features table; this one has only deep features (train the network again)"
+        )
+    return block[[DL_RISK_FEATURE]]
 
 
 @dataclass
@@ -232,6 +251,7 @@ def select_features(
     cv_scoring: str = "deviance",
     cv_rule: str = "min",
     random_state: int = 0,
+    dl_block: str = "features",
 ) -> Selection:
     """select-features: the paper's signatures, each fitted on the training patients only.
 
@@ -243,6 +263,8 @@ def select_features(
     ``rings``: default every ring in the table. ``combined_ring``: the ring the combined
     model fuses, or ``"auto"`` for the one with the best cross-validated training C-index
     (:func:`choose_ring`).
+    ``dl_block``: what the ``DL`` signature selects from (:func:`deep_block`): the deep
+    features (the paper's) or the network's risk.
     A TNM baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside
     when the manifest has ``overall_stage``.
     """
@@ -253,6 +275,8 @@ def select_features(
     params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
     cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
+    if extra:
+        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
     scores = pd.DataFrame({"patient_id": cohort.patients, SPLIT_COLUMN: cohort.split_column()})
@@ -282,7 +306,12 @@ def select_features(
         ring=ring,
         ring_chosen_automatically=combined_ring == "auto" and bool(rings),
         scores=scores,
-        settings={**params, "random_state": random_state, "ring_cv_c_index": ring_scores},
+        settings={
+            **params,
+            "random_state": random_state,
+            "dl_block": dl_block,
+            "ring_cv_c_index": ring_scores,
+        },
     )
 
 

@@ -64,6 +64,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "lasso_folds": keyword_default(select_features, "n_folds"),
     "lasso_scoring": keyword_default(select_features, "cv_scoring"),
     "lasso_rule": keyword_default(select_features, "cv_rule"),
+    "dl_block": keyword_default(select_features, "dl_block"),
     "n_bootstrap": keyword_default(evaluate_models, "n_resamples"),
     "dl_input_size": _TRAIN.input_size,
     "dl_max_epochs": _TRAIN.max_epochs,

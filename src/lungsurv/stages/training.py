@@ -169,8 +169,12 @@ def train_cohort(
         }
     )
     for key, result in fitted.items():
-        scores[f"risk_{key}"] = predict_risk(result.model, inputs)
-    features = deep_feature_frame(ids, deep_features(fitted["se"].model, inputs), voxels)
+        # One patient per pass, as serving scores one patient: the same risk to the last bit.
+        scores[f"risk_{key}"] = predict_risk(result.model, inputs, batch_size=1)
+    model = fitted["se"].model
+    features = deep_feature_frame(
+        ids, deep_features(model, inputs), voxels, risk=scores["risk_se"].to_numpy()
+    )
     return CohortTraining(
         result=fitted["se"],
         ablation=fitted.get("no_se"),
