@@ -40,7 +40,7 @@ def test_deep_features_are_served_with_the_bundled_network(
     small_cohort_dir: Path, tmp_path: Path, crop: str, intensity: str
 ) -> None:
     from lungsurv.deep.config import TrainConfig
-    from lungsurv.deep.features import deep_feature_frame, deep_features
+    from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
     from lungsurv.deep.train import save_model, train
     from lungsurv.radiomics.params import load_params
     from lungsurv.stages.convert import convert_cohort
@@ -72,9 +72,15 @@ def test_deep_features_are_served_with_the_bundled_network(
     ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], config)
     result = train(inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config)
     network_dir = save_model(result, tmp_path / "network")
-    deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels)
+    # As train-3D-SE-ResNet writes them: the deep features and the network's risk.
+    risk = predict_risk(result.model, inputs, batch_size=1)
+    deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels, risk=risk)
     blocks = feature_blocks(pd.concat([table, deep]), ["gtv", "ring_6mm", "dl"])
-    chosen = {"gtv": ["original_firstorder_Mean"], "ring_6mm": [], "dl": ["dl_000", "dl_005"]}
+    chosen = {
+        "gtv": ["original_firstorder_Mean"],
+        "ring_6mm": [],
+        "dl": ["dl_000", "dl_005", "dl_risk"],
+    }
     parameters = [
         BlockParameters(
             name=name,
@@ -87,10 +93,10 @@ def test_deep_features_are_served_with_the_bundled_network(
     ]
     params = ModelParameters(
         blocks=parameters,
-        pca_mean=np.zeros(3),
-        pca_components=np.eye(3),
-        explained_variance_ratio=np.full(3, 1 / 3),
-        cox_coef=np.array([0.5, -0.4, 0.3]),
+        pca_mean=np.zeros(4),
+        pca_components=np.eye(4),
+        explained_variance_ratio=np.full(4, 1 / 4),
+        cox_coef=np.array([0.5, -0.4, 0.3, 0.8]),
         baseline_times=np.array([200.0, 900.0]),
         baseline_survival=np.array([0.9, 0.6]),
         cutoff=0.0,
