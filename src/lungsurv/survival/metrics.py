@@ -149,15 +149,23 @@ def time_dependent_auc(
     test_time[beyond] = np.nextafter(limit, 0.0)
     test_event[beyond] = False
     test = Surv.from_arrays(test_event, test_time)
-    rows = []
-    for t in times:
-        inside = test_time.min() <= t < test_time.max() and t < np.asarray(train_time).max()
-        cases = np.sum((test_time <= t) & np.asarray(test_event, bool))
-        auc = np.nan
-        if inside and cases:
-            auc = float(cumulative_dynamic_auc(train, test, np.asarray(risk, float), [t])[0][0])
-        rows.append({"time": float(t), "auc": auc, "cases": int(cases)})
-    return pd.DataFrame(rows)
+    cases = [int(np.sum((test_time <= t) & test_event)) for t in times]
+    scored = [
+        float(t)
+        for t, n in zip(times, cases, strict=True)
+        if n and test_time.min() <= t < test_time.max() and t < limit
+    ]
+    auc = dict.fromkeys(scored, np.nan)
+    if scored:  # one call for every horizon: the censoring weights are estimated once
+        values = cumulative_dynamic_auc(train, test, np.asarray(risk, float), scored)[0]
+        auc = dict(zip(scored, (float(v) for v in values), strict=True))
+    return pd.DataFrame(
+        {
+            "time": [float(t) for t in times],
+            "auc": [auc.get(float(t), np.nan) for t in times],
+            "cases": cases,
+        }
+    )
 
 
 def status_at(time: np.ndarray, event: np.ndarray, horizon: float) -> tuple[np.ndarray, np.ndarray]:
