@@ -207,6 +207,21 @@ def test_html_and_markdown_reports(evaluation) -> None:
     assert "| Combined | test |" in markdown and "Headline" in markdown and "slope" in markdown
 
 
+def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
+    from dataclasses import replace
+
+    from lungsurv.stages.evaluation import fusion_notes
+
+    assert evaluation.params.metadata["fusion"] == "pca" and not fusion_notes(evaluation.params)
+    metadata = {"fusion": "stacked", "stacking_c_index": {"gtv": 0.654, "dl": 0.613}}
+    stacked = replace(evaluation.params, metadata=metadata)
+    (note,) = fusion_notes(stacked)
+    assert "out-of-fold" in note and "gtv 0.654, dl 0.613" in note
+    html = evaluation_html(replace(evaluation, params=stacked, notes=[note]))
+    assert "signature (stacked fusion)" in html and "PCA loadings" not in html
+    assert "gtv 0.654" in evaluation_markdown(replace(evaluation, notes=[note]))
+
+
 def test_degenerate_scores_give_empty_tables_with_columns() -> None:
     scores = _scores().assign(risk=0.0, Rad=0.0)
     assert list(discrimination_table(scores, n_resamples=10).columns)[:3] == [

@@ -77,7 +77,10 @@ def evaluation_html(evaluation: Evaluation, *, title: str = "lungsurv evaluation
         _DEFINITIONS,
     ]
     figures = evaluation_figures(evaluation)
+    fusion = evaluation.params.metadata.get("fusion", "pca") if evaluation.params else "pca"
     for key, heading, figure in _SECTIONS:
+        if key == "loadings" and fusion != "pca":  # the axes are the blocks' signatures
+            heading = f"The combined model's covariates: each block's signature ({fusion} fusion)"
         table = evaluation.tables.get(key)
         if table is None and figure not in figures:
             continue

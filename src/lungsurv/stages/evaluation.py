@@ -366,6 +366,26 @@ class Evaluation:
         return [s for s in ("Rad", *_ring_signatures(models), "DL") if s in models]
 
 
+def fusion_notes(params: ModelParameters) -> list[str]:
+    """What the combined model is, in a sentence, when it is not the paper's PCA fusion."""
+    fusion = params.metadata.get("fusion", "pca")
+    if fusion == "pca":
+        return []
+    text = (
+        "Combined model: a Cox model on the blocks' signatures (one covariate per block) "
+        "instead of the paper's PCA components"
+    )
+    if fusion == "stacked":
+        held_out = params.metadata.get("stacking_c_index", {})
+        text += (
+            ", weighted by a Cox fit on out-of-fold signature scores of the training cohort "
+            "(held-out training C-index per block: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
+            + ")"
+        )
+    return [text + "."]
+
+
 def evaluate_models(
     scores: pd.DataFrame,
     signature_scores: pd.DataFrame,
@@ -408,7 +428,8 @@ def evaluate_models(
         tables=tables,
         metrics=metrics,
         warnings=warnings,
-        notes=[f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [],
+        notes=([f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [])
+        + fusion_notes(params),
         per_model=per_model,
         scores=scores,
         params=params,
