@@ -453,7 +453,9 @@ def test_pipeline_runs_locally(
 
     trained = outputs("train-se-resnet")
     deep = pd.read_parquet(trained["deep_features"])
-    assert deep.shape == (7, 3 + 512) and set(deep["roi"]) == {"dl"}
+    # 512 deep features and the network's risk (dl_risk) per patient.
+    assert deep.shape == (7, 3 + 512 + 1) and set(deep["roi"]) == {"dl"}
+    assert deep.columns[-1] == "dl_risk" and deep["dl_risk"].between(-1, 1).all()
     assert (trained["model"] / "model.pt").exists()
     assert "3D-ResNet" in trained["curves.html"].read_text()
     selected = outputs("select-features")

@@ -60,54 +60,38 @@ def fit_combined(
     ``cv_rule``, or the selection's own settings when it has them; so does ``dl_block``
     (what the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`).
     Patients lacking a row for a block (failed upstream) are left out and listed in a warning.
-    The scores table
-    has ``patient_id, split, time_days, event, risk, risk_group`` and one ``signature_<block>``
-    column per block.
+    The scores table has ``patient_id, split, time_days, event, risk, risk_group`` and one
+    ``signature_<block>`` column per block.
     """
+    settings: dict[str, Any] = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring}
+    settings |= {"cv_rule": cv_rule, "dl_block": dl_block}
     if selection is None and ring == "auto":
         selection = select_features(
-            features,
-            manifest,
-            is_train,
-            combined_ring=ring,
-            alpha=alpha,
-            n_folds=n_folds,
-            cv_scoring=cv_scoring,
-            cv_rule=cv_rule,
-            random_state=random_state,
-            dl_block=dl_block,
+            features, manifest, is_train, combined_ring=ring, random_state=random_state, **settings
         )
     if selection is not None:
         blocks, ring = selection.combined_blocks, selection.ring
         prefit: list[BlockParameters] | None = selection.block_parameters()
         chosen_automatically = selection.ring_chosen_automatically
+        # The stacking refits the signatures as they were selected (older selections: features).
+        settings |= {k: v for k, v in selection.settings.items() if k in settings}
+        settings["dl_block"] = selection.settings.get("dl_block", "features")
     else:
         ring = ring if has_roi(features, ring) else None  # a GTV-only table fuses the GTV
         blocks = [GTV_ROI, *([ring] if ring else [])]
         blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
         prefit, chosen_automatically = None, False
     cohort = _assemble(features, manifest, is_train, blocks)
-    if selection is not None:
-        dl_block = str(selection.settings.get("dl_block", "features"))
+    dl_choice = str(settings.pop("dl_block"))
     if DL_ROI in cohort.blocks:
-        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
+        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_choice)
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
-    signature_settings = {
-        "alpha": alpha,
-        "n_folds": n_folds,
-        "cv_scoring": cv_scoring,
-        "cv_rule": cv_rule,
-    }
-    if selection is not None:  # the stacking refits the signatures as they were selected
-        signature_settings |= {
-            k: v for k, v in selection.settings.items() if k in signature_settings
-        }
     model = FusionModel(
         variance=variance,
         random_state=random_state,
         block_parameters=prefit,
         fusion=fusion,
-        **signature_settings,
+        **settings,
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
     return model, _scores_table(cohort, score(cohort.blocks, model.params_), model.cutoff_)

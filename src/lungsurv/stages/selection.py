@@ -262,11 +262,10 @@ def select_features(
     :class:`~lungsurv.survival.selection.LassoCoxSelector`).
     ``rings``: default every ring in the table. ``combined_ring``: the ring the combined
     model fuses, or ``"auto"`` for the one with the best cross-validated training C-index
-    (:func:`choose_ring`).
-    ``dl_block``: what the ``DL`` signature selects from (:func:`deep_block`): the deep
-    features (the paper's) or the network's risk.
-    A TNM baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside
-    when the manifest has ``overall_stage``.
+    (:func:`choose_ring`). ``dl_block``: what the ``DL`` signature selects from
+    (:func:`deep_block`): the deep features (the paper's) or the network's risk. A TNM
+    baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside when
+    the manifest has ``overall_stage``.
     """
 
     rings = list(ring_rois(features["roi"]) if rings is None else rings)
@@ -279,19 +278,11 @@ def select_features(
         cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
+    fitted, rows, signature_blocks = _fit_signatures(
+        cohort, combos, params | {"random_state": random_state}
+    )
     scores = pd.DataFrame({"patient_id": cohort.patients, SPLIT_COLUMN: cohort.split_column()})
-    rows: list[dict[str, Any]] = []
-    signature_blocks: dict[str, list[str]] = {}
-    for combo in combos:
-        joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
-        signature = _fit_signature(
-            joined.loc[cohort.train], cohort.y, combo, random_state=random_state, **params
-        )
-        name = signature_name(combo)
-        signature_blocks[name] = list(combo)
-        scores[name] = signature.predict(joined)
-        rows += _signature_rows(name, signature)
-        _log_selection(name, signature)
+    scores = pd.concat([scores, pd.DataFrame(fitted)], axis=1)
     if "overall_stage" in manifest.columns:
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
     ring, ring_scores = (combined_ring if rings else None), {}
@@ -306,13 +297,29 @@ def select_features(
         ring=ring,
         ring_chosen_automatically=combined_ring == "auto" and bool(rings),
         scores=scores,
-        settings={
-            **params,
-            "random_state": random_state,
-            "dl_block": dl_block,
-            "ring_cv_c_index": ring_scores,
-        },
+        settings=params
+        | {"random_state": random_state, "dl_block": dl_block}
+        | {"ring_cv_c_index": ring_scores},
     )
+
+
+def _fit_signatures(
+    cohort: _Cohort, combos: Sequence[Sequence[str]], params: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]], dict[str, list[str]]]:
+    """Each combination's signature fitted on the training patients: (every patient's score
+    per signature, the selection table's rows, each signature's blocks)."""
+    scores: dict[str, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
+    signature_blocks: dict[str, list[str]] = {}
+    for combo in combos:
+        joined = pd.concat([cohort.blocks[r].add_prefix(f"{r}:") for r in combo], axis=1)
+        signature = _fit_signature(joined.loc[cohort.train], cohort.y, combo, **params)
+        name = signature_name(combo)
+        signature_blocks[name] = list(combo)
+        scores[name] = signature.predict(joined)
+        rows += _signature_rows(name, signature)
+        _log_selection(name, signature)
+    return scores, rows, signature_blocks
 
 
 def _fit_signature(
