@@ -30,6 +30,7 @@ import yaml
 from lungsurv.core.errors import InputError, PatientError, problem_of
 from lungsurv.core.layout import (
     BUNDLE_FILE,
+    DL_RISK_FEATURE,
     DL_ROI,
     GTV_ROI,
     HORIZONS_DAYS,
@@ -220,12 +221,10 @@ def feature_blocks_of(
 
         network, config = model.network
         volume = config_input(image, gtv, config)[None]
-        frame = deep_feature_frame(
-            [patient_id],
-            deep_features(network, volume),
-            [0],
-            risk=predict_risk(network, volume, batch_size=1),
-        )
+        # A second forward pass for the network's risk only when the bundle's DL block uses it.
+        used = {f for b in model.params.blocks if b.name == DL_ROI for f in b.features}
+        risk = predict_risk(network, volume, batch_size=1) if DL_RISK_FEATURE in used else None
+        frame = deep_feature_frame([patient_id], deep_features(network, volume), [0], risk=risk)
         blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))

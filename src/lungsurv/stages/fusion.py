@@ -73,7 +73,8 @@ def fit_combined(
         blocks, ring = selection.combined_blocks, selection.ring
         prefit: list[BlockParameters] | None = selection.block_parameters()
         chosen_automatically = selection.ring_chosen_automatically
-        # The stacking refits the signatures as they were selected (older selections: features).
+        # The stacking refits the signatures as they were selected; a selection saved before
+        # dl_block existed selected from the deep features.
         settings |= {k: v for k, v in selection.settings.items() if k in settings}
         settings["dl_block"] = selection.settings.get("dl_block", "features")
     else:

@@ -297,9 +297,12 @@ def select_features(
         ring=ring,
         ring_chosen_automatically=combined_ring == "auto" and bool(rings),
         scores=scores,
-        settings=params
-        | {"random_state": random_state, "dl_block": dl_block}
-        | {"ring_cv_c_index": ring_scores},
+        settings={
+            **params,
+            "random_state": random_state,
+            "dl_block": dl_block,
+            "ring_cv_c_index": ring_scores,
+        },
     )
 
 
