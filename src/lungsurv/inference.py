@@ -18,6 +18,7 @@ volume or the slice thickness lies outside the training patients' range, stored 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,21 +38,25 @@ from lungsurv.core.layout import (
     NETWORK_DIR,
     RADIOMICS_PARAMS_FILE,
     WEIGHTS_FILE,
+    feature_columns,
     is_radiomics_roi,
     is_ring,
     ring_distance,
     ring_name,
 )
+from lungsurv.core.provenance import ProvenanceError, check_serving_provenance
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
 from lungsurv.imaging.plausibility import PLACEMENT
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
 from lungsurv.radiomics.extract import extract_patient
-from lungsurv.radiomics.params import used_radiomics_params
+from lungsurv.radiomics.params import engine_version, params_digest, used_radiomics_params
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
 from lungsurv.survival.harmonization import harmonize_row
 from lungsurv.survival.reliability import assess
+
+logger = logging.getLogger(__name__)
 
 #: Largest CT or mask a request may send or declare (a 512 x 512 x 300 int16 CT is 150 MB).
 SERVING_MAX_IMAGE_BYTES = 512 * 2**20
@@ -96,13 +101,15 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         from lungsurv.deep.train import load_model  # torch: the optional dl extra
 
         network = load_model(folder / NETWORK_DIR)
-    radiomics = None
+    radiomics = shipped = None
     if names:
         if not radiomics_path.exists():
             raise InputError(
                 f"the bundle uses radiomics features but has no {RADIOMICS_PARAMS_FILE}"
             )
-        radiomics = used_radiomics_params(yaml.safe_load(radiomics_path.read_text()), names)
+        shipped = yaml.safe_load(radiomics_path.read_text())
+        radiomics = used_radiomics_params(shipped, names)
+    check_bundle_provenance(params, shipped, network)
     # The ring the model fuses is its ring block (none for a GTV-only model).
     ring = next((b.name for b in params.blocks if is_ring(b.name)), None)
     distance = ring_distance(ring) if ring else None
@@ -114,6 +121,39 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         name=name,
         metadata=dict(params.metadata),
     )
+
+
+def check_bundle_provenance(
+    params: ModelParameters, radiomics_params: dict[str, Any] | None, network: Any
+) -> None:
+    """Refuse (:class:`~lungsurv.core.provenance.ProvenanceError`) a bundle whose features this
+    server would compute otherwise than they were computed for training: another radiomics
+    engine version or parameter set than the bundle records, or a network other than the one
+    its deep features came from. A bundle that records no provenance (made before it was
+    recorded, or from a hand-made table) is served with a warning."""
+    recorded = params.metadata.get("provenance")
+    used = [b.name for b in params.blocks if b.features]
+    if not recorded:
+        logger.warning("the bundle records no provenance: its features' origin is not checked")
+        return
+    for block in used:
+        if block not in recorded:
+            raise ProvenanceError(f"the bundle records no provenance for its {block} block")
+        if is_radiomics_roi(block) and radiomics_params is not None:
+            current = {
+                "engine_version": engine_version(),
+                "params_digest": params_digest(radiomics_params),
+            }
+        elif block == DL_ROI and network is not None:
+            from lungsurv.deep.features import network_digest, network_engine
+
+            current = {
+                "engine_version": network_engine(),
+                "params_digest": network_digest(network[0]),
+            }
+        else:
+            continue
+        check_serving_provenance(recorded[block], **current, block=block)
 
 
 def predict_patient(
@@ -225,7 +265,8 @@ def feature_blocks_of(
         used = {f for b in model.params.blocks if b.name == DL_ROI for f in b.features}
         risk = predict_risk(network, volume, batch_size=1) if DL_RISK_FEATURE in used else None
         frame = deep_feature_frame([patient_id], deep_features(network, volume), [0], risk=risk)
-        blocks[DL_ROI] = frame.set_index("patient_id").drop(columns=["roi", "n_voxels"])
+        frame = frame.set_index("patient_id")
+        blocks[DL_ROI] = frame[feature_columns(frame.columns)]
     for block in model.params.blocks:
         blocks.setdefault(block.name, pd.DataFrame(index=[patient_id]))
     return blocks

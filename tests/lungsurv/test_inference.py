@@ -4,6 +4,7 @@ the bundled network exactly as the pipeline computes them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,11 +40,19 @@ def test_used_radiomics_params_keep_only_what_the_bundle_needs() -> None:
 def test_deep_features_are_served_with_the_bundled_network(
     small_cohort_dir: Path, tmp_path: Path, crop: str, intensity: str
 ) -> None:
+    from lungsurv.core.provenance import provenance_values
     from lungsurv.deep.config import TrainConfig
-    from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
+    from lungsurv.deep.features import (
+        deep_feature_frame,
+        deep_features,
+        network_digest,
+        network_engine,
+        predict_risk,
+    )
     from lungsurv.deep.train import save_model, train
     from lungsurv.radiomics.params import load_params
     from lungsurv.stages.convert import convert_cohort
+    from lungsurv.stages.fusion import bundle_provenance
     from lungsurv.stages.radiomics import extract_cohort
     from lungsurv.stages.rings import segment_cohort
     from lungsurv.stages.training import load_inputs
@@ -69,12 +78,16 @@ def test_deep_features_are_served_with_the_bundled_network(
         field_of_view_mm=40.0,
         intensity=intensity,
     )
-    ids, inputs, voxels, _ = load_inputs([tmp_path / "volumes"], config)
+    ids, inputs, voxels, _, digests = load_inputs([tmp_path / "volumes"], config)
     result = train(inputs, np.arange(1.0, 5.0) * 100, np.array([1, 0, 1, 1], bool), config)
     network_dir = save_model(result, tmp_path / "network")
-    # As train-3D-SE-ResNet writes them: the deep features and the network's risk.
+    # As train-3D-SE-ResNet writes them: the deep features, the network's risk, provenance.
     risk = predict_risk(result.model, inputs, batch_size=1)
-    deep = deep_feature_frame(ids, deep_features(result.model, inputs), voxels, risk=risk)
+    shared = {"engine_version": network_engine(), "params_digest": network_digest(result.model)}
+    provenance = [provenance_values(**shared, image=i, mask=m) for i, m in digests]
+    deep = deep_feature_frame(
+        ids, deep_features(result.model, inputs), voxels, risk=risk, provenance=provenance
+    )
     blocks = feature_blocks(pd.concat([table, deep]), ["gtv", "ring_6mm", "dl"])
     chosen = {
         "gtv": ["original_firstorder_Mean"],
@@ -102,6 +115,9 @@ def test_deep_features_are_served_with_the_bundled_network(
         cutoff=0.0,
         metadata={"ring": "ring_6mm"},
     )
+    params.metadata["provenance"] = bundle_provenance(
+        pd.concat([table, deep]), list(chosen), ids, radiomics
+    )
     bundle = save_bundle(
         params, tmp_path / "bundle", radiomics_params=radiomics, network_dir=network_dir
     )
@@ -112,6 +128,7 @@ def test_deep_features_are_served_with_the_bundled_network(
         served = predict_patient(Path(row.image), Path(row.mask), model, roi=row.roi)
         assert abs(served["risk"] - reference[row.patient_id]) <= 1e-9
         assert set(served["contributions"]) == {"gtv", "ring_6mm", "dl"}
+    _served_only_as_trained(bundle, tmp_path, result, inputs, config)
     # Without the network the bundle cannot serve its deep features, and says so.
     import shutil
 
@@ -120,6 +137,46 @@ def test_deep_features_are_served_with_the_bundled_network(
 
     with pytest.raises(InputError, match="holds no network"):
         load_serving_model(bundle)
+
+
+def _served_only_as_trained(
+    bundle: Path, tmp_path: Path, result: Any, inputs: np.ndarray, config: Any
+) -> None:
+    """A bundle whose radiomics parameters, engine version or network are not those its
+    features were made with is refused by name, and loads again once restored."""
+    import json
+    import shutil
+
+    import yaml
+
+    from lungsurv.core.layout import BUNDLE_FILE, NETWORK_DIR, RADIOMICS_PARAMS_FILE
+    from lungsurv.core.provenance import ProvenanceError
+    from lungsurv.deep.train import save_model, train
+
+    params_file, model_file = bundle / RADIOMICS_PARAMS_FILE, bundle / BUNDLE_FILE
+    original_params, original_model = params_file.read_text(), model_file.read_text()
+    changed = yaml.safe_load(original_params)
+    changed["setting"]["binWidth"] = 10
+    params_file.write_text(yaml.safe_dump(changed))
+    with pytest.raises(ProvenanceError, match="gtv features were computed with params_digest"):
+        load_serving_model(bundle)
+    params_file.write_text(original_params)
+    document = json.loads(original_model)
+    document["metadata"]["provenance"]["gtv"]["engine_version"] = "pyradiomics 3.0.1"
+    model_file.write_text(json.dumps(document))
+    with pytest.raises(ProvenanceError, match=r"engine_version 'pyradiomics 3\.0\.1'"):
+        load_serving_model(bundle)
+    model_file.write_text(original_model)
+    # Another network (trained on other outcomes) in the bundle's place.
+    other = train(inputs, np.arange(4.0, 0.0, -1.0) * 100, np.ones(4, bool), config)
+    saved = bundle / NETWORK_DIR
+    shutil.move(saved, tmp_path / "kept")
+    save_model(other, saved)
+    with pytest.raises(ProvenanceError, match="dl features were computed with params_digest"):
+        load_serving_model(bundle)
+    shutil.rmtree(saved)
+    shutil.move(tmp_path / "kept", saved)
+    assert load_serving_model(bundle).network is not None
 
 
 def test_inputs_outside_the_training_ranges_are_flagged() -> None:

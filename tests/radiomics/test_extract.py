@@ -12,10 +12,17 @@ import SimpleITK as sitk
 import yaml
 
 from lungsurv.core.errors import InputError
-from lungsurv.core.layout import GTV_ROI
+from lungsurv.core.layout import GTV_ROI, NON_FEATURE_COLUMNS, PROVENANCE_COLUMNS
+from lungsurv.core.provenance import image_digest
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
 from lungsurv.radiomics.extract import extract_naive, extract_patient
-from lungsurv.radiomics.params import feature_names, load_params, paper_params_path
+from lungsurv.radiomics.params import (
+    engine_version,
+    feature_names,
+    load_params,
+    paper_params_path,
+    params_digest,
+)
 from lungsurv.stages.convert import convert_cohort, write_patient
 from lungsurv.stages.radiomics import extract_cohort, patient_rois
 from lungsurv.stages.rings import segment_cohort, segment_patient
@@ -193,8 +200,24 @@ def test_cohort_table_and_bad_rois(small_cohort_dir: Path, tmp_path: Path, param
     table.to_parquet(tmp_path / "features.parquet")
     back = pd.read_parquet(tmp_path / "features.parquet")
     assert list(back.columns[:3]) == ["patient_id", "roi", "n_voxels"]
-    assert back.shape[1] == 3 + 1316
+    assert list(back.columns[3:8]) == list(PROVENANCE_COLUMNS)
+    assert back.shape[1] == len(NON_FEATURE_COLUMNS) + 1316
     assert not back.drop(columns=["patient_id", "roi"]).isna().any().any()
+    # Every row says how it was made: one engine and parameter set, the patient's one image,
+    # each ROI's own mask (the GTV's digest is that of the file the stage read).
+    assert set(back["engine_version"]) == {engine_version()}
+    assert set(back["params_digest"]) == {params_digest(params)}
+    assert (back.groupby("patient_id")["image_digest"].nunique() == 1).all()
+    assert (
+        back.groupby("patient_id")["mask_digest"].nunique() == back.groupby("patient_id").size()
+    ).all()
+    first = back[(back["patient_id"] == ids[0]) & (back["roi"] == "gtv")].iloc[0]
+    assert first["mask_digest"] == image_digest(
+        sitk.ReadImage(str(tmp_path / "v" / ids[0] / "gtv.nii.gz"))
+    )
+    assert first["image_digest"] == image_digest(
+        sitk.ReadImage(str(tmp_path / "v" / ids[0] / "image.nii.gz"))
+    )
     rows = back.groupby("patient_id")["roi"].apply(list).to_dict()
     assert ids[1] not in rows
     assert rows[ids[0]] == ["gtv", "ring_3mm", "ring_6mm", "ring_9mm"]

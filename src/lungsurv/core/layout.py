@@ -42,6 +42,18 @@ SPLIT_COLUMN = "split"
 TRAIN, TEST = "train", "test"
 #: The columns that identify a feature row; every other column is a feature.
 ID_COLUMNS: tuple[str, ...] = ("patient_id", "roi", "n_voxels")
+#: How each feature row was made (:mod:`lungsurv.core.provenance`): the engine's version, a
+#: digest of the effective parameters, content digests of the image and the ROI's mask, and this
+#: package's version. Text columns after the ids; never features.
+PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "engine_version",
+    "params_digest",
+    "image_digest",
+    "mask_digest",
+    "lungsurv_version",
+)
+#: Every column of a feature table that is not a feature.
+NON_FEATURE_COLUMNS: tuple[str, ...] = ID_COLUMNS + PROVENANCE_COLUMNS
 
 # The trained network (train-3D-SE-ResNet -> PCA-fuse -> bundle -> serving).
 WEIGHTS_FILE = "model.pt"
@@ -92,6 +104,11 @@ def ring_distance(roi: str) -> float:
 def ring_rois(rois: Iterable[str]) -> list[str]:
     """The ring ROIs among ``rois``, once each, by distance (``ring_3mm`` before ``ring_12mm``)."""
     return sorted({str(r) for r in rois if is_ring(str(r))}, key=ring_distance)
+
+
+def feature_columns(columns: Iterable[str]) -> list[str]:
+    """The feature columns of a feature table (all but :data:`NON_FEATURE_COLUMNS`), in order."""
+    return [str(c) for c in columns if c not in NON_FEATURE_COLUMNS]
 
 
 def is_radiomics_roi(roi: str) -> bool:

@@ -21,6 +21,7 @@ import yaml
 
 from lungsurv.core import storage
 from lungsurv.core.errors import InputError
+from lungsurv.core.provenance import digest_json
 
 _LOG_TYPE = re.compile(r"log-sigma-(\d+)-(\d+)-mm-3D")
 
@@ -119,6 +120,37 @@ def make_extractor(params: Mapping[str, Any]) -> Any:
         return RadiomicsFeatureExtractor(dict(params))
     except Exception as error:  # pykwalify's schema errors have their own types
         raise InputError(f"invalid radiomics parameters: {error}") from error
+
+
+def engine_version() -> str:
+    """The radiomics engine and its version, as a feature row's provenance records it."""
+    import radiomics
+
+    return f"pyradiomics {str(radiomics.__version__).removeprefix('v')}"
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """A digest of the *effective* parameter set: PyRadiomics' settings, image types and feature
+    classes after it has filled in its defaults, with every number as a float (``100`` and
+    ``100.0`` are one setting). Two files that differ only in layout, comments or spelled-out
+    defaults get the same digest; any change to a value gets another."""
+    extractor = make_extractor(params)
+    effective = {
+        "setting": extractor.settings,
+        "imageType": extractor.enabledImagetypes,
+        "featureClass": extractor.enabledFeatures,
+    }
+    return digest_json(_numbers_as_floats(effective))
+
+
+def _numbers_as_floats(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _numbers_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numbers_as_floats(v) for v in value]
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_):
+        return float(value)
+    return value
 
 
 def _known_settings() -> set[str]:

@@ -7,15 +7,25 @@ selection's own signatures, and scores every patient (risk, risk group, one sign
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import DL_ROI, GTV_ROI, SPLIT_COLUMN, TRAIN
+from lungsurv.core.layout import (
+    DL_ROI,
+    GTV_ROI,
+    PROVENANCE_COLUMNS,
+    SPLIT_COLUMN,
+    TRAIN,
+    is_radiomics_roi,
+)
+from lungsurv.core.provenance import ProvenanceError, training_provenance
 from lungsurv.imaging.qa import training_ranges
+from lungsurv.radiomics.params import params_digest
 from lungsurv.stages.harmonization import harmonization_document
 from lungsurv.stages.selection import (
     DEFAULT_COMBINED_RING,
@@ -29,6 +39,8 @@ from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
 from lungsurv.survival.harmonization import CenterHarmonizer
 from lungsurv.survival.reliability import training_features, training_risk
+
+logger = logging.getLogger(__name__)
 
 
 def fit_combined(
@@ -117,6 +129,37 @@ def _scores_table(cohort: Any, scored: dict[str, np.ndarray], cutoff: float) -> 
     return table
 
 
+def bundle_provenance(
+    features: pd.DataFrame,
+    blocks: Sequence[str],
+    train_ids: Sequence[str],
+    radiomics_params: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Each used block's training provenance (:func:`~lungsurv.core.provenance.
+    training_provenance`). The radiomics blocks must have been extracted with the parameters the
+    bundle ships (:class:`~lungsurv.core.provenance.ProvenanceError` otherwise: serving would
+    compute other features than the model was fitted on). A table without provenance columns
+    (written by an older version, or a hand-made one) gives none, with a warning."""
+    if not set(PROVENANCE_COLUMNS) <= set(features.columns):
+        logger.warning(
+            "the feature table carries no provenance columns: the bundle records none, and "
+            "serving cannot check that it computes the features as they were computed here"
+        )
+        return {}
+    training = features[features["patient_id"].astype(str).isin(set(map(str, train_ids)))]
+    shipped = params_digest(radiomics_params) if any(map(is_radiomics_roi, blocks)) else ""
+    record: dict[str, dict[str, Any]] = {}
+    for block in blocks:
+        record[block] = training_provenance(training[training["roi"] == block])
+        if is_radiomics_roi(block) and record[block]["params_digest"] != shipped:
+            raise ProvenanceError(
+                f"the {block} features were extracted with parameters of digest "
+                f"{record[block]['params_digest']}, but the bundle would ship parameters of digest "
+                f"{shipped}: pass PCA-fuse the radiomics parameters the features were made with"
+            )
+    return record
+
+
 def write_bundle(
     model: FusionModel,
     folder: Path,
@@ -143,6 +186,9 @@ def write_bundle(
         used = [b.name for b in model.params_.blocks if b.features]
         blocks = feature_blocks(features, used, patients=train_ids)
         model.params_.metadata["training_features"] = training_features(blocks, model.params_)
+        provenance = bundle_provenance(features, used, train_ids, radiomics_params)
+        if provenance:
+            model.params_.metadata["provenance"] = provenance
     if harmonizers:  # serving maps a patient of a known center as the training did
         model.params_.metadata["harmonization"] = harmonization_document(harmonizers, model.params_)
     return save_bundle(

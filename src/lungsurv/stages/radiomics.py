@@ -23,16 +23,17 @@ from lungsurv.core.layout import (
     CT_STATISTICS_FILE,
     GTV_FILE,
     GTV_ROI,
-    ID_COLUMNS,
     IMAGE_FILE,
+    NON_FEATURE_COLUMNS,
     ring_distance,
     ring_name,
 )
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
+from lungsurv.core.provenance import image_digest, provenance_values
 from lungsurv.core.tables import failures_frame
 from lungsurv.radiomics.extract import extract_patient
-from lungsurv.radiomics.params import feature_names
+from lungsurv.radiomics.params import engine_version, feature_names, params_digest
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,39 @@ def features_frame(
     results: Mapping[str, Mapping[str, float]],
     n_voxels: Mapping[str, int],
     columns: Sequence[str],
+    provenance: Mapping[str, Mapping[str, str]],
 ) -> pd.DataFrame:
-    """One row per ROI: ``patient_id, roi, n_voxels`` and the feature columns in order."""
+    """One row per ROI: ``patient_id, roi, n_voxels``, the ROI's provenance columns and the
+    feature columns in order."""
     rows = []
     for roi, values in results.items():
         row: dict[str, Any] = {"patient_id": patient_id, "roi": roi, "n_voxels": n_voxels[roi]}
+        row.update(provenance[roi])
         row.update({c: float(values[c]) for c in columns})
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*ID_COLUMNS, *columns])
+    return pd.DataFrame(rows, columns=[*NON_FEATURE_COLUMNS, *columns])
+
+
+def empty_features(columns: Sequence[str]) -> pd.DataFrame:
+    """A feature table without rows, with the id, provenance and feature columns."""
+    return pd.DataFrame(columns=[*NON_FEATURE_COLUMNS, *columns])
+
+
+def engine_provenance(params: Mapping[str, Any]) -> dict[str, str]:
+    """The provenance every row extracted with ``params`` shares: engine and parameter digest."""
+    return {"engine_version": engine_version(), "params_digest": params_digest(params)}
+
+
+def roi_provenance(
+    image: sitk.Image, rois: Mapping[str, sitk.Image], shared: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """Each ROI's provenance columns: ``shared`` (:func:`engine_provenance`) and the image's and
+    the mask's content digests."""
+    image_hash = image_digest(image)
+    return {
+        name: provenance_values(**shared, image=image_hash, mask=image_digest(mask))
+        for name, mask in rois.items()
+    }
 
 
 def patient_rois(volume_dir: Path, rings_dir: Path | None) -> dict[str, sitk.Image]:
@@ -73,9 +99,9 @@ def ct_statistics(volume_dir: Path) -> tuple[float, float] | None:
 
 
 def _extract_one(
-    job: tuple[Path, Path | None, dict[str, Any], list[str]],
+    job: tuple[Path, Path | None, dict[str, Any], list[str], dict[str, str]],
 ) -> tuple[pd.DataFrame, list[Failure]]:
-    volume_dir, rings_dir, params, columns = job
+    volume_dir, rings_dir, params, columns, shared = job
 
     pid = volume_dir.name
     try:
@@ -84,16 +110,15 @@ def _extract_one(
         statistics = ct_statistics(volume_dir)
         results, roi_failures = extract_patient(image, rois, params, ct_statistics=statistics)
     except Exception as error:  # the patient boundary: one patient never stops the cohort
-        return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), [
-            Failure.from_exception(pid, "radiomics", error)
-        ]
+        return empty_features(columns), [Failure.from_exception(pid, "radiomics", error)]
     failures = [Failure(pid, "radiomics", "RoiError", message) for message in roi_failures.values()]
     if GTV_ROI in roi_failures:
-        return pd.DataFrame(columns=[*ID_COLUMNS, *columns]), failures
+        return empty_features(columns), failures
     n_voxels = {
         name: int(np.count_nonzero(sitk.GetArrayViewFromImage(rois[name]))) for name in results
     }
-    return features_frame(pid, results, n_voxels, columns), failures
+    provenance = roi_provenance(image, {name: rois[name] for name in results}, shared)
+    return features_frame(pid, results, n_voxels, columns, provenance), failures
 
 
 def _voxel_count(path: Path) -> float:
@@ -123,6 +148,7 @@ def extract_cohort(
     """
 
     columns = feature_names(params)
+    shared = engine_provenance(params)
     folders = sorted(p for p in volumes_dir.iterdir() if (p / GTV_FILE).exists())
     jobs = [
         (
@@ -130,6 +156,7 @@ def extract_cohort(
             (rings_dir / folder.name) if rings_dir is not None else None,
             dict(params),
             columns,
+            shared,
         )
         for folder in folders
     ]
@@ -142,10 +169,6 @@ def extract_cohort(
     costs = [_voxel_count(f / IMAGE_FILE) for f in folders]
     results = map_patients(_extract_one, jobs, workers=workers, costs=costs, on_result=report)
     frames = [frame for frame, _ in results if len(frame)]
-    table = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=[*ID_COLUMNS, *columns])
-    )
+    table = pd.concat(frames, ignore_index=True) if frames else empty_features(columns)
     failures = [failure for _, found in results for failure in found]
     return table, failures_frame(failures)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,16 @@ import pandas as pd
 from lungsurv.core.errors import Failure
 from lungsurv.core.layout import GTV_FILE, IMAGE_FILE, SPLIT_COLUMN
 from lungsurv.core.logs import PatientProgress
+from lungsurv.core.provenance import image_digest, provenance_values
 from lungsurv.core.tables import failures_frame
 from lungsurv.deep.config import TrainConfig
-from lungsurv.deep.features import deep_feature_frame, deep_features, predict_risk
+from lungsurv.deep.features import (
+    deep_feature_frame,
+    deep_features,
+    network_digest,
+    network_engine,
+    predict_risk,
+)
 from lungsurv.deep.train import TrainResult, train
 from lungsurv.deep.transforms import config_input
 from lungsurv.survival.metrics import c_index
@@ -54,19 +62,26 @@ def checkpoint_folder(
     return folder
 
 
-def load_inputs(
-    volume_roots: Sequence[Path], config: TrainConfig | None = None
-) -> tuple[list[str], np.ndarray, list[int], pd.DataFrame]:
+class NetworkInputs(NamedTuple):
+    """The converted patients framed as the network's inputs."""
+
+    ids: list[str]
+    inputs: np.ndarray  # (n, 1, size, size, size)
+    n_voxels: list[int]  # of each GTV
+    failures: pd.DataFrame
+    #: Each patient's (image, GTV mask) content digests, for the deep features' provenance.
+    digests: list[tuple[str, str]]
+
+
+def load_inputs(volume_roots: Sequence[Path], config: TrainConfig | None = None) -> NetworkInputs:
     """Network inputs of every converted patient below ``volume_roots`` (convert's output
-    folders), framed as ``config`` says: (patient ids, inputs ``(n, 1, size, size, size)``, GTV
-    voxels, failures)."""
+    folders), framed as ``config`` says."""
     config = config or TrainConfig()
     size = config.input_size
     import SimpleITK as sitk
 
-    ids: list[str] = []
+    loaded = NetworkInputs([], np.zeros(0), [], pd.DataFrame(), [])
     inputs: list[np.ndarray] = []
-    voxels: list[int] = []
     failures: list[Failure] = []
     folders = sorted(p for root in volume_roots for p in Path(root).iterdir() if p.is_dir())
     folders = [folder for folder in folders if (folder / GTV_FILE).exists()]
@@ -81,11 +96,12 @@ def load_inputs(
             failures.append(Failure.from_exception(folder.name, STAGE, error))
             progress(folder.name, perf_counter() - started, failures[-1:])
             continue
-        ids.append(folder.name)
-        voxels.append(int(np.count_nonzero(sitk.GetArrayViewFromImage(gtv))))
+        loaded.ids.append(folder.name)
+        loaded.n_voxels.append(int(np.count_nonzero(sitk.GetArrayViewFromImage(gtv))))
+        loaded.digests.append((image_digest(image), image_digest(gtv)))
         progress(folder.name, perf_counter() - started)
     stacked = np.stack(inputs) if inputs else np.zeros((0, 1, size, size, size), np.float32)
-    return ids, stacked, voxels, failures_frame(failures)
+    return loaded._replace(inputs=stacked, failures=failures_frame(failures))
 
 
 @dataclass
@@ -123,6 +139,19 @@ class CohortTraining:
         return pd.DataFrame(rows, columns=["model", "cohort", "c_index", "patients"])
 
 
+def _deep_feature_table(
+    result: TrainResult, loaded: NetworkInputs, risk: np.ndarray
+) -> pd.DataFrame:
+    """The network's deep features and risk for every loaded patient, with their provenance
+    (torch's version, the network's digest, the image and GTV digests)."""
+    shared = {"engine_version": network_engine(), "params_digest": network_digest(result.model)}
+    provenance = [provenance_values(**shared, image=i, mask=m) for i, m in loaded.digests]
+    features = deep_features(result.model, loaded.inputs)
+    return deep_feature_frame(
+        loaded.ids, features, loaded.n_voxels, risk=risk, provenance=provenance
+    )
+
+
 def train_cohort(
     volume_roots: Sequence[Path],
     manifest: pd.DataFrame,
@@ -135,10 +164,11 @@ def train_cohort(
     """Train on the training patients only (validation carved from them), then extract the deep
     features of every patient. ``ablation``: also train the same network without SE, and score
     both (the paper: test C-index 0.74 with SE, 0.65 without)."""
-    ids, inputs, voxels, failures = load_inputs(volume_roots, config)
+    ids, inputs, voxels, failures, digests = load_inputs(volume_roots, config)
     outcomes = manifest.set_index(manifest["patient_id"].astype(str))
     known = [i for i, p in enumerate(ids) if p in outcomes.index]
     ids, inputs, voxels = [ids[i] for i in known], inputs[known], [voxels[i] for i in known]
+    digests = [digests[i] for i in known]
     train_mask = np.array([bool(is_train.get(p, False)) for p in ids])
     time_days = outcomes.loc[ids, "time_days"].to_numpy(np.float32)
     event = outcomes.loc[ids, "event"].to_numpy(bool)
@@ -171,10 +201,8 @@ def train_cohort(
     for key, result in fitted.items():
         # One patient per pass, as serving scores one patient: the same risk to the last bit.
         scores[f"risk_{key}"] = predict_risk(result.model, inputs, batch_size=1)
-    model = fitted["se"].model
-    features = deep_feature_frame(
-        ids, deep_features(model, inputs), voxels, risk=scores["risk_se"].to_numpy()
-    )
+    loaded = NetworkInputs(ids, inputs, voxels, failures, digests)
+    features = _deep_feature_table(fitted["se"], loaded, scores["risk_se"].to_numpy())
     return CohortTraining(
         result=fitted["se"],
         ablation=fitted.get("no_se"),

@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
+from lungsurv.core.layout import NON_FEATURE_COLUMNS
 from lungsurv.survival.cox import survival_arrays
 from lungsurv.survival.metrics import c_index
 from lungsurv.survival.selection import CoxSignature, assign_folds
@@ -37,7 +38,7 @@ def feature_blocks(
     blocks = {}
     for roi in rois:
         block = features[features["roi"] == roi].set_index("patient_id")
-        block = block.drop(columns=[c for c in ("roi", "n_voxels") if c in block.columns])
+        block = block.drop(columns=[c for c in NON_FEATURE_COLUMNS if c in block.columns])
         # A table holding several kinds of block (radiomics and deep features) leaves the other
         # kinds' columns empty in each block's rows.
         block = block.loc[:, block.notna().any(axis=0)] if len(block) else block
