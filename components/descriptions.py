@@ -116,6 +116,17 @@ DESCRIPTIONS: dict[str, str] = {
     # Selection, fusion, evaluation.
     "combined_ring": "The ring the combined model fuses, e.g. ring_6mm (the paper's), or auto "
     "(chosen by cross-validation on the training cohort).",
+    "robustness_perturbations": "Perturbed versions (noise at the scan's own level, a rotation "
+    "about z, a sub-voxel shift, the contour grown or shrunk by 1 mm) of each sampled training "
+    "patient, from which every feature's ICC is computed; 0 (the paper's) turns it off.",
+    "robustness_min_icc": "Features whose ICC(1,1) over the perturbations is below this are "
+    "dropped before selection (0.75: good reliability, Koo and Li 2016).",
+    "robustness_patients": "Training patients perturbed (a seeded sample; 0: all of them).",
+    "n_perturbations": "Perturbed versions per patient; 0 turns the stage off.",
+    "min_icc": "Features below this ICC are dropped.",
+    "max_patients": "Training patients perturbed (a seeded sample; 0: all).",
+    "icc": "Every feature's ICC per ROI over the perturbations (roi, feature, icc, patients, "
+    "versions; Parquet; empty when the stage is off).",
     "harmonize": "none (the paper's) or center: each center's features mapped onto the training "
     "center's mean and SD before selection and fusion.",
     "univariate_alpha": "Univariate Cox p-value a feature must beat (the paper: 0.05).",

@@ -30,6 +30,7 @@ def evaluate(
     summary: Output[Markdown],
     metrics: Output[Metrics],
     network: Optional[Input[Model]] = None,  # noqa: UP045 (KFP parses Optional)
+    icc: Optional[Input[Dataset]] = None,  # noqa: UP045
 ) -> float:
     """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics;
     ``network`` (train-3D-SE-ResNet's) adds its training to the trust checks. Returns the
@@ -63,6 +64,7 @@ def evaluate(
         seed=seed,
         oracle_c_index=oracle_c_index_for(cohort_uri, combined),
         training_history=pd.read_parquet(Path(network.path) / HISTORY_FILE) if network else None,
+        icc=pd.read_parquet(icc.path) if icc is not None else None,
     )
     write_tables(result, Path(tables.path))
     report.path += ".html"  # a browser opens the downloaded file as a page

@@ -26,6 +26,7 @@ def extract_radiomics(
     """
     from pathlib import Path
 
+    from lungsurv.core.layout import feature_columns
     from lungsurv.core.logs import configure_logging
     from lungsurv.core.tables import write_parquet
     from lungsurv.radiomics.params import resolve_params
@@ -37,5 +38,5 @@ def extract_radiomics(
     table, failed = extract_cohort(Path(volumes.path), Path(rings.path), params, workers=workers)
     write_parquet(table, features.path)
     write_parquet(failed, failures.path)
-    features.metadata.update({"rows": len(table), "features": table.shape[1] - 3})
+    features.metadata.update({"rows": len(table), "features": len(feature_columns(table.columns))})
     failures.metadata.update({"rows": len(failed)})

@@ -4,9 +4,11 @@ validate cohort (and decide the train/test split) -> per shard (``dsl.ParallelFo
 (CT + GTV to 1 mm volumes) -> segment-rings (peritumoral rings) -> radiomics (PyRadiomics features
 of the GTV and every ring) -> gather the shards' tables (``dsl.Collected``) into one Parquet table
 each with a summary for the KFP UI -> train-3D-SE-ResNet (deep features; GPU node) ->
-select-features (the paper's signatures and a TNM baseline) -> PCA-fuse (the combined model
-bundle, every patient's risk, the PCA loadings) -> evaluate (the paper's tables and figures as an
-HTML report, a Markdown summary and metrics) -> deploy (KServe; only when asked and good enough).
+robustness (optional: every feature's ICC over perturbed training patients, the unrobust
+ones dropped) -> select-features (the paper's signatures and a TNM baseline) -> PCA-fuse (the
+combined model bundle, every patient's risk, the PCA loadings) -> evaluate (the paper's tables
+and figures as an HTML report, a Markdown summary and metrics) -> deploy (KServe; only when asked
+and good enough).
 Parameter defaults are the library's (:data:`lungsurv.stages.settings.PIPELINE_DEFAULTS`); their
 descriptions, shown by the KFP UI, are :data:`components.descriptions.DESCRIPTIONS`.
 
@@ -32,6 +34,7 @@ from components.gather import gather_imaging
 from components.images import SERVING_IMAGE
 from components.radiomics import extract_radiomics
 from components.rings import segment_rings
+from components.robustness import assess_robustness
 from components.selection import select_features
 from components.training import train_se_resnet
 from lungsurv.stages.settings import PIPELINE_DEFAULTS as DEFAULTS
@@ -140,6 +143,9 @@ def build_pipeline(
         split_column: str = DEFAULTS["split_column"],
         test_fraction: float = DEFAULTS["test_fraction"],
         seed: int = DEFAULTS["seed"],
+        robustness_perturbations: int = DEFAULTS["robustness_perturbations"],
+        robustness_min_icc: float = DEFAULTS["robustness_min_icc"],
+        robustness_patients: int = DEFAULTS["robustness_patients"],
         pca_variance: float = DEFAULTS["pca_variance"],
         fusion: str = DEFAULTS["fusion"],
         harmonize: str = DEFAULTS["harmonize"],
@@ -192,13 +198,14 @@ def build_pipeline(
         )
         gather.set_display_name("gather imaging tables")
         _resources(gather, "1", "4G", "gather")
+        robust = _robustness(cohort, convert, gather, params)
         deep: dict = {}
         network: dict = {}
         if deep_learning:
             train = _training(cohort, convert, params)
             deep = {"deep_features": train.outputs["deep_features"]}
             network = {"network": train.outputs["model"]}
-        selection, fusion = _modelling(cohort, gather, params, deep=deep, network=network)
+        selection, fusion = _modelling(cohort, robust, gather, params, deep=deep, network=network)
         report = evaluate(
             cohort_uri=cohort_uri,
             manifest=cohort.outputs["manifest"],
@@ -206,6 +213,7 @@ def build_pipeline(
             scores=fusion.outputs["scores"],
             signature_scores=selection.outputs["signature_scores"],
             selection=selection.outputs["selection"],
+            icc=robust.outputs["icc"],
             n_bootstrap=n_bootstrap,
             seed=seed,
             **network,
@@ -289,6 +297,31 @@ def _imaging_shards(
     return convert, rings, radiomics
 
 
+def _robustness(
+    cohort: dsl.PipelineTask, convert: dsl.PipelineTask, gather: dsl.PipelineTask, p: dict
+) -> dsl.PipelineTask:
+    """Every feature's ICC over perturbed training patients; the unrobust ones dropped (a
+    pass-through when robustness_perturbations is 0)."""
+    robust = assess_robustness(
+        manifest=cohort.outputs["manifest"],
+        volumes=dsl.Collected(convert.outputs["volumes"]),
+        features=gather.outputs["features"],
+        n_perturbations=p["robustness_perturbations"],
+        min_icc=p["robustness_min_icc"],
+        max_patients=p["robustness_patients"],
+        clip_rings_to_lungs=p["clip_rings_to_lungs"],
+        params_uri=p["radiomics_params_uri"],
+        normalize_scale=p["radiomics_normalize_scale"],
+        seed=p["seed"],
+        workers=p["workers"],
+    )
+    robust.set_display_name("robustness")
+    _retry(robust, S3_RETRY, p)
+    _with_s3_credentials(robust, p["s3_secret_name"])
+    _resources(robust, "2", "8G", "modelling")
+    return robust
+
+
 def _training(
     cohort: dsl.PipelineTask, convert: dsl.PipelineTask, p: dict[str, Any]
 ) -> dsl.PipelineTask:
@@ -329,16 +362,17 @@ def _training(
 
 def _modelling(
     cohort: dsl.PipelineTask,
+    robust: dsl.PipelineTask,
     gather: dsl.PipelineTask,
     p: dict[str, Any],
     *,
     deep: dict[str, Any],
     network: dict[str, Any],
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
-    """select-features, then PCA-fuse, on the training patients."""
+    """select-features, then PCA-fuse, on the training patients, over the robust features."""
     selection = select_features(
         manifest=cohort.outputs["manifest"],
-        features=gather.outputs["features"],
+        features=robust.outputs["robust_features"],
         combined_ring=p["combined_ring"],
         seed=p["seed"],
         univariate_alpha=p["univariate_alpha"],
@@ -353,7 +387,7 @@ def _modelling(
     _resources(selection, "1", "4G", "modelling")
     fusion = pca_fuse(
         manifest=cohort.outputs["manifest"],
-        features=gather.outputs["features"],
+        features=robust.outputs["robust_features"],
         selection=selection.outputs["selection"],
         signature_scores=selection.outputs["signature_scores"],
         geometry=gather.outputs["geometry"],

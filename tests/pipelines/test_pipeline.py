@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydicom.uid import generate_uid
 
+from lungsurv.core.layout import NON_FEATURE_COLUMNS
 from pipelines.compile import compile_pipeline
 from tests.identifiers import dicom_identifiers, leaks, readable_text
 
@@ -104,7 +105,12 @@ def _executing_tasks(compiled: dict) -> dict[str, dict]:
         return set()  # a constant
 
     def walk(dag: dict, scope: dict[str, set] | None) -> None:
-        for name, task in dag["tasks"].items():
+        # Loops first: a task after a loop (in name order) may read what the loop collected.
+        tasks = sorted(
+            dag["tasks"].items(),
+            key=lambda item: "dag" not in components[item[1]["componentRef"]["name"]],
+        )
+        for name, task in tasks:
             component = components[task["componentRef"]["name"]]
             inputs = task.get("inputs", {})
             resolved = {
@@ -440,7 +446,8 @@ def test_pipeline_runs_locally(
         in geometry.loc[geometry["patient_id"] == manifest.loc[0, "patient_id"], "warnings"].iloc[0]
     )
     features = pd.read_parquet(gathered["features"])
-    assert features.shape == (7 * 4, 3 + 1316)
+    assert features.shape == (7 * 4, len(NON_FEATURE_COLUMNS) + 1316)
+    assert features["params_digest"].nunique() == 1 and features["image_digest"].nunique() == 7
     assert set(features["roi"]) == {"gtv", "ring_3mm", "ring_6mm", "ring_9mm"}
     assert not features.drop(columns=["patient_id", "roi"]).isna().any().any()
     summary = gathered["summary"].read_text()
@@ -454,7 +461,8 @@ def test_pipeline_runs_locally(
     trained = outputs("train-se-resnet")
     deep = pd.read_parquet(trained["deep_features"])
     # 512 deep features and the network's risk (dl_risk) per patient.
-    assert deep.shape == (7, 3 + 512 + 1) and set(deep["roi"]) == {"dl"}
+    assert deep.shape == (7, len(NON_FEATURE_COLUMNS) + 512 + 1) and set(deep["roi"]) == {"dl"}
+    assert deep["engine_version"].str.startswith("torch ").all()
     assert deep.columns[-1] == "dl_risk" and deep["dl_risk"].between(-1, 1).all()
     assert (trained["model"] / "model.pt").exists()
     assert "3D-ResNet" in trained["curves.html"].read_text()
@@ -473,6 +481,9 @@ def test_pipeline_runs_locally(
     assert {"Rad", "Rad_6mm", "Rad+Rad_9mm", "TNM"} <= set(signatures.columns)
     fitted = outputs("pca-fuse")
     assert (fitted["bundle"] / "model.json").exists()
+    # The bundle records how its training rows were made, per block it uses.
+    recorded = json.loads((fitted["bundle"] / "model.json").read_text())["metadata"]["provenance"]
+    assert recorded["gtv"]["params_digest"] == features["params_digest"].iloc[0]
     bundled = yaml.safe_load((fitted["bundle"] / "radiomics_params.yaml").read_text())
     assert bundled["setting"]["normalizeScale"] == 100.0 and bundled["setting"]["binWidth"] == 25
     scores = pd.read_parquet(fitted["scores"])

@@ -222,6 +222,37 @@ def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
     assert "gtv 0.654" in evaluation_markdown(replace(evaluation, notes=[note]))
 
 
+def test_the_robustness_filter_is_reported_per_image_type_and_class() -> None:
+    from lungsurv.radiomics.robustness import icc_summary
+    from lungsurv.stages.evaluation import robustness_notes
+
+    icc = pd.DataFrame(
+        {
+            "roi": ["gtv"] * 4 + ["ring_6mm"] * 2,
+            "feature": [
+                "original_shape_VoxelVolume",
+                "original_glcm_Contrast",
+                "wavelet-LLH_glcm_Contrast",
+                "log-sigma-1-0-mm-3D_firstorder_Mean",
+                "original_glcm_Contrast",
+                "wavelet-HHH_glcm_Idm",
+            ],
+            "icc": [0.98, 0.80, 0.40, 0.70, 0.90, np.nan],
+            "patients": 30,
+            "versions": 5,
+        }
+    )
+    icc["kept"] = icc["icc"].fillna(-1) >= 0.75
+    summary = icc_summary(icc).set_index(["roi", "image_type", "feature_class"])
+    assert summary.loc[("gtv", "wavelet", "glcm"), "kept"] == 0.0
+    assert summary.loc[("gtv", "log", "firstorder"), "icc_median"] == 0.70
+    assert summary.loc[("gtv", "original", "glcm"), "features"] == 1
+    (note,) = robustness_notes(icc)
+    assert "5 versions" in note and "30 training patients" in note
+    assert "gtv 2 of 4, ring_6mm 1 of 2" in note
+    assert robustness_notes(None) == [] and robustness_notes(icc.iloc[:0]) == []
+
+
 def test_degenerate_scores_give_empty_tables_with_columns() -> None:
     scores = _scores().assign(risk=0.0, Rad=0.0)
     assert list(discrimination_table(scores, n_resamples=10).columns)[:3] == [

@@ -41,6 +41,12 @@ _SECTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("number_at_risk", "Number at risk", "subgroups"),
     ("selected_features", "Figure 3. Selected features and coefficients", "coefficients"),
     ("loadings", "Figure 5. PCA loadings", "loadings"),
+    (
+        "robustness",
+        "Feature robustness: ICC(1,1) over perturbed training patients per ROI, image type and "
+        "feature class (quartiles; kept: the share at or above the threshold)",
+        None,
+    ),
 )
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
+from lungsurv.radiomics.robustness import icc_summary
 from lungsurv.stages.accuracy import (
     accuracy_tables,
     delong_summary,
@@ -398,11 +399,13 @@ def evaluate_models(
     seed: int = 0,
     oracle_c_index: float | None = None,
     training_history: pd.DataFrame | None = None,
+    icc: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Every table and figure of the paper's evaluation for the combined model (``scores``
     from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
     select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings);
-    ``training_history`` the network's per-epoch losses, for the trust checks."""
+    ``training_history`` the network's per-epoch losses, for the trust checks; ``icc`` the
+    robustness stage's ICC table (its distribution per image type and feature class)."""
 
     per_model = scores[["patient_id", SPLIT_COLUMN, "time_days", "event", "risk"]].rename(
         columns={"risk": "Combined"}
@@ -424,18 +427,37 @@ def evaluate_models(
         training_history=training_history,
     )
     metrics["model_warnings"] = len(warnings)
+    notes = robustness_notes(icc)
+    if icc is not None and len(icc):
+        tables["robustness"] = icc_summary(icc)
+        if "kept" in icc.columns:
+            metrics["robust_feature_share"] = round(float(icc["kept"].mean()), 4)
     return Evaluation(
         tables=tables,
         metrics=metrics,
         warnings=warnings,
         notes=([f"Oracle C-index (test) {oracle_c_index:.3f}"] if oracle_c_index else [])
-        + fusion_notes(params),
+        + fusion_notes(params)
+        + notes,
         per_model=per_model,
         scores=scores,
         params=params,
         horizons=horizons,
         subgroups=subgroups(manifest) if manifest is not None else {},
     )
+
+
+def robustness_notes(icc: pd.DataFrame | None) -> list[str]:
+    """One sentence on the robustness filter, when it ran: patients, versions, features kept."""
+    if icc is None or icc.empty or "kept" not in icc.columns:
+        return []
+    kept = icc.groupby("roi")["kept"].agg(["sum", "size"])
+    per_roi = ", ".join(f"{roi} {int(r['sum'])} of {int(r['size'])}" for roi, r in kept.iterrows())
+    return [
+        f"Robustness: every radiomics feature's ICC(1,1) over {int(icc['versions'].max())} "
+        f"versions (the original and its perturbations) of {int(icc['patients'].max())} training "
+        f"patients; the features kept for selection: {per_roi}."
+    ]
 
 
 def _tables(

@@ -186,7 +186,9 @@ def write_bundle(
         used = [b.name for b in model.params_.blocks if b.features]
         blocks = feature_blocks(features, used, patients=train_ids)
         model.params_.metadata["training_features"] = training_features(blocks, model.params_)
-        provenance = bundle_provenance(features, used, train_ids, radiomics_params)
+        # Every fused block, used or not: the record describes the data the model saw.
+        fused = [b for b in selection.combined_blocks if has_roi(features, b)]
+        provenance = bundle_provenance(features, fused, train_ids, radiomics_params)
         if provenance:
             model.params_.metadata["provenance"] = provenance
     if harmonizers:  # serving maps a patient of a known center as the training did

@@ -23,6 +23,7 @@ from lungsurv.stages.evaluation import evaluate_models
 from lungsurv.stages.fusion import fit_combined
 from lungsurv.stages.harmonization import harmonize_features
 from lungsurv.stages.rings import segment_cohort
+from lungsurv.stages.robustness import RobustnessSettings
 from lungsurv.stages.selection import select_features
 
 #: The pipeline's seed (the paper's article number): splits, folds, bootstraps, network weights.
@@ -41,6 +42,7 @@ def keyword_default(function: Callable[..., Any], name: str) -> Any:
 
 _CONVERT = ConvertSettings()
 _TRAIN = TrainConfig()
+_ROBUSTNESS = RobustnessSettings()
 
 PIPELINE_DEFAULTS: dict[str, Any] = {
     "shard_size": DEFAULT_SHARD_SIZE,
@@ -57,6 +59,9 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "split_column": keyword_default(split_cohort, "split_column"),
     "test_fraction": keyword_default(split_cohort, "test_fraction"),
     "seed": DEFAULT_SEED,
+    "robustness_perturbations": _ROBUSTNESS.n_perturbations,
+    "robustness_min_icc": _ROBUSTNESS.min_icc,
+    "robustness_patients": _ROBUSTNESS.max_patients,
     "harmonize": keyword_default(harmonize_features, "method"),
     "pca_variance": keyword_default(fit_combined, "variance"),
     "fusion": keyword_default(fit_combined, "fusion"),
