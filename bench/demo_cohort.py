@@ -32,7 +32,7 @@ from pipelines import run as runner  # noqa: E402
 
 
 def run_seed(
-    seed: int, n_patients: int | None, out: Path, changes: dict[str, object]
+    seed: int, n_patients: int | None, out: Path, changes: dict[str, object], cache: bool = False
 ) -> tuple[dict[str, float], float]:
     """One pipeline run on the seed's cohort: (test C-index per model + oracle, seconds)."""
     params = yaml.safe_load(runner.DEFAULT_PARAMS.read_text())
@@ -43,6 +43,8 @@ def run_seed(
     argv = ["--out", str(out), "--params", handle.name]
     if n_patients:
         argv += ["--n-patients", str(n_patients)]
+    if cache:
+        argv += ["--cache"]
     started = time.perf_counter()
     if runner.main(argv) != 0:
         raise SystemExit(f"the pipeline failed for seed {seed}: see {out / 'pipeline.log'}")
@@ -53,6 +55,15 @@ def run_seed(
     executed = json.loads((latest / "executor_output.json").read_text())
     metrics = executed["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     test["oracle"] = float(metrics.get("test_oracle_c_index", float("nan")))
+    robustness = latest.parent / "assess-robustness" / "executor_output.json"
+    if robustness.exists():  # the robustness step's cost and what it kept
+        executed = json.loads(robustness.read_text())["artifacts"]["metrics"]["artifacts"][0]
+        kept = executed["metadata"]
+        if kept.get("robustness_patients"):
+            test["icc_s_per_patient"] = float(kept["robustness_seconds_per_patient"])
+            for roi in ("gtv", "ring_6mm"):
+                if f"robust_features_{roi}" in kept:
+                    test[f"kept_{roi}"] = float(kept[f"robust_features_{roi}"])
     return test, seconds
 
 
@@ -62,6 +73,12 @@ def main() -> None:
     parser.add_argument("--n-patients", type=int, default=None, help="default: demo.yaml's")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-demo")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="reuse unchanged steps of an earlier run in the same --out (after a run without "
+        "--set, a run with --set repeats only the steps the change reaches)",
+    )
     args = parser.parse_args()
     changes = {}
     for item in args.set:
@@ -69,14 +86,18 @@ def main() -> None:
         changes[name] = yaml.safe_load(value)
     rows = []
     for seed in args.seeds:
-        values, seconds = run_seed(seed, args.n_patients, args.out / str(seed), changes)
+        values, seconds = run_seed(
+            seed, args.n_patients, args.out / str(seed), changes, cache=args.cache
+        )
         rows.append({"seed": seed, **values, "seconds": round(seconds)})
         print(f"seed {seed} done in {seconds:.0f} s", flush=True)
     table = pd.DataFrame(rows).set_index("seed")
     table["gap"] = table["oracle"] - table["Combined"]
-    signatures = [c for c in table.columns if c not in {"oracle", "Combined", "gap", "seconds"}]
+    extra = {"oracle", "Combined", "gap", "seconds", "icc_s_per_patient", "kept_gtv"}
+    signatures = [c for c in table.columns if c not in extra | {"kept_ring_6mm"}]
     table["best_signature"] = table[signatures].drop(columns=["TNM"], errors="ignore").max(axis=1)
     order = ["oracle", "Combined", "gap", "best_signature", *signatures, "seconds"]
+    order += [c for c in ("icc_s_per_patient", "kept_gtv", "kept_ring_6mm") if c in table]
     print(table[order].round(3).to_string())
     print(
         f"mean gap to the oracle {table['gap'].mean():.3f} (worst {table['gap'].max():.3f}); "
