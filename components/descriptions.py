@@ -127,6 +127,13 @@ DESCRIPTIONS: dict[str, str] = {
     "max_patients": "Training patients perturbed (a seeded sample; 0: all).",
     "icc": "Every feature's ICC per ROI over the perturbations (roi, feature, icc, patients, "
     "versions; Parquet; empty when the stage is off).",
+    "negative_controls": "Also run the radiomics recipe on negative controls (the CT's values "
+    "shuffled within the ROIs; the ROI moved elsewhere in the lungs) and require the model to "
+    "beat them to be deployed; off in the paper's settings.",
+    "control_margin": "How much higher than each negative control's the combined model's test "
+    "C-index must be for the model to be deployed.",
+    "enabled": "Whether the step runs (off: it writes empty tables).",
+    "controls": "Each negative control's C-index per cohort (Parquet; empty when off).",
     "harmonize": "none (the paper's) or center: each center's features mapped onto the training "
     "center's mean and SD before selection and fusion.",
     "univariate_alpha": "Univariate Cox p-value a feature must beat (the paper: 0.05).",

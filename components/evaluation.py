@@ -25,12 +25,14 @@ def evaluate(
     selection: Input[Dataset],
     n_bootstrap: int,
     seed: int,
+    control_margin: float,
     tables: Output[Dataset],
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
     network: Optional[Input[Model]] = None,  # noqa: UP045 (KFP parses Optional)
     icc: Optional[Input[Dataset]] = None,  # noqa: UP045
+    controls: Optional[Input[Dataset]] = None,  # noqa: UP045
 ) -> float:
     """C-index, AUC, DeLong, calibration, risk groups and subgroups; HTML, Markdown, metrics;
     ``network`` (train-3D-SE-ResNet's) adds its training to the trust checks. Returns the
@@ -65,12 +67,14 @@ def evaluate(
         oracle_c_index=oracle_c_index_for(cohort_uri, combined),
         training_history=pd.read_parquet(Path(network.path) / HISTORY_FILE) if network else None,
         icc=pd.read_parquet(icc.path) if icc is not None else None,
+        controls=pd.read_parquet(controls.path) if controls is not None else None,
+        control_margin=control_margin,
     )
     write_tables(result, Path(tables.path))
     report.path += ".html"  # a browser opens the downloaded file as a page
     Path(report.path).write_text(evaluation_html(result))
     Path(summary.path).write_text(evaluation_markdown(result))
     write_metrics(metrics, result.metrics)
-    if is_null_model(result.params):
-        return 0.0  # the null model is never deployed, whatever its C-index
+    if is_null_model(result.params) or result.metrics.get("control_shortfalls"):
+        return 0.0  # never deployed: the null model, or one no better than its controls
     return float(result.metrics.get("test_combined_c_index", 0.0))

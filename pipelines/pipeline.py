@@ -25,6 +25,7 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.cohort import fingerprint_cohort, prepare_cohort
+from components.controls import negative_controls
 from components.convert import convert_shard
 from components.deploy import deploy_model
 from components.descriptions import documented
@@ -146,6 +147,8 @@ def build_pipeline(
         robustness_perturbations: int = DEFAULTS["robustness_perturbations"],
         robustness_min_icc: float = DEFAULTS["robustness_min_icc"],
         robustness_patients: int = DEFAULTS["robustness_patients"],
+        negative_controls: bool = DEFAULTS["negative_controls"],
+        control_margin: float = DEFAULTS["control_margin"],
         pca_variance: float = DEFAULTS["pca_variance"],
         fusion: str = DEFAULTS["fusion"],
         harmonize: str = DEFAULTS["harmonize"],
@@ -206,6 +209,7 @@ def build_pipeline(
             deep = {"deep_features": train.outputs["deep_features"]}
             network = {"network": train.outputs["model"]}
         selection, fusion = _modelling(cohort, robust, gather, params, deep=deep, network=network)
+        controls = _controls(cohort, convert, selection, params)
         report = evaluate(
             cohort_uri=cohort_uri,
             manifest=cohort.outputs["manifest"],
@@ -214,6 +218,8 @@ def build_pipeline(
             signature_scores=selection.outputs["signature_scores"],
             selection=selection.outputs["selection"],
             icc=robust.outputs["icc"],
+            controls=controls.outputs["controls"],
+            control_margin=control_margin,
             n_bootstrap=n_bootstrap,
             seed=seed,
             **network,
@@ -320,6 +326,29 @@ def _robustness(
     _with_s3_credentials(robust, p["s3_secret_name"])
     _resources(robust, "2", "8G", "modelling")
     return robust
+
+
+def _controls(
+    cohort: dsl.PipelineTask, convert: dsl.PipelineTask, selection: dsl.PipelineTask, p: dict
+) -> dsl.PipelineTask:
+    """The radiomics recipe on shuffled and moved ROIs (a no-op unless negative_controls)."""
+    controls = negative_controls(
+        manifest=cohort.outputs["manifest"],
+        volumes=dsl.Collected(convert.outputs["volumes"]),
+        selection=selection.outputs["selection"],
+        enabled=p["negative_controls"],
+        params_uri=p["radiomics_params_uri"],
+        normalize_scale=p["radiomics_normalize_scale"],
+        variance=p["pca_variance"],
+        fusion=p["fusion"],
+        harmonize=p["harmonize"],
+        workers=p["workers"],
+    )
+    controls.set_display_name("negative controls")
+    _retry(controls, S3_RETRY, p)
+    _with_s3_credentials(controls, p["s3_secret_name"])
+    _resources(controls, "2", "8G", "modelling")
+    return controls
 
 
 def _training(

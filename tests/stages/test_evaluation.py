@@ -224,7 +224,7 @@ def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
 
 def test_the_robustness_filter_is_reported_per_image_type_and_class() -> None:
     from lungsurv.radiomics.robustness import icc_summary
-    from lungsurv.stages.evaluation import robustness_notes
+    from lungsurv.stages.evidence import robustness_notes
 
     icc = pd.DataFrame(
         {

@@ -42,6 +42,13 @@ _SECTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("selected_features", "Figure 3. Selected features and coefficients", "coefficients"),
     ("loadings", "Figure 5. PCA loadings", "loadings"),
     (
+        "negative_controls",
+        "Negative controls: the radiomics recipe on the CT's values shuffled within the ROIs and "
+        "on the ROI moved elsewhere (C-index per cohort; near 0.5 when the pipeline adds no "
+        "signal of its own)",
+        None,
+    ),
+    (
         "robustness",
         "Feature robustness: ICC(1,1) over perturbed training patients per ROI, image type and "
         "feature class (quartiles; kept: the share at or above the threshold)",

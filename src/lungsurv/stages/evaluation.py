@@ -20,13 +20,13 @@ import pandas as pd
 
 from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
-from lungsurv.radiomics.robustness import icc_summary
 from lungsurv.stages.accuracy import (
     accuracy_tables,
     delong_summary,
     headline_metrics,
     headline_table,
 )
+from lungsurv.stages.evidence import add_evidence
 from lungsurv.stages.selection import overall_stage_number
 from lungsurv.stages.trust import constant_models, model_warnings
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
@@ -400,12 +400,15 @@ def evaluate_models(
     oracle_c_index: float | None = None,
     training_history: pd.DataFrame | None = None,
     icc: pd.DataFrame | None = None,
+    controls: pd.DataFrame | None = None,
+    control_margin: float = 0.05,
 ) -> Evaluation:
     """Every table and figure of the paper's evaluation for the combined model (``scores``
     from PCA-fuse), the signatures and the TNM baseline (``signature_scores`` from
     select-features); ``params`` is the fitted bundle (cutoff, Breslow baseline, loadings);
-    ``training_history`` the network's per-epoch losses, for the trust checks; ``icc`` the
-    robustness stage's ICC table (its distribution per image type and feature class)."""
+    ``training_history`` the network's per-epoch losses, for the trust checks; ``icc`` and
+    ``controls``: the robustness and negative-controls steps' tables
+    (:func:`~lungsurv.stages.evidence.add_evidence`, with ``control_margin``)."""
 
     per_model = scores[["patient_id", SPLIT_COLUMN, "time_days", "event", "risk"]].rename(
         columns={"risk": "Combined"}
@@ -426,12 +429,10 @@ def evaluate_models(
         horizons=horizons,
         training_history=training_history,
     )
+    notes = add_evidence(
+        tables, metrics, warnings, icc=icc, controls=controls, margin=control_margin
+    )
     metrics["model_warnings"] = len(warnings)
-    notes = robustness_notes(icc)
-    if icc is not None and len(icc):
-        tables["robustness"] = icc_summary(icc)
-        if "kept" in icc.columns:
-            metrics["robust_feature_share"] = round(float(icc["kept"].mean()), 4)
     return Evaluation(
         tables=tables,
         metrics=metrics,
@@ -445,19 +446,6 @@ def evaluate_models(
         horizons=horizons,
         subgroups=subgroups(manifest) if manifest is not None else {},
     )
-
-
-def robustness_notes(icc: pd.DataFrame | None) -> list[str]:
-    """One sentence on the robustness filter, when it ran: patients, versions, features kept."""
-    if icc is None or icc.empty or "kept" not in icc.columns:
-        return []
-    kept = icc.groupby("roi")["kept"].agg(["sum", "size"])
-    per_roi = ", ".join(f"{roi} {int(r['sum'])} of {int(r['size'])}" for roi, r in kept.iterrows())
-    return [
-        f"Robustness: every radiomics feature's ICC(1,1) over {int(icc['versions'].max())} "
-        f"versions (the original and its perturbations) of {int(icc['patients'].max())} training "
-        f"patients; the features kept for selection: {per_roi}."
-    ]
 
 
 def _tables(

@@ -62,6 +62,9 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "robustness_perturbations": _ROBUSTNESS.n_perturbations,
     "robustness_min_icc": _ROBUSTNESS.min_icc,
     "robustness_patients": _ROBUSTNESS.max_patients,
+    # The paper has no negative controls: off unless asked for.
+    "negative_controls": False,
+    "control_margin": keyword_default(evaluate_models, "control_margin"),
     "harmonize": keyword_default(harmonize_features, "method"),
     "pca_variance": keyword_default(fit_combined, "variance"),
     "fusion": keyword_default(fit_combined, "fusion"),

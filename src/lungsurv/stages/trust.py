@@ -129,3 +129,23 @@ def _risk_warnings(
                 f"{MIN_SURVIVAL:g}: risks beyond what the training data support"
             )
     return found
+
+
+def control_shortfalls(
+    controls: pd.DataFrame, real_test_c_index: float | None, margin: float
+) -> list[str]:
+    """Why the real model is not clearly better than its negative controls: one sentence per
+    control whose test C-index comes within ``margin`` of the real model's (or above it)."""
+    if controls is None or controls.empty:
+        return []
+    if real_test_c_index is None or not np.isfinite(real_test_c_index):
+        return ["the combined model has no test C-index to compare with its negative controls"]
+    found = []
+    for row in controls[controls["cohort"] == "test"].itertuples():
+        if real_test_c_index - row.c_index < margin:
+            found.append(
+                f"the combined model's test C-index {real_test_c_index:.3f} does not beat the "
+                f"{row.control} negative control's {row.c_index:.3f} by the margin {margin:.2f}: "
+                "its signal may be an artefact of the pipeline, not the tumour"
+            )
+    return found
