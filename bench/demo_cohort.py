@@ -55,6 +55,9 @@ def run_seed(
     executed = json.loads((latest / "executor_output.json").read_text())
     metrics = executed["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     test["oracle"] = float(metrics.get("test_oracle_c_index", float("nan")))
+    for name, value in metrics.items():  # negative controls, when they ran
+        if name.startswith("test_") and name.endswith("_control_c_index"):
+            test[name.removeprefix("test_").removesuffix("_c_index")] = float(value)
     robustness = latest.parent / "assess-robustness" / "executor_output.json"
     if robustness.exists():  # the robustness step's cost and what it kept
         executed = json.loads(robustness.read_text())["artifacts"]["metrics"]["artifacts"][0]
@@ -94,10 +97,12 @@ def main() -> None:
     table = pd.DataFrame(rows).set_index("seed")
     table["gap"] = table["oracle"] - table["Combined"]
     extra = {"oracle", "Combined", "gap", "seconds", "icc_s_per_patient", "kept_gtv"}
-    signatures = [c for c in table.columns if c not in extra | {"kept_ring_6mm"}]
+    controls = [c for c in table.columns if c.endswith("_control")]
+    signatures = [c for c in table.columns if c not in extra | {"kept_ring_6mm", *controls}]
     table["best_signature"] = table[signatures].drop(columns=["TNM"], errors="ignore").max(axis=1)
     order = ["oracle", "Combined", "gap", "best_signature", *signatures, "seconds"]
     order += [c for c in ("icc_s_per_patient", "kept_gtv", "kept_ring_6mm") if c in table]
+    order += controls
     print(table[order].round(3).to_string())
     print(
         f"mean gap to the oracle {table['gap'].mean():.3f} (worst {table['gap'].max():.3f}); "
