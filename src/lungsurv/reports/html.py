@@ -43,9 +43,9 @@ _SECTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("loadings", "Figure 5. PCA loadings", "loadings"),
     (
         "negative_controls",
-        "Negative controls: the radiomics recipe on the CT's values shuffled within the ROIs and "
-        "on the ROI moved elsewhere (C-index per cohort; near 0.5 when the pipeline adds no "
-        "signal of its own)",
+        "Negative controls: the radiomics recipe on the CT's values shuffled within the ROIs "
+        "(keeps each ROI's histogram and size) and on the ROI moved elsewhere (keeps its size "
+        "and the patient's scan); C-index per cohort",
         None,
     ),
     (

@@ -146,6 +146,15 @@ def control_shortfalls(
             found.append(
                 f"the combined model's test C-index {real_test_c_index:.3f} does not beat the "
                 f"{row.control} negative control's {row.c_index:.3f} by the margin {margin:.2f}: "
-                "its signal may be an artefact of the pipeline, not the tumour"
+                + _CONTROL_MEANING.get(str(row.control), "its signal may not be the tumour's")
             )
     return found
+
+
+#: What a model that does no better than a control may be ranking patients by.
+_CONTROL_MEANING = {
+    "shuffled": "it may rank patients by their ROIs' intensity distribution and size (which "
+    "shuffling keeps), not by the spatial texture",
+    "moved": "it may rank patients by the ROI's size or by the patient's scan (which moving "
+    "keeps), not by what lies inside the tumour",
+}
