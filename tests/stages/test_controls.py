@@ -4,39 +4,24 @@ on them as on the real features, and the deployment bar they set."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lungsurv.cohort.split import split_cohort
-from lungsurv.imaging.convert import ConvertSettings
-from lungsurv.radiomics.params import load_params
 from lungsurv.stages.controls import control_models, extract_controls
-from lungsurv.stages.convert import convert_cohort
-from lungsurv.stages.radiomics import extract_cohort
-from lungsurv.stages.rings import segment_cohort
 from lungsurv.stages.trust import control_shortfalls
 from tests.stages.test_selection import _planted_table
 
 
 @pytest.mark.slow
-def test_control_features_come_from_the_pipelines_code(
-    small_cohort_dir: Path, tmp_path: Path
-) -> None:
-    manifest = pd.read_csv(small_cohort_dir / "manifest.csv").head(3)
-    for column in ("image", "mask"):
-        manifest[column] = [str(small_cohort_dir / v) for v in manifest[column]]
-    convert_cohort(manifest, tmp_path / "volumes", ConvertSettings(write_qa=False))
-    segment_cohort(tmp_path / "volumes", tmp_path / "rings", write_qa=False)
-    params = load_params(normalize_scale=100.0)
-    params["imageType"] = {"Original": {}}
-    real, _ = extract_cohort(tmp_path / "volumes", tmp_path / "rings", params)
-    tables, failures = extract_controls([tmp_path / "volumes"], "ring_6mm", params, seed=1)
+def test_control_features_come_from_the_pipelines_code(converted) -> None:
+    root, _, params, real = converted
+    tables, failures = extract_controls([root / "volumes"], "ring_6mm", params, seed=1)
     assert failures.empty and set(tables) == {"shuffled", "moved"}
     for kind, table in tables.items():
-        assert len(table) == 3 * 2 and set(table["roi"]) == {"gtv", "ring_6mm"}
+        assert len(table) == 5 * 2 and set(table["roi"]) == {"gtv", "ring_6mm"}
         # What a control leaves as it was is no control: left out.
         assert not any(c.startswith("original_shape_") for c in table.columns)
         assert any(c.startswith("original_firstorder_") for c in table.columns) == (kind == "moved")
@@ -44,7 +29,7 @@ def test_control_features_come_from_the_pipelines_code(
         contrast = merged["original_glcm_Contrast"] - merged["original_glcm_Contrast_real"]
         assert (contrast.abs() > 1e-6).all(), kind  # texture the real ROI did not have
     # Seeded: the same seed gives the same controls.
-    again, _ = extract_controls([tmp_path / "volumes"], "ring_6mm", params, seed=1)
+    again, _ = extract_controls([root / "volumes"], "ring_6mm", params, seed=1)
     pd.testing.assert_frame_equal(again["shuffled"], tables["shuffled"])
 
 

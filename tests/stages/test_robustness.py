@@ -10,28 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungsurv.imaging.convert import ConvertSettings
-from lungsurv.radiomics.params import load_params
-from lungsurv.stages.convert import convert_cohort
-from lungsurv.stages.radiomics import extract_cohort
-from lungsurv.stages.rings import segment_cohort
 from lungsurv.stages.robustness import RobustnessSettings, assess_robustness
-
-
-@pytest.fixture(scope="module")
-def converted(small_cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Five converted patients with rings and their original-image features."""
-    root = tmp_path_factory.mktemp("robustness")
-    manifest = pd.read_csv(small_cohort_dir / "manifest.csv").head(5)
-    for column in ("image", "mask"):
-        manifest[column] = [str(small_cohort_dir / v) for v in manifest[column]]
-    convert_cohort(manifest, root / "volumes", ConvertSettings(write_qa=False))
-    segment_cohort(root / "volumes", root / "rings", write_qa=False)
-    params = load_params(normalize_scale=100.0)
-    params["imageType"] = {"Original": {}}  # 107 features per ROI keeps the test short
-    features, failures = extract_cohort(root / "volumes", root / "rings", params)
-    assert failures.empty
-    return root, list(manifest["patient_id"]), params, features
 
 
 @pytest.mark.slow
