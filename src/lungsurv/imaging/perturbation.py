@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from lungsurv.core.errors import InputError
 from lungsurv.imaging.convert import AIR_HU
+from lungsurv.imaging.rings import outside_distance_mm
 
 #: Immerkaer's noise-estimation kernel (the difference of two Laplacians); its L2 norm is 6.
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)[None]
@@ -137,10 +138,7 @@ def _grow(mask: sitk.Image, distance_mm: float) -> sitk.Image:
     grow = distance_mm > 0
     source = mask if grow else sitk.Cast(mask == 0, sitk.sitkUInt8)
     # Outside the source: the Euclidean distance (mm) to the nearest source voxel's centre.
-    signed = sitk.SignedMaurerDistanceMap(
-        source, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
-    )
-    reached = sitk.GetArrayViewFromImage(signed) <= abs(distance_mm)
+    reached = sitk.GetArrayFromImage(outside_distance_mm(source)) <= abs(distance_mm)
     changed = reached if grow else ~reached
     if not changed.any():
         return mask

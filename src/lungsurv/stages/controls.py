@@ -24,7 +24,14 @@ import pandas as pd
 import SimpleITK as sitk
 
 from lungsurv.core.errors import Failure
-from lungsurv.core.layout import GTV_FILE, GTV_ROI, IMAGE_FILE, LUNGS_FILE, SPLIT_COLUMN
+from lungsurv.core.layout import (
+    GTV_FILE,
+    GTV_ROI,
+    IMAGE_FILE,
+    LUNGS_FILE,
+    SPLIT_COLUMN,
+    ring_distance,
+)
 from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.tables import failures_frame
@@ -85,7 +92,7 @@ def _control_one(
         gtv = patient_rois(folder, None)[GTV_ROI]
         lungs_path = folder / LUNGS_FILE
         lungs = sitk.ReadImage(str(lungs_path)) if lungs_path.exists() else None
-        distance = [float(ring.removeprefix("ring_").removesuffix("mm"))] if ring else []
+        distance = [ring_distance(ring)] if ring else []
         rng = np.random.default_rng([seed, index])
         for kind in controls:
             rois = {GTV_ROI: gtv}
