@@ -303,6 +303,18 @@ def _imaging_shards(
     return convert, rings, radiomics
 
 
+def _s3_step(
+    task: dsl.PipelineTask, name: str, p: dict, *, cpu: str, memory: str
+) -> dsl.PipelineTask:
+    """A modelling step that reads the cohort's images (S3 in a cluster): its display name,
+    S3 retries and credentials, resources and deadline."""
+    task.set_display_name(name)
+    _retry(task, S3_RETRY, p)
+    _with_s3_credentials(task, p["s3_secret_name"])
+    _resources(task, cpu, memory, "modelling")
+    return task
+
+
 def _robustness(
     cohort: dsl.PipelineTask, convert: dsl.PipelineTask, gather: dsl.PipelineTask, p: dict
 ) -> dsl.PipelineTask:
@@ -321,11 +333,7 @@ def _robustness(
         seed=p["seed"],
         workers=p["workers"],
     )
-    robust.set_display_name("robustness")
-    _retry(robust, S3_RETRY, p)
-    _with_s3_credentials(robust, p["s3_secret_name"])
-    _resources(robust, "2", "8G", "modelling")
-    return robust
+    return _s3_step(robust, "robustness", p, cpu="2", memory="8G")
 
 
 def _controls(
@@ -344,11 +352,7 @@ def _controls(
         harmonize=p["harmonize"],
         workers=p["workers"],
     )
-    controls.set_display_name("negative controls")
-    _retry(controls, S3_RETRY, p)
-    _with_s3_credentials(controls, p["s3_secret_name"])
-    _resources(controls, "2", "8G", "modelling")
-    return controls
+    return _s3_step(controls, "negative controls", p, cpu="2", memory="8G")
 
 
 def _training(
