@@ -8,7 +8,10 @@ one row per seed: the oracle's test C-index (the generator's own log-hazard), ea
 the deep-learning signature's, TNM's and the combined model's, the gap to the oracle, and the
 run time; then the mean gap and the worst. Every run's artifacts stay below
 ``runs/bench-demo/<seed>``. ``--set name=value`` (YAML values) changes a pipeline parameter of
-demo.yaml for every seed, e.g. ``--set robustness_perturbations=3``.
+demo.yaml for every seed, e.g. ``--set robustness_perturbations=3``. ``--signal spatial`` runs
+on cohorts whose only signal is the texture's spatial grain
+(:func:`lungsurv.synthetic.phantom.spatial_signal_config`), where the negative controls must
+come out near 0.5: ``--signal spatial --set negative_controls=true``.
 """
 
 from __future__ import annotations
@@ -31,8 +34,25 @@ sys.path[0] = str(ROOT)
 from pipelines import run as runner  # noqa: E402
 
 
+def spatial_cohort(n_patients: int, seed: int) -> Path:
+    """The seed's spatial-signal cohort below ``data/``, generated on first use."""
+    from lungsurv.synthetic.export import MANIFEST_FILE, SUMMARY_FILE, generate_cohort
+    from lungsurv.synthetic.phantom import spatial_signal_config
+
+    root = runner.DATA_DIR / f"synthetic-spatial-n{n_patients}-seed{seed}"
+    if not (root / SUMMARY_FILE).exists():
+        print(f"generating a spatial-signal cohort ({n_patients} patients) in {root} ...")
+        generate_cohort(root, spatial_signal_config(n_patients, seed), n_jobs=2)
+    return (root / MANIFEST_FILE).resolve()
+
+
 def run_seed(
-    seed: int, n_patients: int | None, out: Path, changes: dict[str, object], cache: bool = False
+    seed: int,
+    n_patients: int | None,
+    out: Path,
+    changes: dict[str, object],
+    cache: bool = False,
+    signal: str = "default",
 ) -> tuple[dict[str, float], float]:
     """One pipeline run on the seed's cohort: (test C-index per model + oracle, seconds)."""
     params = yaml.safe_load(runner.DEFAULT_PARAMS.read_text())
@@ -41,7 +61,10 @@ def run_seed(
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(params, handle)
     argv = ["--out", str(out), "--params", handle.name]
-    if n_patients:
+    if signal == "spatial":
+        size = n_patients or int(params["synthetic_patients"])
+        argv += ["--cohort", str(spatial_cohort(size, seed))]
+    elif n_patients:
         argv += ["--n-patients", str(n_patients)]
     if cache:
         argv += ["--cache"]
@@ -77,6 +100,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-demo")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument(
+        "--signal",
+        choices=("default", "spatial"),
+        default="default",
+        help="the default cohorts, or cohorts whose only signal is the texture's grain",
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="reuse unchanged steps of an earlier run in the same --out (after a run without "
@@ -90,7 +119,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         values, seconds = run_seed(
-            seed, args.n_patients, args.out / str(seed), changes, cache=args.cache
+            seed, args.n_patients, args.out / str(seed), changes, args.cache, args.signal
         )
         rows.append({"seed": seed, **values, "seconds": round(seconds)})
         print(f"seed {seed} done in {seconds:.0f} s", flush=True)

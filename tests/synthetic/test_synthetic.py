@@ -10,11 +10,18 @@ import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
+from scipy.stats import spearmanr
 
 from lungsurv.cohort.tcia import import_nsclc_radiomics
 from lungsurv.imaging import dicom
 from lungsurv.synthetic.export import MANIFEST_FILE, TRUTH_FILE, generate_cohort, oracle_c_index
-from lungsurv.synthetic.phantom import GeneratorConfig, draw_cohort, small_config
+from lungsurv.synthetic.phantom import (
+    GeneratorConfig,
+    draw_cohort,
+    render_ct,
+    small_config,
+    spatial_signal_config,
+)
 
 
 def _digest(root: Path) -> str:
@@ -119,6 +126,43 @@ def test_default_cohort_oracle_c_index() -> None:
     assert len({p.center.name for p in patients}) == 3
 
 
+def test_spatial_signal_cohort_hazard_is_the_grain_alone() -> None:
+    patients = draw_cohort(spatial_signal_config(300, seed=4))
+    eta = np.array([p.log_hazard for p in patients])
+    grain = np.array([p.tumour.grain_mm for p in patients])
+    volume = np.array([p.volume_ml for p in patients])
+    amplitude = np.array([p.tumour.texture_hu for p in patients])
+    assert np.corrcoef(np.log(grain), eta)[0, 1] > 0.999
+    assert grain.min() >= 0.7 and grain.max() <= 3.0
+    assert abs(spearmanr(volume, eta)[0]) < 0.15 and abs(spearmanr(amplitude, eta)[0]) < 0.15
+    time = np.array([p.time_days for p in patients])
+    event = np.array([p.event for p in patients])
+    assert 0.65 < oracle_c_index(time, event, eta) < 0.9
+    # The default draws no grain: its cohort is the one it always was.
+    assert {p.tumour.grain_mm for p in draw_cohort(GeneratorConfig(n_patients=5))} == {0.0}
+
+
+def test_the_spatial_signal_is_in_the_arrangement_not_the_histogram() -> None:
+    """The grain shows in the texture's autocorrelation, not in its spread: what a control that
+    shuffles the ROI's voxels (keeping their histogram) must destroy."""
+    config = spatial_signal_config(12, seed=3)
+    config = GeneratorConfig(**{**config.__dict__, "z_extent_mm": 90.0})
+    grains, spreads, correlations = [], [], []
+    for patient in draw_cohort(config):
+        volume, geometry = render_ct(patient, config)
+        tumour = patient.tumour
+        inside = np.stack(
+            [tumour.surface_distance(geometry.centres(k)) < -1.5 for k in range(volume.shape[0])]
+        )
+        pairs = inside[:, :, :-1] & inside[:, :, 1:]
+        left, right = volume[:, :, :-1][pairs], volume[:, :, 1:][pairs]
+        grains.append(tumour.grain_mm)
+        spreads.append(volume[inside].std() / tumour.texture_hu)
+        correlations.append(np.corrcoef(left, right)[0, 1])
+    assert spearmanr(grains, correlations)[0] > 0.8
+    assert abs(spearmanr(grains, spreads)[0]) < 0.5
+
+
 def test_oracle_c_index_undefined_cases() -> None:
     assert np.isnan(oracle_c_index(np.array([5.0]), np.array([1]), np.array([0.2])))
     assert np.isnan(oracle_c_index(np.array([5.0, 6.0]), np.array([0, 0]), np.array([0.2, 0.1])))
@@ -132,6 +176,8 @@ def test_oracle_c_index_undefined_cases() -> None:
         ({"matrix": 16}, "matrix"),
         ({"tumour_radius_mm": (5.0, 2.0)}, "tumour_radius_mm"),
         ({"center_weights": (1.0,)}, "center_weights"),
+        ({"texture_hu": (60.0, 5.0)}, "texture_hu"),
+        ({"texture_grain_mm": (0.0, 2.0)}, "texture_grain_mm"),
     ],
 )
 def test_invalid_config(kwargs: dict, message: str) -> None:

@@ -61,6 +61,9 @@ class SurvivalModel:
     beta_halo: float = 0.55
     beta_size: float = 0.35
     beta_stage: float = 0.25
+    #: Per standard deviation of log texture grain; used only when the generator draws a grain
+    #: (``GeneratorConfig.texture_grain_mm``).
+    beta_grain: float = 0.0
     weibull_shape: float = 1.2
     median_days: float = 650.0
     loss_to_followup_mean_days: float = 6000.0
@@ -78,6 +81,11 @@ class GeneratorConfig:
     z_extent_mm: float = 150.0
     anatomy_scale: float = 1.0
     tumour_radius_mm: tuple[float, float] = (8.0, 30.0)
+    #: Amplitude (HU, uniform) of the tumour's internal texture.
+    texture_hu: tuple[float, float] = (5.0, 60.0)
+    #: Correlation length (mm, log-uniform) of the internal texture, drawn per patient; ``None``
+    #: keeps one fine grain for everyone (the default cohort). See :func:`spatial_signal_config`.
+    texture_grain_mm: tuple[float, float] | None = None
     survival: SurvivalModel = field(default_factory=SurvivalModel)
 
     def __post_init__(self) -> None:
@@ -95,6 +103,15 @@ class GeneratorConfig:
             raise ValueError(
                 f"tumour_radius_mm must be 0 < low <= high, got {self.tumour_radius_mm}"
             )
+        low, high = self.texture_hu
+        if not 0 <= low <= high:
+            raise ValueError(f"texture_hu must be 0 <= low <= high, got {self.texture_hu}")
+        if self.texture_grain_mm is not None:
+            low, high = self.texture_grain_mm
+            if not 0 < low < high:
+                raise ValueError(
+                    f"texture_grain_mm must be 0 < low < high, got {self.texture_grain_mm}"
+                )
 
 
 #: A small, fast configuration for tests: small matrix, a child-sized thorax, small tumours.
@@ -108,6 +125,28 @@ def small_config(n_patients: int = 8, seed: int = 7) -> GeneratorConfig:
         z_extent_mm=70.0,
         anatomy_scale=0.45,
         tumour_radius_mm=(5.0, 11.0),
+    )
+
+
+def spatial_signal_config(n_patients: int = 100, seed: int = 20251669) -> GeneratorConfig:
+    """A cohort whose only prognostic signal is the spatial grain of the tumour's texture.
+
+    On the default cohort the planted signal survives the negative controls by design: the
+    texture is an amplitude (a first-order property, kept when voxels are shuffled within the
+    ROI), the halo raises the ring's mean and the volume is kept by a moved ROI. Here the
+    log-hazard is the texture's correlation length alone, drawn per patient at an amplitude
+    that does not depend on it, so shuffling the ROI's voxels or moving the ROI removes all of
+    it: the cohort on which a negative control must come out near 0.5 while the real model
+    does not (``bench/demo_cohort.py --signal spatial``).
+    """
+    return GeneratorConfig(
+        n_patients=n_patients,
+        seed=seed,
+        texture_hu=(50.0, 80.0),
+        texture_grain_mm=(0.7, 3.0),
+        survival=SurvivalModel(
+            beta_texture=0.0, beta_halo=0.0, beta_size=0.0, beta_stage=0.0, beta_grain=1.2
+        ),
     )
 
 
@@ -126,6 +165,8 @@ class Tumour:
     texture_hu: float
     halo_hu: float
     texture_seed: int
+    #: Correlation length (mm) of the internal texture; 0 = the default fine grain.
+    grain_mm: float = 0.0
 
     def radial(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(radius of each point in the tumour frame, the surface radius in its direction)."""
@@ -255,7 +296,7 @@ def _draw_tumour(rng: np.random.Generator, config: GeneratorConfig, side: str) -
         lobe_amplitudes=amplitudes,
         lobe_phases=rng.uniform(0, 2 * np.pi, size=k),
         mean_hu=float(rng.normal(35.0, 8.0)),
-        texture_hu=float(rng.uniform(5.0, 60.0)),
+        texture_hu=float(rng.uniform(*config.texture_hu)),
         halo_hu=float(rng.uniform(0.0, 320.0)),
         texture_seed=int(rng.integers(2**31)),
     )
@@ -287,6 +328,9 @@ def draw_cohort(config: GeneratorConfig) -> list[Patient]:
         prng = np.random.default_rng(seq)
         side = "Lung-Left" if prng.random() < 0.45 else "Lung-Right"
         tumour = _draw_tumour(prng, config, side)
+        if config.texture_grain_mm is not None:  # drawn only then: the default stays as it was
+            low, high = np.log(config.texture_grain_mm)
+            tumour = replace(tumour, grain_mm=float(np.exp(prng.uniform(low, high))))
         volume = _tumour_volume_ml(tumour)
         diameter = (
             2 * (3 * volume * 1000 / (4 * np.pi)) ** (1 / 3) / max(config.anatomy_scale, 1e-3)
@@ -334,7 +378,8 @@ def _draw_survival(
     stage = np.array([STAGE_NUMBER[p.overall_stage] for p in patients], dtype=float)
     # Standardise with the generating distributions' own moments, not the sample's, so that a
     # patient's log-hazard does not depend on who else is in the cohort.
-    z_texture = (texture - 32.5) / (55.0 / np.sqrt(12))
+    low, high = config.texture_hu
+    z_texture = (texture - (low + high) / 2) / max((high - low) / np.sqrt(12), 1e-9)
     z_halo = (halo - 160.0) / (320.0 / np.sqrt(12))
     z_size = (log_volume - 2.6) / 1.1
     eta = (
@@ -343,6 +388,10 @@ def _draw_survival(
         + model.beta_size * z_size
         + model.beta_stage * (stage - 1.5)
     )
+    if config.texture_grain_mm is not None:
+        low, high = np.log(config.texture_grain_mm)
+        log_grain = np.log([p.tumour.grain_mm for p in patients])
+        eta = eta + model.beta_grain * (log_grain - (low + high) / 2) / ((high - low) / np.sqrt(12))
     k = model.weibull_shape
     scale = model.median_days / math.log(2) ** (1 / k)
     u = rng.uniform(size=len(patients))
@@ -390,6 +439,28 @@ def _geometry(patient: Patient, config: GeneratorConfig) -> _Geometry:
 
 #: How far outside the tumour's surface its halo reaches (mm).
 HALO_REACH_MM = 14.0
+#: Partial volume (voxels, z y x): the slice sensitivity profile and the in-plane point spread.
+PARTIAL_VOLUME_SIGMA = (0.35, 0.6, 0.6)
+
+
+def _texture_sigma(tumour: Tumour, geometry: _Geometry) -> tuple[float, float, float]:
+    """Smoothing (voxels, z y x) of the internal texture: the tumour's grain, else a fixed one."""
+    if tumour.grain_mm <= 0:
+        return (0.8, 1.0, 1.0)
+    in_plane = tumour.grain_mm / geometry.spacing_xy
+    return (tumour.grain_mm / geometry.thickness, in_plane, in_plane)
+
+
+def _standardised_in_tumour(texture: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """``texture`` with zero mean and unit SD over the tumour's ``core`` once the partial-volume
+    blur has acted on it, so that a coarse and a fine grain give the tumour one amplitude and one
+    mean: the blur removes more of a fine grain's variance, and a coarse grain's few correlated
+    blobs leave a finite tumour with less spread and a random offset."""
+    if not core.any():
+        return texture
+    blurred = ndimage.gaussian_filter(texture, PARTIAL_VOLUME_SIGMA)[core]
+    spread = float(blurred.std())
+    return (texture - float(blurred.mean())) / spread if spread > 0 else texture
 
 
 def _near_surface_distance(tumour: Tumour, points: np.ndarray, reach_mm: float) -> np.ndarray:
@@ -417,7 +488,12 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
     volume = np.full(geometry.shape, -1000.0, dtype=np.float32)
     lungs = _lungs(scale)
     tumour = patient.tumour
-    texture = _smooth_noise(rng, geometry.shape, (0.8, 1.0, 1.0))
+    texture = _smooth_noise(rng, geometry.shape, _texture_sigma(tumour, geometry))
+    distances = np.stack(
+        [_near_surface_distance(tumour, geometry.centres(k), HALO_REACH_MM) for k in range(nz)]
+    )
+    if tumour.grain_mm > 0:
+        texture = _standardised_in_tumour(texture, distances < -1.0)
     strands = _smooth_noise(rng, geometry.shape, (1.0, 2.5, 2.5))
     parenchyma = _smooth_noise(rng, geometry.shape, (1.5, 3.0, 3.0))
     for k in range(nz):
@@ -434,7 +510,7 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
             lung |= _in_ellipsoid(points, centre, semi)
         lung &= body
         layer[lung] = -840.0 + 25.0 * parenchyma[k][lung]
-        distance = _near_surface_distance(tumour, points, HALO_REACH_MM)
+        distance = distances[k]
         inside = distance < 0
         layer[inside] = tumour.mean_hu + tumour.texture_hu * texture[k][inside]
         # Ground-glass halo peaking 6 mm outside the surface, modulated by strands.
@@ -442,9 +518,7 @@ def render_ct(patient: Patient, config: GeneratorConfig) -> tuple[np.ndarray, _G
         profile = np.exp(-0.5 * ((distance[shell] - 6.0) / 2.2) ** 2)
         layer[shell] += tumour.halo_hu * profile * (0.55 + 0.45 * np.tanh(strands[k][shell]))
         volume[k] = layer
-    # Partial volume: the in-plane point spread and the slice sensitivity profile.
-    sigma_z = 0.35
-    volume = ndimage.gaussian_filter(volume, (sigma_z, 0.6, 0.6))
+    volume = ndimage.gaussian_filter(volume, PARTIAL_VOLUME_SIGMA)
     volume += patient.center.noise_hu * _smooth_noise(rng, geometry.shape, (0.0, 0.7, 0.7))
     return volume, geometry
 
