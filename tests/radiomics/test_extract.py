@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from lungsurv.core.provenance import image_digest
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
 from lungsurv.radiomics.extract import extract_naive, extract_patient
 from lungsurv.radiomics.params import (
+    cached_extractor,
     engine_version,
     feature_names,
     load_params,
@@ -318,3 +321,28 @@ def test_unusable_scan_statistics_are_refused(statistics: tuple[float, float]) -
     image, mask = _scan_with_tumour()
     with pytest.raises(InputError, match="intensity statistics are unusable"):
         extract_patient(image, {"gtv": mask}, load_params(), ct_statistics=statistics)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [(0, "No labels found"), (2, r"Label \(1\) not present in mask. Choose from \[2\]")],
+)
+def test_an_roi_without_its_label_is_reported_as_pyradiomics_would(
+    labels: int, message: str
+) -> None:
+    image, mask = _scan_with_tumour()
+    other = sitk.Cast(mask, sitk.sitkUInt8) * labels
+    values, failures = extract_patient(image, {"gtv": mask, "other": other}, load_params())
+    assert set(values) == {"gtv"} and re.search(message, failures["other"])
+
+
+def test_the_extractor_is_made_once_per_thread_and_parameter_set(params: dict) -> None:
+    first = cached_extractor(params)
+    assert cached_extractor(yaml.safe_load(yaml.safe_dump(params))) is first
+    changed = {**params, "setting": {**params["setting"], "binWidth": 10}}
+    assert cached_extractor(changed) is not first
+    elsewhere: list[object] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(cached_extractor(params)))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first  # extraction switches its features: one per thread

@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
+from lungsurv.core.labels import distinct_labels
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, plausibility, rtstruct
 from lungsurv.imaging.headers import (
@@ -225,7 +226,7 @@ def load_label_file(
 def _check_label_image(values: np.ndarray) -> None:
     if not np.issubdtype(values.dtype, np.integer) and np.any(values != np.round(values)):
         raise InputError("mask holds fractional values (a probability map?): give a label image")
-    labels = np.unique(values)
+    labels = distinct_labels(values)
     if labels.size > MAX_MASK_LABELS:
         raise InputError(
             f"mask holds {labels.size} distinct values (an image, not a label mask?); "

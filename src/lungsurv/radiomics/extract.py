@@ -35,8 +35,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
+from lungsurv.core.labels import distinct_labels
 from lungsurv.radiomics.acceleration import accelerated_pyradiomics
-from lungsurv.radiomics.params import make_extractor
+from lungsurv.radiomics.params import cached_extractor, make_extractor
 from lungsurv.radiomics.shape import FastRadiomicsShape
 
 #: Voxels of margin around the ROIs for the wavelet (coif1, one level: a 6-tap filter).
@@ -55,7 +56,7 @@ def _check_roi(image: sitk.Image, name: str, mask: sitk.Image, settings: dict[st
     from radiomics import imageoperations
 
     try:
-        mask = imageoperations.getMask(mask, **settings)
+        mask = _get_mask(mask, settings, imageoperations)
         bbox, corrected = _check_mask(image, mask, settings)
     except ValueError as error:
         raise InputError(f"ROI {name}: {error}") from error
@@ -65,6 +66,25 @@ def _check_roi(image: sitk.Image, name: str, mask: sitk.Image, settings: dict[st
         raise InputError(f"ROI {name}: PyRadiomics' mask check failed")
     values = sitk.GetArrayViewFromImage(mask) == settings.get("label", 1)
     return _Roi(name=name, mask=mask, bbox=np.asarray(bbox), n_voxels=int(values.sum()))
+
+
+def _get_mask(mask: sitk.Image, settings: dict[str, Any], imageoperations: Any) -> sitk.Image:
+    """PyRadiomics' ``getMask`` (a UInt32 mask that holds the label), with the labels counted
+    by :func:`~lungsurv.core.labels.distinct_labels` instead of ``np.unique`` over a copy: the
+    same mask and errors, in a fraction of the time. A vector (segmentation) image goes to
+    ``getMask`` itself, which picks its channel."""
+    if mask.GetNumberOfComponentsPerPixel() != 1:
+        return imageoperations.getMask(mask, **settings)
+    label = settings.get("label", 1)
+    mask = sitk.Cast(mask, sitk.sitkUInt32)
+    labels = distinct_labels(sitk.GetArrayViewFromImage(mask))
+    if len(labels) == 1 and labels[0] == 0:
+        raise ValueError("No labels found in this mask (i.e. nothing is segmented)!")
+    if label not in labels:
+        raise ValueError(
+            f"Label ({label:g}) not present in mask. Choose from {labels[labels != 0]}"
+        )
+    return mask
 
 
 def _same_grid(image: sitk.Image, mask: sitk.Image) -> bool:
@@ -190,7 +210,7 @@ def extract_patient(
     """
     from radiomics import imageoperations
 
-    extractor = make_extractor(params)
+    extractor = cached_extractor(params)
     settings = extractor.settings.copy()
     if settings.get("resampledPixelSpacing") or settings.get("preCrop"):
         raise InputError("the fast path expects resampled volumes: unset resampledPixelSpacing")

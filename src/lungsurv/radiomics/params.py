@@ -9,8 +9,10 @@ every setting as it is, so the values do not change.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -120,6 +122,26 @@ def make_extractor(params: Mapping[str, Any]) -> Any:
         return RadiomicsFeatureExtractor(dict(params))
     except Exception as error:  # pykwalify's schema errors have their own types
         raise InputError(f"invalid radiomics parameters: {error}") from error
+
+
+_extractors = threading.local()
+
+
+def cached_extractor(params: Mapping[str, Any]) -> Any:
+    """:func:`make_extractor`'s extractor for ``params``, made once per thread and parameter set.
+
+    Building one validates the parameters against PyRadiomics' schema (about 0.15 s), which a
+    server paid on every request and a stage on every patient. Per thread, because extraction
+    switches the extractor's enabled features while it runs, and a server scores requests on
+    several threads at once."""
+    key = json.dumps(params, sort_keys=True, default=str)
+    cache: dict[str, Any] = getattr(_extractors, "by_params", None) or {}
+    _extractors.by_params = cache
+    if key not in cache:
+        if len(cache) >= 8:  # a long-lived process that sees many parameter sets
+            cache.clear()
+        cache[key] = make_extractor(params)
+    return cache[key]
 
 
 def engine_version() -> str:
