@@ -42,11 +42,10 @@ from lungsurv.imaging.headers import (
     check_declared_size,
 )
 from lungsurv.imaging.orientation import to_lps
-from lungsurv.imaging.rtstruct import physical_to_index
+from lungsurv.imaging.resample import resample_image, source_region
 
 MaskInterpolation = Literal["volume", "linear", "nearest"]
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-AIR_HU = -1024.0
 #: Largest voxel data (bytes) an image file may declare: 4x a 512 x 512 x 1000 float32 CT.
 MAX_IMAGE_BYTES = 4 * 2**30
 #: Most distinct values a label mask may hold (a CT or a probability map given as the mask has
@@ -367,37 +366,6 @@ def crop_grid(
     grid.SetDirection(mask.GetDirection())
     bbox = tuple(int(v) for v in np.concatenate([lo_idx, hi_idx]))
     return grid, clipped, bbox
-
-
-def source_region(image: sitk.Image, grid: sitk.Image, pad: int = 12) -> sitk.Image:
-    """The part of ``image`` that resampling onto ``grid`` reads, plus ``pad`` voxels.
-
-    Cropping first matters: SimpleITK's B-spline interpolator computes its coefficients over the
-    whole input, which for a 512 x 512 CT costs far more than the few cm around a tumour. The cubic
-    B-spline prefilter's influence decays by 0.268 per voxel, so with a 12-voxel pad the values
-    inside the grid are those of the whole image to about 1e-4 HU (measured on LUNG1-001 in the
-    tests).
-    """
-    size = np.asarray(grid.GetSize())
-    corners = np.array(
-        [[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)],
-        dtype=float,
-    )
-    points = np.array([grid.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
-
-    index = physical_to_index(image, points)
-    lo = np.maximum(0, np.floor(index.min(axis=0)).astype(int) - pad)
-    hi = np.minimum(np.asarray(image.GetSize()) - 1, np.ceil(index.max(axis=0)).astype(int) + pad)
-    return sitk.RegionOfInterest(image, [int(v) for v in hi - lo + 1], [int(v) for v in lo])
-
-
-def resample_image(image: sitk.Image, grid: sitk.Image, *, crop_source: bool = True) -> sitk.Image:
-    """Cubic B-spline resampling of a CT onto ``grid`` (outside the data: air)."""
-    source = source_region(image, grid) if crop_source else image
-    # Float32 first, as the whole CT was before: casting only the region read is cheaper and
-    # gives the same values (the cast is voxel-wise).
-    source = sitk.Cast(source, sitk.sitkFloat32)
-    return sitk.Resample(source, grid, sitk.Transform(), sitk.sitkBSpline, AIR_HU, sitk.sitkFloat32)
 
 
 def resample_mask(mask: sitk.Image, grid: sitk.Image, method: MaskInterpolation) -> sitk.Image:

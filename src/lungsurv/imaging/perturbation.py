@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lungsurv.core.errors import InputError
-from lungsurv.imaging.convert import AIR_HU
+from lungsurv.imaging.resample import AIR_HU
 from lungsurv.imaging.rings import outside_distance_mm
 
 #: Immerkaer's noise-estimation kernel (the difference of two Laplacians); its L2 norm is 6.
