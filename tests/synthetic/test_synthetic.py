@@ -18,10 +18,10 @@ from lungsurv.synthetic.export import MANIFEST_FILE, TRUTH_FILE, generate_cohort
 from lungsurv.synthetic.phantom import (
     GeneratorConfig,
     draw_cohort,
-    render_ct,
     small_config,
     spatial_signal_config,
 )
+from lungsurv.synthetic.rendering import render_ct
 
 
 def _digest(root: Path) -> str:

@@ -25,16 +25,8 @@ from lungsurv.core.logs import PatientProgress
 from lungsurv.core.parallel import map_patients
 from lungsurv.core.storage import is_s3_uri
 from lungsurv.survival.metrics import c_index
-from lungsurv.synthetic.phantom import (
-    GeneratorConfig,
-    Patient,
-    _Geometry,
-    _lungs,
-    draw_cohort,
-    ellipse_contour,
-    render_ct,
-    tumour_contours,
-)
+from lungsurv.synthetic.phantom import GeneratorConfig, Patient, _lungs, draw_cohort
+from lungsurv.synthetic.rendering import Geometry, ellipse_contour, render_ct, tumour_contours
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +108,7 @@ def _base_dataset(patient: Patient, sop_class: str, sop_uid: str, modality: str)
 
 
 def write_ct_series(
-    volume: np.ndarray, geometry: _Geometry, patient: Patient, folder: Path
+    volume: np.ndarray, geometry: Geometry, patient: Patient, folder: Path
 ) -> list[str]:
     """Write the CT slices; return their SOPInstanceUIDs (by slice index)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -181,7 +173,7 @@ def _contour_item(points_xy: np.ndarray, z: float, sop_uid: str) -> Dataset:
 
 
 def write_rtstruct(
-    patient: Patient, geometry: _Geometry, ct_uids: list[str], config: GeneratorConfig, path: Path
+    patient: Patient, geometry: Geometry, ct_uids: list[str], config: GeneratorConfig, path: Path
 ) -> None:
     """Write the RTSTRUCT with GTV-1 and both lungs, contoured on every CT slice they cross."""
     sop_uid = _uid(patient.patient_id, "rtstruct")
@@ -224,7 +216,7 @@ def _referenced_frame(ds: Dataset, patient: Patient, ct_uids: list[str]) -> Dico
 
 
 def _roi_outlines(
-    patient: Patient, geometry: _Geometry, config: GeneratorConfig
+    patient: Patient, geometry: Geometry, config: GeneratorConfig
 ) -> dict[str, list[tuple[np.ndarray, int]]]:
     """Each ROI's outlines (points, slice index): the tumour and both lungs on every slice."""
     rois: dict[str, list[tuple[np.ndarray, int]]] = {DEFAULT_ROI: []}
@@ -250,7 +242,7 @@ def _add_roi(
     number: int,
     name: str,
     outlines: list[tuple[np.ndarray, int]],
-    geometry: _Geometry,
+    geometry: Geometry,
     ct_uids: list[str],
 ) -> None:
     """One ROI's three entries: its definition, its contours, its observation."""
