@@ -166,3 +166,39 @@ def test_irregular_spacing_is_resampled_or_refused(small_cohort_dir: Path, tmp_p
         dicom.read_ct_series(folder, irregular_spacing="error")
     with pytest.raises(ValueError, match="'sometimes'"):
         dicom.read_ct_series(folder, irregular_spacing="sometimes")  # type: ignore[arg-type]
+
+
+def test_contour_points_read_raw_equal_pydicoms_values(lung1_dir: Path) -> None:
+    path = lung1_dir / "RTSTRUCT" / "1-1.dcm"
+    raw = rtstruct.read_rtstruct(path)
+    converted = pydicom.dcmread(path)
+    for roi_contour, item in zip(
+        raw.dataset.ROIContourSequence, converted.ROIContourSequence, strict=True
+    ):
+        for contour, reference in zip(
+            roi_contour.ContourSequence, item.ContourSequence, strict=True
+        ):
+            expected = np.asarray([float(v) for v in reference.ContourData], dtype=float)
+            assert np.array_equal(rtstruct.contour_points(contour), expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"1.0\\2.5\\abc", "unreadable ContourData"),
+        (b"1.0\\2.0\\3.0\\4.0\\5.0\\6.0\\7.0\\8.0\\9.0\\10.0 ", "10 values, not x, y, z"),
+    ],
+)
+def test_a_malformed_contour_is_refused_by_name(value: bytes, message: str) -> None:
+    contour = pydicom.Dataset()
+    contour.add(pydicom.dataelem.RawDataElement(
+        pydicom.tag.Tag(rtstruct.CONTOUR_DATA), "DS", len(value), value, 0, True, True
+    ))  # fmt: skip
+    roi_contour = pydicom.Dataset()
+    roi_contour.ReferencedROINumber = 1
+    roi_contour.ContourSequence = [contour]
+    dataset = pydicom.Dataset()
+    dataset.ROIContourSequence = [roi_contour]
+    structures = rtstruct.StructureSet(Path("unused"), dataset, {1: "GTV"}, (), "")
+    with pytest.raises(DicomError, match=message):
+        structures.contours("GTV")

@@ -43,11 +43,36 @@ class StructureSet:
                 continue
             for contour in roi_contour.get("ContourSequence", []):
                 kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
-                data = contour.get("ContourData", [])
-                if kind != "CLOSED_PLANAR" or len(data) < 9:
+                points = contour_points(contour, where)
+                if kind != "CLOSED_PLANAR" or points.size < 9:
                     continue
-                result.append(np.asarray([float(v) for v in data], dtype=float).reshape(-1, 3))
+                if points.size % 3:
+                    raise DicomError(
+                        f"{where} has a contour of {points.size} values, not x, y, z triples"
+                    )
+                result.append(points.reshape(-1, 3))
         return result
+
+
+#: ContourData's tag: read raw, not through pydicom's decimal-string conversion.
+CONTOUR_DATA = 0x30060050
+
+
+def contour_points(contour: pydicom.Dataset, where: str = "a contour") -> np.ndarray:
+    """A contour's ContourData as a flat float array. Read from the element's raw bytes when it
+    has not been converted yet: pydicom makes a validated ``DSfloat`` of every coordinate, about
+    20 us each, and a GTV and two lungs hold a few hundred thousand of them."""
+    element = contour.get_item(CONTOUR_DATA)
+    if element is None or element.value is None:
+        return np.empty(0)
+    value = element.value
+    try:
+        if isinstance(value, bytes | bytearray):
+            text = bytes(value).decode("ascii").strip(" \x00")
+            return np.array(text.split("\\"), dtype=float) if text else np.empty(0)
+        return np.asarray([float(v) for v in value], dtype=float)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise DicomError(f"{where} has unreadable ContourData: {problem_of(error)}") from error
 
 
 def _roi_number(item: pydicom.Dataset, keyword: str, where: str) -> int:
