@@ -1,15 +1,26 @@
-"""Serving latency for a realistic request: LUNG1-001 (../shared) over real HTTP on 127.0.0.1.
+"""Serving latency and throughput for realistic requests: LUNG1-001 (../shared) over real HTTP
+on 127.0.0.1.
 
-    .venv/bin/python bench/serving.py [--requests 10]
+    .venv/bin/python bench/serving.py [--requests 10] [--workers 1 2 4]
 
-The model server (``python -m serving.predictor --host 127.0.0.1``, one worker) runs pinned to
-one core. The bundle is built here over LUNG1-001 itself: five features of the GTV and the 6 mm
-ring (the kinds a fitted model keeps: original, wavelet and LoG first-order and texture), so the
-request does the whole path: NIfTI decode, convert to 1 mm, the ring, the bundle's radiomics
-features, scoring. The same patient is also sent as a zip of its DICOM CT series and RTSTRUCT
-(as TCIA ships it), which adds the DICOM decode and the contours' rasterisation. Prints p50/p95
-latency and throughput for each, and the time of the same prediction computing all 1316
-features per ROI (what restricting to the bundle's features saves).
+The model server (``python -m serving.predictor --host 127.0.0.1``) first runs one worker
+pinned to one core, and one client sends each request ``--requests`` times after a warm-up:
+p50/p95 latency and requests/s for
+
+* LUNG1-001 as NIfTI files (its CT and GTV, 156 ml);
+* the same patient as a zip of its DICOM CT series and RTSTRUCT, as TCIA ships it (adds the
+  DICOM decoding and the contours' rasterisation);
+* a large GTV: LUNG1-001's grown in physical space until it holds about 359 ml (no real patient
+  of that size is at hand), as NIfTI.
+
+The bundle is built here over LUNG1-001 itself: five features of the GTV and the 6 mm ring (the
+kinds a fitted model keeps: original, wavelet and LoG first-order and texture), so a request does
+the whole path: decode, convert to 1 mm, the ring, the bundle's radiomics features, scoring.
+Then, for each ``--workers`` count, a server with that many processes (KServe's multi-process
+server, on every core) takes as many concurrent clients (bounded: 3 NIfTI requests each): their
+p50/p95 and the requests/s of the whole, and the speed-up over one worker. Last, the time of
+the NIfTI prediction computing all 1316 features per ROI (what restricting to the bundle's
+features saves).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -89,6 +101,40 @@ def build_request(root: Path) -> tuple[dict, Path]:
     return request, bundle
 
 
+#: The large GTV's volume (ml): the size of the large patient the issue measured.
+LARGE_GTV_ML = 359.0
+
+
+def large_gtv_request(root: Path) -> dict:
+    """LUNG1-001's CT with its GTV grown (by distance in mm, found by bisection) to about
+    :data:`LARGE_GTV_ML`, as a NIfTI request."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    gtv = sitk.ReadImage(str(root / "gtv.nii.gz"))
+    distance = sitk.SignedMaurerDistanceMap(
+        gtv, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+    )
+    voxel_ml = float(np.prod(gtv.GetSpacing())) / 1000.0
+    values = sitk.GetArrayViewFromImage(distance)
+    low, high = 0.0, 40.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        if (values <= middle).sum() * voxel_ml < LARGE_GTV_ML:
+            low = middle
+        else:
+            high = middle
+    grown = sitk.Cast(distance <= high, sitk.sitkUInt8)
+    grown.CopyInformation(gtv)
+    sitk.WriteImage(grown, str(root / "large_gtv.nii.gz"))
+    instance = {
+        "patient_id": "LUNG1-001-large",
+        "ct": {"b64": base64.b64encode((root / "ct.nii.gz").read_bytes()).decode()},
+        "gtv": {"b64": base64.b64encode((root / "large_gtv.nii.gz").read_bytes()).decode()},
+    }
+    return {"instances": [instance]}
+
+
 def dicom_zip_request() -> dict:
     """LUNG1-001's DICOM CT series and RTSTRUCT as one zip, a V1 request for GTV-1."""
     import io
@@ -123,61 +169,121 @@ def full_feature_seconds(root: Path) -> float:
     return time.perf_counter() - started
 
 
+def start_server(bundle: Path, workers: int, cores: set[int]) -> tuple[subprocess.Popen, str]:
+    """The model server with ``workers`` processes on ``cores``; (process, base URL) once ready."""
+    from tests.s3 import free_port
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)  # the server inherits it
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "serving.predictor", "--model_name", "lungsurv"),
+            *("--model_dir", str(bundle), "--host", "127.0.0.1", "--http_port", str(port)),
+            *("--workers", str(workers)),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(480):
+        try:
+            urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2)
+            return server, url
+        except OSError:
+            time.sleep(0.25)
+    server.terminate()
+    raise SystemExit("the model server did not become ready")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=60)
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    last = len(ordered) - 1
+    return ordered[len(ordered) // 2], ordered[min(last, round(0.95 * last))]
+
+
+def concurrent_run(
+    url: str, body: bytes, clients: int, per_client: int
+) -> tuple[list[float], float]:
+    """``clients`` threads, each sending ``per_client`` requests in turn: (latencies, seconds)."""
+    predict = f"{url}/v1/models/lungsurv:predict"
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda _: post(predict, body), range(clients)))  # every process warmed
+        started = time.perf_counter()
+        futures = [
+            pool.submit(lambda: [post(predict, body) for _ in range(per_client)])
+            for _ in range(clients)
+        ]
+        latencies = [t for f in futures for t in f.result()]
+    return latencies, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
     if not LUNG1.exists():
         raise SystemExit(f"LUNG1-001 not found at {LUNG1}")
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # the server inherits it
-    from tests.s3 import free_port
-
+    all_cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else {0}
+    one_core = {sorted(all_cores)[0]}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         request, bundle = build_request(root)
         bodies = {
             "NIfTI": json.dumps(request).encode(),
             "DICOM zip": json.dumps(dicom_zip_request()).encode(),
+            f"NIfTI, GTV grown to {LARGE_GTV_ML:.0f} ml": json.dumps(
+                large_gtv_request(root)
+            ).encode(),
         }
-        port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "serving.predictor", "--model_name", "lungsurv"),
-                *("--model_dir", str(bundle), "--host", "127.0.0.1", "--http_port", str(port)),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
+        server, url = start_server(bundle, 1, one_core)
         try:
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(0.25)
             predict = f"{url}/v1/models/lungsurv:predict"
             latencies = {}
             for case, body in bodies.items():
                 post(predict, body)  # warm-up
-                latencies[case] = sorted(post(predict, body) for _ in range(args.requests))
+                latencies[case] = [post(predict, body) for _ in range(args.requests)]
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop(server)
+        scaling = {}
+        for workers in args.workers:
+            server, url = start_server(bundle, workers, all_cores if workers > 1 else one_core)
+            try:
+                scaling[workers] = concurrent_run(url, bodies["NIfTI"], workers, 3)
+            finally:
+                stop(server)
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        os.sched_setaffinity(0, one_core) if hasattr(os, "sched_setaffinity") else None
         full = full_feature_seconds(root)
-    print("LUNG1-001, one worker on one core:")
+    print("LUNG1-001, one worker on one core, one client:")
     for case, times in latencies.items():
-        p50 = times[len(times) // 2]
-        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        p50, p95 = percentiles(times)
         size = len(bodies[case]) / 2**20
-        rate = 1 / (sum(times) / len(times))
+        rate = len(times) / sum(times)
         print(f"  {case} ({size:.1f} MiB): p50 {p50:.2f} s, p95 {p95:.2f} s, {rate:.2f} req/s")
-    print(f"  the same prediction computing all 1316 features per ROI: {full:.2f} s")
+    print(
+        f"NIfTI under concurrent clients (as many as workers, 3 requests each; "
+        f"{len(all_cores)} cores):"
+    )
+    base = None
+    for workers, (times, seconds) in scaling.items():
+        p50, p95 = percentiles(times)
+        rate = len(times) / seconds
+        base = base or rate
+        print(
+            f"  {workers} worker(s): p50 {p50:.2f} s, p95 {p95:.2f} s, {rate:.2f} req/s "
+            f"({rate / base:.2f}x one worker)"
+        )
+    print(f"the NIfTI prediction computing all 1316 features per ROI: {full:.2f} s")
 
 
 if __name__ == "__main__":
