@@ -166,6 +166,8 @@ def test_the_spatial_signal_is_in_the_arrangement_not_the_histogram() -> None:
 def test_oracle_c_index_undefined_cases() -> None:
     assert np.isnan(oracle_c_index(np.array([5.0]), np.array([1]), np.array([0.2])))
     assert np.isnan(oracle_c_index(np.array([5.0, 6.0]), np.array([0, 0]), np.array([0.2, 0.1])))
+    # The only event is the latest time: no pair can be compared.
+    assert np.isnan(oracle_c_index(np.array([5.0, 6.0]), np.array([0, 1]), np.array([0.2, 0.1])))
     assert oracle_c_index(np.array([5.0, 6.0]), np.array([1, 1]), np.array([0.2, 0.1])) == 1.0
 
 

@@ -343,13 +343,18 @@ def clinical_frame(manifest: pd.DataFrame) -> pd.DataFrame:
 def oracle_c_index(time: np.ndarray, event: np.ndarray, log_hazard: np.ndarray) -> float:
     """Harrell's C-index of the true log-hazard: the best a model can do on this cohort.
 
-    NaN when it is undefined: fewer than two patients, or no event.
+    NaN when it is undefined: fewer than two patients, no event, or no comparable pair (every
+    event after every other patient's time, as a small cohort can draw).
     """
+    from sksurv.exceptions import NoComparablePairException
     from sksurv.metrics import concordance_index_censored
 
     if len(time) < 2 or not np.any(event):
         return float("nan")
-    return float(concordance_index_censored(event.astype(bool), time, log_hazard)[0])
+    try:
+        return float(concordance_index_censored(event.astype(bool), time, log_hazard)[0])
+    except NoComparablePairException:
+        return float("nan")
 
 
 def generate_cohort(
