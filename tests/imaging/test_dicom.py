@@ -106,11 +106,13 @@ def test_lung1_orientation(lung1_series: dicom.CTSeries, lung1_structures) -> No
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_fill_polygon_matches_point_in_polygon(seed: int) -> None:
+# Inside the grid, and across each of its edges (the part outside is cut off).
+@pytest.mark.parametrize("centre", [(20, 18), (-4, 18), (41, 30), (20, -6), (10, 37)])
+def test_fill_polygon_matches_point_in_polygon(seed: int, centre: tuple[float, float]) -> None:
     rng = np.random.default_rng(seed)
     angles = np.sort(rng.uniform(0, 2 * np.pi, 40))
     radii = rng.uniform(5, 14, 40)
-    x, y = 20 + radii * np.cos(angles), 18 + radii * np.sin(angles)
+    x, y = centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)
     filled = rtstruct.fill_polygon(x, y, (40, 44))
     rows, cols = np.mgrid[0:40, 0:44]
     centres = np.column_stack([cols.ravel(), rows.ravel()])

@@ -84,7 +84,10 @@ def _extract(
 def _modality(path: Path) -> str | None:
     """The DICOM Modality of ``path``; None when it is no DICOM file or a DICOMDIR."""
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        # Only the two elements asked for are kept: the rest (an RTSTRUCT's contours) is skipped.
+        header = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["Modality", "DirectoryRecordSequence"]
+        )
     except Exception:  # not DICOM: whatever pydicom makes of it
         return None
     if "DirectoryRecordSequence" in header:

@@ -93,8 +93,9 @@ def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
     spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # (z, y, x) as the arrays
     # Only the GTV's box plus the contact distance matters: measure there, in mm.
     pad = np.ceil(LUNG_CONTACT_MM / spacing).astype(int) + 1
-    where = np.argwhere(tumour)
-    low, high = np.maximum(where.min(axis=0) - pad, 0), where.max(axis=0) + pad + 1
+    # The GTV's bounding box from per-axis projections (argwhere lists every voxel).
+    first, last = zip(*(_span(tumour, axis) for axis in range(3)), strict=True)
+    low, high = np.maximum(np.asarray(first) - pad, 0), np.asarray(last) + pad + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
     found = []
     if not lung[box].any() or (
@@ -113,6 +114,13 @@ def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
             "plausible tumour: a whole lung or another structure sent as the GTV?"
         )
     return found
+
+
+def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
+    """First and last index along ``axis`` where ``mask`` (not empty) has a voxel."""
+    others = tuple(a for a in range(mask.ndim) if a != axis)
+    hits = np.flatnonzero(mask.any(axis=others))
+    return int(hits[0]), int(hits[-1])
 
 
 def gtv_warnings(gtv: sitk.Image, lungs: sitk.Image | None, *, name: str = "GTV") -> list[str]:

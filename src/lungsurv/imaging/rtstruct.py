@@ -221,14 +221,20 @@ def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.nda
         at = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
     at = np.where(crosses, at, np.inf)
     at.sort(axis=1)
-    counts = crosses.sum(axis=1)
-    for i, row in enumerate(range(first, last + 1)):
-        xs = at[i, : counts[i]]
-        for start, stop in zip(xs[0::2], xs[1::2], strict=False):
-            lo = max(0, int(np.ceil(start)))
-            hi = min(shape[1], int(np.ceil(stop)))
-            if hi > lo:
-                layer[row, lo:hi] = True
+    pairs = crosses.sum(axis=1) // 2
+    if not pairs.any():
+        return layer
+    # Each row's sorted crossings pair up into disjoint spans [ceil(start), ceil(stop)): mark
+    # +1 at every span's start and -1 past its end, and a running sum fills them all at once.
+    width = int(pairs.max())
+    starts = np.clip(np.ceil(at[:, 0 : 2 * width : 2]), 0, shape[1])
+    stops = np.clip(np.ceil(at[:, 1 : 2 * width : 2]), 0, shape[1])
+    keep = (np.arange(width) < pairs[:, None]) & (stops > starts)
+    row_of = np.broadcast_to(np.arange(len(rows))[:, None], keep.shape)[keep]
+    marks = np.zeros((len(rows), shape[1] + 1), dtype=np.int32)
+    np.add.at(marks, (row_of, starts[keep].astype(np.intp)), 1)
+    np.add.at(marks, (row_of, stops[keep].astype(np.intp)), -1)
+    layer[first : last + 1] = np.cumsum(marks[:, : shape[1]], axis=1) > 0
     return layer
 
 
