@@ -20,7 +20,7 @@ Then, for each ``--workers`` count, a server with that many processes (KServe's 
 server, on every core) takes as many concurrent clients (bounded: 3 NIfTI requests each): their
 p50/p95 and the requests/s of the whole, and the speed-up over one worker. Last, the time of
 the NIfTI prediction computing all 1316 features per ROI (what restricting to the bundle's
-features saves).
+features saves), and, in process, what the zip adds: its unpacking and the DICOM's conversion.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def large_gtv_request(root: Path) -> dict:
     return {"instances": [instance]}
 
 
-def dicom_zip_request() -> dict:
-    """LUNG1-001's DICOM CT series and RTSTRUCT as one zip, a V1 request for GTV-1."""
+def lung1_zip() -> bytes:
+    """LUNG1-001's DICOM CT series and RTSTRUCT as one zip, as TCIA's download gives them."""
     import io
     import zipfile
 
@@ -144,9 +144,33 @@ def dicom_zip_request() -> dict:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(p for p in LUNG1.rglob("*") if p.is_file()):
             archive.write(path, path.relative_to(LUNG1).as_posix())
+    return buffer.getvalue()
+
+
+def dicom_zip_request() -> dict:
+    """LUNG1-001's zip, a V1 request for GTV-1."""
     instance = {"patient_id": "LUNG1-001", "roi": "GTV-1"}
-    instance["dicom_zip"] = {"b64": base64.b64encode(buffer.getvalue()).decode()}
+    instance["dicom_zip"] = {"b64": base64.b64encode(lung1_zip()).decode()}
     return {"instances": [instance]}
+
+
+def zip_convert_seconds(repeats: int) -> float:
+    """Median seconds, in this process, of what the zip adds: unpacking it and converting the
+    DICOM (headers, pixels, the GTV's and the lungs' contours) to the 1 mm volumes."""
+    from lungsurv.imaging.convert import convert_patient
+    from lungsurv.imaging.dicom_zip import unpack_dicom_zip
+    from lungsurv.inference import SERVING_CONVERT
+
+    data = lung1_zip()
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            ct, structures = unpack_dicom_zip(data, Path(tmp))
+            row = {"patient_id": "p", "image": str(ct), "mask": str(structures), "roi": "GTV-1"}
+            convert_patient(row, SERVING_CONVERT)
+            times.append(time.perf_counter() - started)
+    return sorted(times[1:])[len(times[1:]) // 2]
 
 
 def post(url: str, body: bytes) -> float:
@@ -264,6 +288,7 @@ def main() -> None:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
         os.sched_setaffinity(0, one_core) if hasattr(os, "sched_setaffinity") else None
         full = full_feature_seconds(root)
+        unzip_convert = zip_convert_seconds(args.requests)
     print("LUNG1-001, one worker on one core, one client:")
     for case, times in latencies.items():
         p50, p95 = percentiles(times)
@@ -284,6 +309,7 @@ def main() -> None:
             f"({rate / base:.2f}x one worker)"
         )
     print(f"the NIfTI prediction computing all 1316 features per ROI: {full:.2f} s")
+    print(f"in process, the DICOM zip's unpack + convert to 1 mm: {unzip_convert:.2f} s (median)")
 
 
 if __name__ == "__main__":
