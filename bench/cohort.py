@@ -30,13 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from resource import RUSAGE_CHILDREN, RUSAGE_SELF
+from resource import RUSAGE_CHILDREN, RUSAGE_SELF, getrusage
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # PyRadiomics package (``import radiomics``) when a sibling is imported: take it off the path.
@@ -124,7 +123,7 @@ def run_chain(manifest_path: Path, work: Path, workers: int) -> dict[str, float]
         work / "volumes", work / "rings", params, workers=workers
     )
     seconds["radiomics"] = time.perf_counter() - started
-    peak_kb = resource.getrusage(RUSAGE_SELF if workers == 1 else RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = getrusage(RUSAGE_SELF if workers == 1 else RUSAGE_CHILDREN).ru_maxrss
     return {
         **seconds,
         "total": sum(seconds.values()),
