@@ -29,6 +29,7 @@ import argparse
 import base64
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,7 +171,7 @@ def zip_convert_seconds(repeats: int) -> float:
             row = {"patient_id": "p", "image": str(ct), "mask": str(structures), "roi": "GTV-1"}
             convert_patient(row, SERVING_CONVERT)
             times.append(time.perf_counter() - started)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    return statistics.median(times[1:])
 
 
 def post(url: str, body: bytes) -> float:

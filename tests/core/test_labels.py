@@ -1,11 +1,11 @@
-"""distinct_labels: np.unique's answer for every integer type, range and size."""
+"""lungsurv.core.labels: np.unique's answer for any integer type, range and size; the box."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lungsurv.core.labels import MAX_SEARCHED_RANGE, distinct_labels
+from lungsurv.core.labels import MAX_SEARCHED_RANGE, distinct_labels, nonzero_bounds
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,20 @@ def test_a_ct_sized_mask() -> None:
     mask = (rng.random((40, 128, 128)) < 0.01).astype(np.uint8) * 3
     mask[0, 0, 0] = 7
     assert list(distinct_labels(mask)) == [0, 3, 7]
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (6, 4, 8)])
+@pytest.mark.parametrize("seed", range(4))
+def test_nonzero_bounds_are_argwheres_extremes(shape: tuple[int, ...], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    array = (rng.random(shape) > 0.9).astype(np.uint8)
+    array.flat[rng.integers(array.size)] = 1  # never empty
+    first, last = nonzero_bounds(array)
+    where = np.argwhere(array)
+    assert first.tolist() == where.min(axis=0).tolist()
+    assert last.tolist() == where.max(axis=0).tolist()
+
+
+@pytest.mark.parametrize("array", [np.zeros((3, 4, 5), bool), np.zeros((0, 4)), np.array(0)])
+def test_nonzero_bounds_of_nothing_is_none(array: np.ndarray) -> None:
+    assert nonzero_bounds(array) is None

@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
-from lungsurv.core.labels import distinct_labels
+from lungsurv.core.labels import distinct_labels, nonzero_bounds
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, plausibility, rtstruct
 from lungsurv.imaging.headers import (
@@ -326,16 +326,11 @@ def mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
     From per-axis projections, which on a 512 x 512 CT grid cost a fraction of listing every
     voxel's index."""
-    array = sitk.GetArrayViewFromImage(mask)
-    slices = np.flatnonzero(array.any(axis=(1, 2)))
-    if not slices.size:
+    bounds = nonzero_bounds(sitk.GetArrayViewFromImage(mask))
+    if bounds is None:
         raise InputError("the mask has no voxels")
-    slab = array[slices[0] : slices[-1] + 1]
-    rows = np.flatnonzero(slab.any(axis=(0, 2)))
-    columns = np.flatnonzero(slab.any(axis=(0, 1)))
-    lo = np.array([columns[0], rows[0], slices[0]], dtype=float)
-    hi = np.array([columns[-1], rows[-1], slices[-1]], dtype=float)
-    return lo, hi
+    first, last = bounds  # (z, y, x), the array's order
+    return first[::-1].astype(float), last[::-1].astype(float)
 
 
 def crop_grid(

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lungsurv.core.errors import InputError
+from lungsurv.core.labels import nonzero_bounds
 
 #: The Hounsfield range of a clinical CT (12-bit: -1024 to 3071 HU).
 CT_HU_RANGE = (-1024.0, 3071.0)
@@ -88,14 +89,13 @@ def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
     if not lung.any():
         return []
     tumour = sitk.GetArrayViewFromImage(gtv) > 0
-    if not tumour.any():
+    bounds = nonzero_bounds(tumour)
+    if bounds is None:
         return []
     spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # (z, y, x) as the arrays
     # Only the GTV's box plus the contact distance matters: measure there, in mm.
     pad = np.ceil(LUNG_CONTACT_MM / spacing).astype(int) + 1
-    # The GTV's bounding box from per-axis projections (argwhere lists every voxel).
-    first, last = zip(*(_span(tumour, axis) for axis in range(3)), strict=True)
-    low, high = np.maximum(np.asarray(first) - pad, 0), np.asarray(last) + pad + 1
+    low, high = np.maximum(bounds[0] - pad, 0), bounds[1] + pad + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
     found = []
     if not lung[box].any() or (
@@ -114,13 +114,6 @@ def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
             "plausible tumour: a whole lung or another structure sent as the GTV?"
         )
     return found
-
-
-def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
-    """First and last index along ``axis`` where ``mask`` (not empty) has a voxel."""
-    others = tuple(a for a in range(mask.ndim) if a != axis)
-    hits = np.flatnonzero(mask.any(axis=others))
-    return int(hits[0]), int(hits[-1])
 
 
 def gtv_warnings(gtv: sitk.Image, lungs: sitk.Image | None, *, name: str = "GTV") -> list[str]:
