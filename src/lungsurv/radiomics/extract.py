@@ -36,8 +36,10 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
 from lungsurv.core.labels import distinct_labels
+from lungsurv.radiomics import recursive_gaussian, texture
 from lungsurv.radiomics.acceleration import accelerated_pyradiomics
 from lungsurv.radiomics.params import cached_extractor, make_extractor
+from lungsurv.radiomics.recursive_gaussian import log_images
 from lungsurv.radiomics.shape import FastRadiomicsShape
 
 #: Voxels of margin around the ROIs for the wavelet (coif1, one level: a 6-tap filter).
@@ -285,9 +287,7 @@ def _filtered_images(
                 yield filtered, name, filter_kwargs, lower, upper
         elif image_type == "LoG":
             lower, upper = np.zeros(3, dtype=int), size - 1
-            for filtered, name, filter_kwargs in imageoperations.getLoGImage(
-                image, checked[0].mask, **kwargs
-            ):
+            for filtered, name, filter_kwargs in log_images(image, checked[0].mask, **kwargs):
                 yield filtered, name, filter_kwargs, lower, upper
         else:
             raise InputError(f"image type {image_type!r} is not supported by the fast path")
@@ -329,3 +329,10 @@ def extract_naive(
         values = extractor.execute(image, mask)
         results[name] = {k: float(v) for k, v in values.items() if not k.startswith("diagnostics_")}
     return results
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every numba kernel of the fast path, the texture
+    matrices' and the LoG filter's, so the first patient does not pay."""
+    texture.warm_up()
+    recursive_gaussian.warm_up()
