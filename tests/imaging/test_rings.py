@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
 from lungsurv.core.layout import ring_name
-from lungsurv.imaging.rings import make_rings
+from lungsurv.imaging.rings import distance_within_mm, make_rings, outside_distance_mm
 
 
 def sphere(radius_mm: float, spacing_mm: float, pad_mm: float = 12.0) -> sitk.Image:
@@ -104,3 +104,25 @@ def test_empty_gtv_is_refused() -> None:
 @pytest.mark.parametrize(("distance", "name"), [(3.0, "ring_3mm"), (2.5, "ring_2.5mm")])
 def test_ring_name(distance: float, name: str) -> None:
     assert ring_name(distance) == name
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 0.977, 2.5)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distances_near_the_gtv_equal_the_whole_grids_map(
+    spacing: tuple[float, float, float], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (40, 50, 45)
+    # An irregular GTV: a few overlapping blobs, one of them near the grid's edge.
+    centres = rng.uniform(4, np.array(shape) - 4, (4, 3))
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    values = np.zeros(shape, dtype=np.uint8)
+    for centre in centres:
+        values |= (((grid - centre) ** 2).sum(axis=-1) < rng.uniform(4, 40)).astype(np.uint8)
+    gtv = sitk.GetImageFromArray(values)
+    gtv.SetSpacing(spacing)
+    whole = sitk.GetArrayFromImage(outside_distance_mm(gtv))
+    near = distance_within_mm(gtv, 9.0)
+    within = whole <= 9.0
+    assert np.array_equal(near[within], whole[within])
+    assert np.all(near[~within] > 9.0)

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
+from lungsurv.core.labels import nonzero_bounds
 from lungsurv.imaging.convert import voxel_volume_ml
 from lungsurv.imaging.plausibility import touched_faces
 
@@ -43,6 +44,29 @@ def outside_distance_mm(gtv: sitk.Image) -> sitk.Image:
     )
 
 
+def distance_within_mm(gtv: sitk.Image, reach_mm: float) -> np.ndarray:
+    """:func:`outside_distance_mm` as an array, computed on the GTV's bounding box plus
+    ``reach_mm`` and two voxels: every voxel within ``reach_mm`` of the GTV has its distance
+    from the whole grid's map (all the GTV lies in the box, so the nearest GTV voxel is the
+    same), the voxels beyond the box get +inf. Most of a converted volume is crop margin
+    that no ring reaches, so this is several times faster than the whole map."""
+    inside = sitk.GetArrayViewFromImage(gtv) > 0
+    bounds = nonzero_bounds(inside)
+    if bounds is None:
+        raise InputError("the GTV mask has zero voxels")
+    spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # numpy's axis order
+    margin = np.ceil(reach_mm / spacing).astype(int) + 2
+    lower = np.maximum(bounds[0] - margin, 0)
+    upper = np.minimum(bounds[1] + margin + 1, inside.shape)
+    box = tuple(slice(int(lo), int(hi)) for lo, hi in zip(lower, upper, strict=True))
+    cropped = sitk.GetImageFromArray(inside[box].astype(np.uint8))
+    cropped.SetSpacing(gtv.GetSpacing())
+    distance = np.full(inside.shape, np.inf, dtype=np.float32)
+    near = outside_distance_mm(cropped)  # alive while its array view is read
+    distance[box] = sitk.GetArrayViewFromImage(near)
+    return distance
+
+
 def make_rings(
     gtv: sitk.Image,
     distances_mm: Sequence[float] = DEFAULT_DISTANCES_MM,
@@ -66,7 +90,7 @@ def make_rings(
     inside = sitk.GetArrayViewFromImage(gtv) > 0
     if not inside.any():
         raise InputError("the GTV mask has zero voxels")
-    distance = sitk.GetArrayFromImage(outside_distance_mm(gtv))
+    distance = distance_within_mm(gtv, max(float(d) for d in distances_mm))
     lung_array = sitk.GetArrayViewFromImage(lungs) > 0 if lungs is not None else None
     voxel_ml = voxel_volume_ml(gtv)
     rings: list[Ring] = []
