@@ -16,6 +16,7 @@ from lungsurv.imaging.convert import (
     ConvertSettings,
     convert_patient,
     crop_grid,
+    intensity_statistics,
     load_patient,
     mask_bounds,
     resample_image,
@@ -385,3 +386,32 @@ def test_the_whole_scans_intensity_statistics_travel_with_the_volumes(
     assert written == {k: converted.geometry[k] for k in ("ct_mean_hu", "ct_std_hu")}
     assert ct_statistics(folder) == (written["ct_mean_hu"], written["ct_std_hu"])
     assert ct_statistics(tmp_path) is None  # a folder convert did not write
+
+
+@pytest.mark.parametrize(
+    ("pixel_type", "scale", "shift", "exact"),
+    [
+        (sitk.sitkInt16, 1.0, 0.0, True),  # a CT as stored
+        (sitk.sitkFloat32, 1.0, -1024.0, True),  # HU from a DICOM rescale, integer-valued
+        (sitk.sitkFloat32, 0.37, 0.1, False),  # fractional values
+    ],
+)
+def test_intensity_statistics_equal_itks(
+    pixel_type: int, scale: float, shift: float, exact: bool
+) -> None:
+    rng = np.random.default_rng(7)
+    # 37 slices: several slabs and a partial one; air, soft tissue and bone.
+    hu = rng.choice([-1000, -850, 40, 60, 700, 1800], size=(37, 64, 48)) + rng.integers(
+        -30, 30, (37, 64, 48)
+    )
+    image = sitk.Cast(sitk.GetImageFromArray(hu.astype(np.int16)), pixel_type)
+    if scale != 1.0 or shift != 0.0:
+        image = sitk.Cast(image * scale + shift, pixel_type)
+    reference = sitk.StatisticsImageFilter()
+    reference.Execute(image)
+    mean, std = intensity_statistics(image)
+    if exact:
+        assert (mean, std) == (reference.GetMean(), reference.GetSigma())
+    else:
+        assert mean == pytest.approx(reference.GetMean(), rel=1e-12)
+        assert std == pytest.approx(reference.GetSigma(), rel=1e-12)
