@@ -47,10 +47,13 @@ def _sitk_log(image: sitk.Image, sigma: float) -> sitk.Image:
     ],
 )
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5, 5.0])
+@pytest.mark.parametrize("pixel_type", [sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkInt16])
 def test_equals_simpleitk_bit_for_bit(
-    shape: tuple[int, int, int], spacing: tuple[float, float, float], sigma: float
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], sigma: float, pixel_type: int
 ) -> None:
     image = _image(shape, spacing, seed=sum(shape))
+    # float64: PyRadiomics' own normalisation gives doubles; int16: a CT as stored.
+    image = sitk.Cast(image * (1.0 if pixel_type != sitk.sitkFloat64 else 1.1), pixel_type)
     expected = _sitk_log(image, sigma)
     got = laplacian_of_gaussian(image, sigma)
     assert np.array_equal(sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(expected))
@@ -63,7 +66,8 @@ def test_equals_simpleitk_bit_for_bit(
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        (sitk.Image(8, 8, 8, sitk.sitkInt16), "float32"),
+        (sitk.Image(8, 8, 8, sitk.sitkInt64), "32-bit integer"),
+        (sitk.Image([8, 8, 8], sitk.sitkVectorFloat32, 2), "scalar"),
         (sitk.Image(8, 8, sitk.sitkFloat32), "3-D"),
         (sitk.Image(8, 3, 8, sitk.sitkFloat32), "at least 4"),
     ],
@@ -79,7 +83,7 @@ def test_coefficients_refuse_non_positive_values(sigma: float, spacing: float) -
         recursive_gaussian_coefficients(sigma, spacing, second_order=True)
 
 
-@pytest.mark.parametrize("pixel_type", [sitk.sitkFloat32, sitk.sitkInt16])
+@pytest.mark.parametrize("pixel_type", [sitk.sitkFloat32, sitk.sitkInt16, sitk.sitkInt64])
 def test_log_images_match_pyradiomics_names_settings_and_skips(
     pixel_type: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -95,7 +99,7 @@ def test_log_images_match_pyradiomics_names_settings_and_skips(
     for (got, _, got_settings), (expected, _, expected_settings) in zip(ours, theirs, strict=True):
         assert got_settings == expected_settings
         assert np.array_equal(sitk.GetArrayViewFromImage(got), sitk.GetArrayViewFromImage(expected))
-    if pixel_type == sitk.sitkFloat32:
+    if pixel_type != sitk.sitkInt64:  # ours; int64 goes to PyRadiomics, which logs its own
         assert "sigma must be greater than 0.0" in caplog.text
         assert "must be greater than the size" in caplog.text
 

@@ -250,7 +250,8 @@ def _filter_lines(data: np.ndarray, out: np.ndarray, c: np.ndarray) -> None:
 
 @_jit
 def _filter_axis(volume: np.ndarray, out: np.ndarray, axis: int, c: np.ndarray) -> None:
-    """One recursive pass along numpy ``axis`` of a C-contiguous float32 (z, y, x) volume."""
+    """One recursive pass along numpy ``axis`` of a C-contiguous (z, y, x) volume (float32, or
+    float64 for the first pass over a float64 image) into float32 ``out``."""
     nz, ny, nx = volume.shape
     if axis == 0:
         _filter_lines(volume.reshape(nz, ny * nx), out.reshape(nz, ny * nx), c)
@@ -258,7 +259,7 @@ def _filter_axis(volume: np.ndarray, out: np.ndarray, axis: int, c: np.ndarray) 
         for z in range(nz):
             _filter_lines(volume[z], out[z], c)
     else:
-        line_in = np.empty((nx, ny), dtype=np.float32)
+        line_in = np.empty((nx, ny), dtype=volume.dtype)
         line_out = np.empty((nx, ny), dtype=np.float32)
         for z in range(nz):
             line_in[:, :] = volume[z].T
@@ -275,22 +276,41 @@ def _accumulate(total: np.ndarray, term: np.ndarray, factor: float) -> None:
         flat_total[i] = np.float32(np.float64(flat_total[i]) + np.float64(flat_term[i]) * factor)
 
 
+#: Pixel types whose values ITK's filter reads exactly as doubles, as the kernels do.
+SUPPORTED_PIXEL_TYPES = frozenset(
+    {
+        sitk.sitkFloat32,
+        sitk.sitkFloat64,
+        sitk.sitkInt8,
+        sitk.sitkUInt8,
+        sitk.sitkInt16,
+        sitk.sitkUInt16,
+        sitk.sitkInt32,
+        sitk.sitkUInt32,
+    }
+)
+
+
 def laplacian_of_gaussian(image: sitk.Image, sigma: float) -> sitk.Image:
     """SimpleITK's ``LaplacianRecursiveGaussianImageFilter`` with ``NormalizeAcrossScale`` on,
-    as PyRadiomics' ``getLoGImage`` runs it, for a 3-D float32 image: the same values bit for
-    bit and the same geometry. Every axis needs at least four voxels (ITK's own limit)."""
-    if image.GetDimension() != 3 or image.GetPixelID() != sitk.sitkFloat32:
+    as PyRadiomics' ``getLoGImage`` runs it, for a 3-D scalar image (float or up to 32-bit
+    integer): the same float32 values bit for bit and the same geometry. Every axis needs at
+    least four voxels (ITK's own limit)."""
+    if image.GetDimension() != 3 or image.GetPixelID() not in SUPPORTED_PIXEL_TYPES:
         raise ValueError(
-            f"a 3-D float32 image is needed, got {image.GetDimension()}-D "
-            f"{image.GetPixelIDTypeAsString()}"
+            f"a 3-D scalar image of float or up to 32-bit integer voxels is needed, got "
+            f"{image.GetDimension()}-D {image.GetPixelIDTypeAsString()}"
         )
     if min(image.GetSize()) < 4:
         raise ValueError(f"every axis needs at least 4 voxels, got a size of {image.GetSize()}")
-    volume = np.ascontiguousarray(sitk.GetArrayViewFromImage(image), dtype=np.float32)
+    values = sitk.GetArrayViewFromImage(image)
+    # ITK reads each line into doubles; float32 and float64 go to the kernels as they are.
+    dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+    volume = np.ascontiguousarray(values, dtype=dtype)
     spacing = image.GetSpacing()  # x, y, z: ITK's dimension d is numpy's axis 2 - d
-    total = np.zeros_like(volume)
-    first = np.empty_like(volume)
-    second = np.empty_like(volume)
+    total = np.zeros(volume.shape, dtype=np.float32)
+    first = np.empty(volume.shape, dtype=np.float32)
+    second = np.empty(volume.shape, dtype=np.float32)
     for dim in range(3):
         others = [d for d in range(3) if d != dim]
         derivative = recursive_gaussian_coefficients(sigma, spacing[dim], second_order=True)
@@ -310,10 +330,10 @@ def log_images(
     image: sitk.Image, mask: sitk.Image, **settings: Any
 ) -> Iterator[tuple[sitk.Image, str, dict[str, Any]]]:
     """PyRadiomics' ``getLoGImage`` (same checks, warnings, names and settings) with
-    :func:`laplacian_of_gaussian` for a float32 image; other pixel types go to PyRadiomics."""
+    :func:`laplacian_of_gaussian` where it applies; other images go to PyRadiomics."""
     from radiomics import imageoperations
 
-    if image.GetPixelID() != sitk.sitkFloat32 or image.GetDimension() != 3:
+    if image.GetPixelID() not in SUPPORTED_PIXEL_TYPES or image.GetDimension() != 3:
         yield from imageoperations.getLoGImage(image, mask, **settings)
         return
     size = np.array(image.GetSize())
