@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from radiomics import base, cMatrices, imageoperations
 from radiomics.firstorder import RadiomicsFirstOrder
 
-from lungsurv.radiomics.acceleration import accelerated_pyradiomics, fast_bin_edges, fast_moments
+from lungsurv.radiomics.acceleration import (
+    accelerated_pyradiomics,
+    fast_bin_edges,
+    fast_moments,
+    shared_binning,
+    shared_percentiles,
+)
 
 
 def _values(kind: str) -> np.ndarray:
@@ -61,12 +68,85 @@ def test_moments_with_nan_rows_go_to_the_original() -> None:
         assert np.array_equal(RadiomicsFirstOrder._moment(voxels, 3), expected)
 
 
+PERCENTILE_FEATURES = (
+    "get10PercentileFeatureValue",
+    "get90PercentileFeatureValue",
+    "getInterquartileRangeFeatureValue",
+    "getMedianFeatureValue",
+    "getRobustMeanAbsoluteDeviationFeatureValue",
+)
+
+
+def _first_order(voxels: np.ndarray) -> RadiomicsFirstOrder:
+    """A first-order feature class over ``voxels`` (a row), without an image behind it."""
+    features = RadiomicsFirstOrder.__new__(RadiomicsFirstOrder)
+    features.targetVoxelArray = voxels
+    return features
+
+
+@pytest.mark.parametrize("n_voxels", [1, 2, 7, 600, 601, 20000, 20001])
+@pytest.mark.parametrize("kind", ["continuous", "ties"])
+def test_percentile_features_equal_pyradiomics_bit_for_bit(n_voxels: int, kind: str) -> None:
+    rng = np.random.default_rng(n_voxels)
+    voxels = rng.normal(-200, 300, (1, n_voxels))
+    if kind == "ties":  # HU-like integers with many repeats
+        voxels = np.round(voxels / 50) * 50
+    expected = {name: getattr(_first_order(voxels), name)() for name in PERCENTILE_FEATURES}
+    with shared_percentiles():
+        features = _first_order(voxels)  # one instance for every feature, as in PyRadiomics
+        for name in PERCENTILE_FEATURES:
+            assert np.array_equal(getattr(features, name)(), expected[name], equal_nan=True)
+
+
+def test_percentiles_with_nan_rows_go_to_the_original() -> None:
+    voxels = np.array([[1.0, 2.0, np.nan, 7.0, 3.0]])
+    expected = [getattr(_first_order(voxels), name)() for name in PERCENTILE_FEATURES]
+    with shared_percentiles():
+        for name, value in zip(PERCENTILE_FEATURES, expected, strict=True):
+            got = getattr(_first_order(voxels), name)()
+            assert np.array_equal(got, value, equal_nan=True)
+
+
+def _texture_inputs(seed: int) -> tuple[sitk.Image, sitk.Image]:
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.normal(0, 100, (12, 14, 16)).astype(np.float32))
+    mask = sitk.GetImageFromArray((rng.random((12, 14, 16)) < 0.6).astype(np.uint8))
+    mask.CopyInformation(image)
+    return image, mask
+
+
+def test_shared_binning_gives_every_class_pyradiomics_own_levels() -> None:
+    from radiomics.glcm import RadiomicsGLCM
+    from radiomics.glrlm import RadiomicsGLRLM
+
+    image, mask = _texture_inputs(0)
+    other_image, other_mask = _texture_inputs(1)
+    twin_mask = sitk.Image(mask)  # the same voxels in another object: compared, then reused
+    cases = [
+        (RadiomicsGLCM, image, mask),
+        (RadiomicsGLRLM, image, mask),  # same objects: reused without comparing
+        (RadiomicsGLRLM, image, twin_mask),
+        (RadiomicsGLCM, other_image, other_mask),  # another ROI: binned afresh
+        (RadiomicsGLRLM, image, mask),
+    ]
+    expected = [feature_class(i, m, binWidth=25) for feature_class, i, m in cases]
+    with shared_binning():
+        for (feature_class, i, m), reference in zip(cases, expected, strict=True):
+            binned = feature_class(i, m, binWidth=25)
+            assert np.array_equal(binned.imageArray, reference.imageArray)
+            assert binned.coefficients["Ng"] == reference.coefficients["Ng"]
+            assert np.array_equal(
+                binned.coefficients["grayLevels"], reference.coefficients["grayLevels"]
+            )
+
+
 def test_everything_is_put_back() -> None:
     before = (
         base.RadiomicsFeaturesBase._applyBinning,
         imageoperations.getBinEdges,
         RadiomicsFirstOrder.__dict__["_moment"],
         cMatrices.calculate_glcm,
+        RadiomicsFirstOrder.__dict__["getMedianFeatureValue"],
     )
     with pytest.raises(RuntimeError), accelerated_pyradiomics():
         assert imageoperations.getBinEdges is not before[1]
@@ -77,5 +157,6 @@ def test_everything_is_put_back() -> None:
         imageoperations.getBinEdges,
         RadiomicsFirstOrder.__dict__["_moment"],
         cMatrices.calculate_glcm,
+        RadiomicsFirstOrder.__dict__["getMedianFeatureValue"],
     )
     assert after == before
