@@ -155,9 +155,19 @@ def _max_in_planes(points: np.ndarray, axis: int) -> float:
     order = np.argsort(points[:, axis], kind="stable")
     ordered = points[order]
     _, starts = np.unique(ordered[:, axis], return_index=True)
-    bounds = [*starts[1:], len(ordered)]
-    for start, stop in zip(starts, bounds, strict=True):
-        plane = ordered[start:stop]
+    stops = np.append(starts[1:], len(ordered))
+    # No two points of a plane are further apart than its bounding box's diagonal (rounding is
+    # monotonic, so this holds for the computed values too): planes are visited widest box
+    # first, and the rest are skipped once no box can beat the best distance found.
+    extent = np.maximum.reduceat(ordered[:, others], starts) - np.minimum.reduceat(
+        ordered[:, others], starts
+    )
+    squared_extent = extent * extent
+    diagonal = squared_extent[:, 0] + squared_extent[:, 1]
+    for plane_index in np.argsort(-diagonal, kind="stable"):
+        if diagonal[plane_index] <= best:
+            break
+        plane = ordered[starts[plane_index] : stops[plane_index]]
         if len(plane) < 2:
             continue
         flat = plane[:, others]
