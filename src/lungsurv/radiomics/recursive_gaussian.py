@@ -358,6 +358,7 @@ def log_images(
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernels."""
-    image = sitk.Image(4, 4, 4, sitk.sitkFloat32)
-    laplacian_of_gaussian(image, 1.0)
+    """Compile (or load from numba's cache) the kernels, for float32 images (the pipeline's
+    normalisation) and float64 ones (PyRadiomics' own)."""
+    for pixel_type in (sitk.sitkFloat32, sitk.sitkFloat64):
+        laplacian_of_gaussian(sitk.Image(4, 4, 4, pixel_type), 1.0)
