@@ -134,8 +134,9 @@ DESCRIPTIONS: dict[str, str] = {
     "C-index must be for the model to be deployed.",
     "enabled": "Whether the step runs (off: it writes empty tables).",
     "controls": "Each negative control's C-index per cohort (Parquet; empty when off).",
-    "harmonize": "none (the paper's) or center: each center's features mapped onto the training "
-    "center's mean and SD before selection and fusion.",
+    "harmonize": "none (the paper's), center (each center's features mapped onto the training "
+    "center's mean and SD) or quantile (onto the training center's quantiles), before selection "
+    "and fusion.",
     "univariate_alpha": "Univariate Cox p-value a feature must beat (the paper: 0.05).",
     "lasso_folds": "Cross-validation folds of LASSO-Cox (the paper: 10).",
     "lasso_scoring": "LASSO-Cox CV criterion: deviance (glmnet's) or c_index.",

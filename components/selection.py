@@ -32,7 +32,7 @@ def select_features(
     deep_features: Optional[Input[Dataset]] = None,  # noqa: UP045 (KFP parses Optional)
 ):
     """z-score, univariate Cox, LASSO-Cox per signature (after harmonising the centers' features
-    when ``harmonize`` is "center"); selected features and every score.
+    when ``harmonize`` is "center" or "quantile"); selected features and every score.
     The metrics count each signature's features and the empty signatures (a loud warning)."""
     from pathlib import Path
 

@@ -26,7 +26,7 @@ from lungsurv.core.layout import (
 from lungsurv.core.provenance import ProvenanceError, training_provenance
 from lungsurv.imaging.qa import training_ranges
 from lungsurv.radiomics.params import params_digest
-from lungsurv.stages.harmonization import harmonization_document
+from lungsurv.stages.harmonization import Harmonizer, harmonization_document
 from lungsurv.stages.selection import (
     DEFAULT_COMBINED_RING,
     Selection,
@@ -37,7 +37,6 @@ from lungsurv.stages.selection import (
 )
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
-from lungsurv.survival.harmonization import CenterHarmonizer
 from lungsurv.survival.reliability import training_features, training_risk
 
 logger = logging.getLogger(__name__)
@@ -170,7 +169,7 @@ def write_bundle(
     radiomics_params: Mapping[str, Any],
     network_dir: Path | None = None,
     features: pd.DataFrame | None = None,
-    harmonizers: Mapping[str, CenterHarmonizer] | None = None,
+    harmonizers: Mapping[str, Harmonizer] | None = None,
 ) -> Path:
     """The model bundle serving loads: the fitted model with the training patients' GTV-volume
     and slice-thickness ranges, risk quantiles and (given the ``features`` table) every used

@@ -17,9 +17,12 @@ import pandas as pd
 
 from lungsurv.core.layout import ID_COLUMNS
 from lungsurv.survival.fusion import ModelParameters
-from lungsurv.survival.harmonization import HARMONIZATIONS, CenterHarmonizer
+from lungsurv.survival.harmonization import HARMONIZATIONS, CenterHarmonizer, QuantileHarmonizer
 
 logger = logging.getLogger(__name__)
+
+#: Either harmoniser: both fit on (values, centers, reference) and write a bundle document.
+Harmonizer = CenterHarmonizer | QuantileHarmonizer
 
 
 def harmonize_features(
@@ -29,18 +32,20 @@ def harmonize_features(
     *,
     method: str = "none",
     min_patients: int = 10,
-) -> tuple[pd.DataFrame, dict[str, CenterHarmonizer]]:
-    """The feature table with each block harmonised by center (``method="center"``), and the
-    fitted harmonisers by ROI; ``"none"`` (the paper) returns the table as it is."""
+) -> tuple[pd.DataFrame, dict[str, Harmonizer]]:
+    """The feature table with each block harmonised by center (``method="center"``: location
+    and scale; ``"quantile"``: quantile mapping), and the fitted harmonisers by ROI; ``"none"``
+    (the paper) returns the table as it is."""
     if method not in HARMONIZATIONS:
         raise ValueError(f"harmonize must be one of {HARMONIZATIONS}, got {method!r}")
     if method == "none":
         return features, {}
     if "center" not in manifest.columns:
-        raise ValueError("harmonize='center' needs a 'center' column in the manifest")
+        raise ValueError(f"harmonize={method!r} needs a 'center' column in the manifest")
     centers = manifest.set_index(manifest["patient_id"].astype(str))["center"].astype(str)
     out = features.copy()
-    harmonizers: dict[str, CenterHarmonizer] = {}
+    harmonizers: dict[str, Harmonizer] = {}
+    estimator = CenterHarmonizer if method == "center" else QuantileHarmonizer
     for roi, rows in features.groupby("roi", sort=False):
         block = rows.set_index(rows["patient_id"].astype(str))
         columns = [
@@ -51,7 +56,7 @@ def harmonize_features(
         columns = [c for c in columns if block[c].notna().any()]
         values = block[columns]
         known = values.index.intersection(centers.index)
-        harmonizer = CenterHarmonizer(min_patients=min_patients).fit(
+        harmonizer = estimator(min_patients=min_patients).fit(
             values.loc[known],
             centers.loc[known],
             reference=is_train.reindex(known).fillna(False).astype(bool),
@@ -68,7 +73,7 @@ def harmonize_features(
 
 
 def harmonization_document(
-    harmonizers: Mapping[str, CenterHarmonizer], params: ModelParameters
+    harmonizers: Mapping[str, Harmonizer], params: ModelParameters
 ) -> dict[str, Any]:
     """The corrections of every feature the model uses, by block, for the bundle's metadata."""
     return {

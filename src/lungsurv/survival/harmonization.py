@@ -30,8 +30,9 @@ from sklearn.utils.validation import check_is_fitted
 
 logger = logging.getLogger(__name__)
 
-#: What the ``harmonize`` pipeline parameter takes: the paper's ``"none"``, or ``"center"``.
-HARMONIZATIONS = ("none", "center")
+#: What the ``harmonize`` pipeline parameter takes: the paper's ``"none"``, ``"center"``
+#: (:class:`CenterHarmonizer`, location/scale) or ``"quantile"`` (:class:`QuantileHarmonizer`).
+HARMONIZATIONS = ("none", "center", "quantile")
 
 
 class CenterHarmonizer(BaseEstimator):
@@ -105,6 +106,7 @@ class CenterHarmonizer(BaseEstimator):
         """The corrections of ``features`` as JSON-ready data for the model bundle."""
         check_is_fitted(self, "slope_")
         return {
+            "kind": "affine",
             "reference_centers": list(self.reference_),
             "centers": {
                 str(center): {
@@ -115,6 +117,117 @@ class CenterHarmonizer(BaseEstimator):
             },
             "features": list(features),
         }
+
+
+class QuantileHarmonizer(BaseEstimator):
+    """Reference-batch quantile mapping of features by center.
+
+    Where a scanner distorts a feature non-linearly (a texture feature that saturates with
+    noise, say), matching the mean and SD (:class:`CenterHarmonizer`) leaves the shape of the
+    distribution apart. Here, per feature, each center's values go through that center's
+    empirical quantile function onto the reference (training) patients' quantiles at the same
+    probabilities: ``n_quantiles`` knots from 0 to 1, linear between them, clamped at the ends
+    (a center's own patients never fall outside them; a later patient of that center that does
+    gets the reference's extreme value). The map is monotone, so within a center the patients'
+    order is kept for every feature. Tied knots (a feature with few distinct values) are merged
+    with the mean of their targets. With one training center its features are left exactly as
+    they are. Fitted: ``source_`` and ``target_`` (dicts center -> DataFrame, one row per knot,
+    one column per feature), ``reference_``, ``skipped_``.
+    """
+
+    def __init__(self, *, min_patients: int = 10, n_quantiles: int = 21) -> None:
+        self.min_patients = min_patients
+        self.n_quantiles = n_quantiles
+
+    def fit(
+        self, X: pd.DataFrame, centers: pd.Series, *, reference: pd.Series
+    ) -> QuantileHarmonizer:
+        """As :meth:`CenterHarmonizer.fit`."""
+        if self.min_patients < 2:
+            raise ValueError(f"min_patients must be >= 2, got {self.min_patients}")
+        if self.n_quantiles < 2:
+            raise ValueError(f"n_quantiles must be >= 2, got {self.n_quantiles}")
+        centers, reference = _aligned(X, centers, "centers"), _aligned(X, reference, "reference")
+        reference = reference.astype(bool)
+        if not reference.any():
+            raise ValueError("harmonisation needs reference (training) rows; none were given")
+        values = X.astype(float)
+        probabilities = np.linspace(0.0, 1.0, self.n_quantiles)
+        target = values[reference].quantile(probabilities)
+        ref_centers = sorted(set(centers[reference].astype(str)))
+        sources, targets, skipped = {}, {}, []
+        for center, rows in values.groupby(centers.astype(str).to_numpy()):
+            if len(ref_centers) == 1 and center == ref_centers[0] and reference[rows.index].all():
+                continue  # the one training center is the reference itself: unchanged
+            if len(rows) < self.min_patients:
+                skipped.append(center)
+                continue
+            sources[center] = rows.quantile(probabilities)
+            targets[center] = target
+        if skipped:
+            logger.warning(
+                "harmonisation: center(s) %s have fewer than %d patients and are left as they are",
+                skipped,
+                self.min_patients,
+            )
+        self.source_ = sources
+        self.target_ = targets
+        self.reference_ = ref_centers
+        self.skipped_ = skipped
+        self.columns_ = list(X.columns)
+        return self
+
+    def transform(self, X: pd.DataFrame, centers: pd.Series) -> pd.DataFrame:
+        """Rows of a harmonised center mapped onto the reference; the others unchanged."""
+        check_is_fitted(self, "source_")
+        missing = sorted(set(X.columns) - set(self.columns_))
+        if missing:
+            raise ValueError(f"columns the harmoniser was not fitted on: {missing[:5]}")
+        centers = _aligned(X, centers, "centers").astype(str)
+        out = X.astype(float).copy()
+        for center in [c for c in self.source_ if c in set(centers)]:
+            rows = (centers == center).to_numpy()
+            for column in X.columns:
+                out.loc[rows, column] = quantile_map(
+                    out.loc[rows, column].to_numpy(),
+                    self.source_[center][column].to_numpy(),
+                    self.target_[center][column].to_numpy(),
+                )
+        return out
+
+    def to_document(self, features: list[str]) -> dict[str, Any]:
+        """The maps of ``features`` as JSON-ready data for the model bundle."""
+        check_is_fitted(self, "source_")
+        return {
+            "kind": "quantile",
+            "reference_centers": list(self.reference_),
+            "centers": {
+                str(center): {
+                    "source": [[float(v) for v in self.source_[center][f]] for f in features],
+                    "target": [[float(v) for v in self.target_[center][f]] for f in features],
+                }
+                for center in self.source_
+            },
+            "features": list(features),
+        }
+
+
+def quantile_map(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``values`` through the piecewise-linear map from ``source`` knots to ``target`` knots
+    (clamped at the ends; tied source knots merged, their targets averaged; NaN stays NaN). A
+    feature constant in the center (one knot) maps to the reference's median."""
+    values = np.asarray(values, dtype=float)
+    source, target = np.asarray(source, dtype=float), np.asarray(target, dtype=float)
+    usable = np.isfinite(source) & np.isfinite(target)
+    if not usable.any():
+        return values.copy()
+    knots, inverse = np.unique(source[usable], return_inverse=True)
+    averaged = np.bincount(inverse, weights=target[usable]) / np.bincount(inverse)
+    if knots.size == 1:
+        mapped = np.full(values.shape, float(np.median(target[usable])))
+    else:
+        mapped = np.interp(values, knots, averaged)
+    return np.where(np.isnan(values), np.nan, mapped)
 
 
 def _aligned(X: pd.DataFrame, values: pd.Series, what: str) -> pd.Series:
@@ -130,7 +243,8 @@ def harmonize_row(
     blocks: Mapping[str, pd.DataFrame], document: Mapping[str, Any], center: str | None
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """One served patient's blocks with its center's corrections from the bundle's
-    ``harmonization`` document (block -> :meth:`CenterHarmonizer.to_document`); returns the
+    ``harmonization`` document (block -> :meth:`CenterHarmonizer.to_document` or
+    :meth:`QuantileHarmonizer.to_document`; a document without ``kind`` is affine); returns the
     blocks and the reasons the result cannot be trusted (no center given, or one the model was
     not harmonised for: its features stay on its own scanner's scale)."""
     if not document:
@@ -151,8 +265,16 @@ def harmonize_row(
         frame = out[name].copy()
         present = [f for f in features if f in frame.columns]
         index = [features.index(f) for f in present]
-        slope = np.asarray(correction["slope"], dtype=float)[index]
-        intercept = np.asarray(correction["intercept"], dtype=float)[index]
-        frame[present] = frame[present].astype(float) * slope + intercept
+        if block_document.get("kind", "affine") == "quantile":
+            for feature, i in zip(present, index, strict=True):
+                frame[feature] = quantile_map(
+                    frame[feature].to_numpy(dtype=float),
+                    np.asarray(correction["source"][i], dtype=float),
+                    np.asarray(correction["target"][i], dtype=float),
+                )
+        else:
+            slope = np.asarray(correction["slope"], dtype=float)[index]
+            intercept = np.asarray(correction["intercept"], dtype=float)[index]
+            frame[present] = frame[present].astype(float) * slope + intercept
         out[name] = frame
     return out, []
