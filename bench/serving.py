@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -194,8 +196,11 @@ def full_feature_seconds(root: Path) -> float:
     return time.perf_counter() - started
 
 
-def start_server(bundle: Path, workers: int, cores: set[int]) -> tuple[subprocess.Popen, str]:
-    """The model server with ``workers`` processes on ``cores``; (process, base URL) once ready."""
+def start_server(
+    bundle: Path, workers: int, cores: set[int], log: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The model server with ``workers`` processes on ``cores`` (its log in ``log``, else
+    discarded); (process, base URL) once ready."""
     from tests.s3 import free_port
 
     port = free_port()
@@ -210,8 +215,8 @@ def start_server(bundle: Path, workers: int, cores: set[int]) -> tuple[subproces
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("wb") if log else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(480):
@@ -233,6 +238,17 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     last = len(ordered) - 1
     return ordered[len(ordered) // 2], ordered[min(last, round(0.95 * last))]
+
+
+#: An access-log line of a prediction: uvicorn's format in KServe's logging config names the
+#: server process that answered ("... 127.0.0.1:40702 12345 - "POST /v1/models/...").
+ACCESS_LINE = re.compile(r" (\d+) - \"POST /v1/models/lungsurv(?::|%3A)predict")
+
+
+def requests_per_process(log: Path) -> list[int]:
+    """How many predictions each server process answered (most first), from its access log."""
+    counts = collections.Counter(ACCESS_LINE.findall(log.read_text(errors="replace")))
+    return sorted(counts.values(), reverse=True)
 
 
 def concurrent_run(
@@ -279,13 +295,17 @@ def main() -> None:
                 latencies[case] = [post(predict, body) for _ in range(args.requests)]
         finally:
             stop(server)
-        scaling = {}
+        scaling: dict[int, tuple[list[float], float]] = {}
+        spread: dict[int, list[int]] = {}
         for workers in args.workers:
-            server, url = start_server(bundle, workers, all_cores if workers > 1 else one_core)
+            log = root / f"server-{workers}.log"
+            cores = all_cores if workers > 1 else one_core
+            server, url = start_server(bundle, workers, cores, log)
             try:
                 scaling[workers] = concurrent_run(url, bodies["NIfTI"], workers, 3)
             finally:
                 stop(server)
+            spread[workers] = requests_per_process(log)
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
         os.sched_setaffinity(0, one_core) if hasattr(os, "sched_setaffinity") else None
         full = full_feature_seconds(root)
@@ -307,7 +327,8 @@ def main() -> None:
         base = base or rate
         print(
             f"  {workers} worker(s): p50 {p50:.2f} s, p95 {p95:.2f} s, {rate:.2f} req/s "
-            f"({rate / base:.2f}x one worker)"
+            f"({rate / base:.2f}x one worker); predictions per process, warm-up included: "
+            f"{spread[workers]}"
         )
     print(f"the NIfTI prediction computing all 1316 features per ROI: {full:.2f} s")
     print(f"in process, the DICOM zip's unpack + convert to 1 mm: {unzip_convert:.2f} s (median)")

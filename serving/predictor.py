@@ -36,6 +36,7 @@ import gzip
 import io
 import json
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONT
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.rest.multiprocess import server as multiprocess_server
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 
@@ -406,6 +408,39 @@ class LungSurvRESTServer(RESTServer):
         app.add_exception_handler(Busy, busy_handler)
 
 
+#: Seconds a spawned server process may take to start before it must answer KServe's liveness
+#: pings. KServe's multi-process server pings every child each half second and kills one that
+#: does not answer within 5 s, but a child answers only once it has imported its stack and
+#: unpickled the model (5-9 s here on a loaded 2-core machine): it was killed and spawned again
+#: without end, one process served every request, and the respawns took CPU from it.
+WORKER_STARTUP_GRACE_S = 180.0
+
+
+class StartingServerProcess(multiprocess_server.RESTServerProcess):
+    """KServe's server process, given :data:`WORKER_STARTUP_GRACE_S` to answer its first ping;
+    from then on, KServe's own check (a ping answered within 5 s)."""
+
+    def start(self) -> None:
+        super().start()
+        self._started_at = time.monotonic()
+        self._answered = False
+        self._pinged = False
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if not self._process.is_alive():
+            return False
+        if self._answered:
+            return super().is_alive(timeout)
+        if not self._pinged:  # one ping, answered whenever the process is up
+            self._parent_conn.send(b"ping")
+            self._pinged = True
+        if self._parent_conn.poll(0):
+            self._parent_conn.recv()
+            self._answered = True
+            return True
+        return time.monotonic() - self._started_at < WORKER_STARTUP_GRACE_S
+
+
 class LungSurvModelServer(kserve.ModelServer):
     """``kserve.ModelServer`` whose REST server is :class:`LungSurvRESTServer`, in one process
     or in ``workers`` processes sharing the port (KServe's own multi-process server), on
@@ -443,6 +478,8 @@ class LungSurvModelServer(kserve.ModelServer):
             **options,
         )
         if self.workers > 1:
+            # KServe's supervisor looks its process class up by this module-level name.
+            multiprocess_server.RESTServerProcess = StartingServerProcess
             multiprocess = RESTServerMultiProcess(
                 FASTAPI_APP_IMPORT_STRING,
                 self.dataplane,

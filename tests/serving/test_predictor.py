@@ -195,12 +195,13 @@ def _peak_rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def two_process_server(
     bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, int]]:
+) -> Iterator[tuple[str, int, Path]]:
     """``--workers 2``: two server processes on one port, each one prediction at a time and no
     queue, so a third concurrent request must get a 503."""
     log_path = tmp_path_factory.mktemp("server2") / "server.log"
     options = ("--workers", "2", "--prediction_workers", "1", "--max_queue", "0")
-    yield from _serve(bundle_and_reference[0], log_path, *options)
+    for url, pid in _serve(bundle_and_reference[0], log_path, *options):
+        yield url, pid, log_path
 
 
 def _b64(path: str | Path) -> str:
@@ -788,7 +789,7 @@ def _worker_processes(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_workers_start_server_processes_that_score_and_refuse_alike(
-    two_process_server: tuple[str, int],
+    two_process_server: tuple[str, int, Path],
     patients: pd.DataFrame,
     bundle_and_reference: tuple[Path, pd.Series],
 ) -> None:
@@ -796,8 +797,9 @@ def test_workers_start_server_processes_that_score_and_refuse_alike(
     and, full, answers 503 with Retry-After (no queue: a third concurrent request cannot wait)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    url, pid = two_process_server
-    assert len(_worker_processes(pid)) == 2
+    url, pid, log_path = two_process_server
+    workers = _worker_processes(pid)
+    assert len(workers) == 2
     reference = bundle_and_reference[1]
     instance = _instance(patients.iloc[0])
     body = json.dumps({"instances": [instance]}).encode()
@@ -825,6 +827,10 @@ def test_workers_start_server_processes_that_score_and_refuse_alike(
         else:
             assert retry == "5" and "busy" in answer["error"]
     assert _call(f"{url}/v2/health/ready")[0] == 200
+    # Both processes are the ones started first: neither was killed while it was starting
+    # (KServe's 5 s liveness ping, before the start-up grace), both still serve.
+    assert sorted(_worker_processes(pid)) == sorted(workers)
+    assert "died" not in log_path.read_text(errors="replace")
 
 
 @pytest.mark.parametrize(
