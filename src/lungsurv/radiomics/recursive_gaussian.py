@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import numba
 import numpy as np
 import SimpleITK as sitk
+
+from lungsurv.radiomics.texture import cached_njit
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ _B1 = (1.8151, -3.4327, 5.2318)
 _A2 = (-0.3531, 0.6724, 0.3446)
 _B2 = (0.0902, 0.6100, -2.2355)
 _W1, _L1, _W2, _L2 = 0.6681, -1.3932, 2.0787, -1.3732
-
-
-def _jit(function: Callable[..., Any]) -> Any:
-    """``numba.njit`` with numba's on-disk cache where it can write one (see
-    :mod:`lungsurv.radiomics.texture`), else compiled in each process."""
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError:
-        return numba.njit(nogil=True)(function)
 
 
 def _d_coefficients(sigmad: float) -> tuple[float, float, float, float, float, float, float]:
@@ -145,7 +137,7 @@ def recursive_gaussian_coefficients(
 _BLOCK = 512
 
 
-@_jit
+@cached_njit
 def _filter_block(
     data: np.ndarray, out: np.ndarray, c: np.ndarray, start: int, stop: int, causal: np.ndarray
 ) -> None:
@@ -240,7 +232,7 @@ def _filter_block(
             s0[k] = e
 
 
-@_jit
+@cached_njit
 def _filter_lines(data: np.ndarray, out: np.ndarray, c: np.ndarray) -> None:
     """:func:`_filter_block` over every column of a C-contiguous 2-D ``data``, by blocks."""
     causal = np.empty((data.shape[0], min(_BLOCK, data.shape[1])), dtype=np.float64)
@@ -248,7 +240,7 @@ def _filter_lines(data: np.ndarray, out: np.ndarray, c: np.ndarray) -> None:
         _filter_block(data, out, c, start, min(start + _BLOCK, data.shape[1]), causal)
 
 
-@_jit
+@cached_njit
 def _filter_axis(volume: np.ndarray, out: np.ndarray, axis: int, c: np.ndarray) -> None:
     """One recursive pass along numpy ``axis`` of a C-contiguous (z, y, x) volume (float32, or
     float64 for the first pass over a float64 image) into float32 ``out``."""
@@ -267,7 +259,7 @@ def _filter_axis(volume: np.ndarray, out: np.ndarray, axis: int, c: np.ndarray) 
             out[z] = line_out.T
 
 
-@_jit
+@cached_njit
 def _accumulate(total: np.ndarray, term: np.ndarray, factor: float) -> None:
     """ITK's ``static_cast<float>(a + b * (1.0 / spacing2))``, in place."""
     flat_total = total.reshape(-1)

@@ -37,7 +37,7 @@ KERNELS: tuple[str, ...] = (
 )
 
 
-def _jit(function: Callable[..., Any]) -> Any:
+def cached_njit(function: Callable[..., Any]) -> Any:
     """``numba.njit`` with numba's on-disk cache where it has somewhere to write one (next to
     this file, ``NUMBA_CACHE_DIR`` or the user's cache folder); in a read-only container with no
     writable home, numba refuses ``cache=True`` outright, so each process compiles instead."""
@@ -92,7 +92,7 @@ def _offsets(shape: tuple[int, ...], angles: np.ndarray) -> np.ndarray:
     return angles.astype(np.int64) @ strides
 
 
-@_jit
+@cached_njit
 def _glcm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -109,7 +109,7 @@ def _glcm_kernel(
     return glcm
 
 
-@_jit
+@cached_njit
 def _glrlm_kernel(
     image: np.ndarray,
     codes: np.ndarray,
@@ -147,7 +147,7 @@ def _glrlm_kernel(
     return glrlm
 
 
-@_jit
+@cached_njit
 def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -> bool:
     """Whether a line along ``step`` holds two ROI voxels that are not neighbours (C keeps the
     single-voxel runs of an angle as soon as one of its lines holds two ROI voxels)."""
@@ -160,7 +160,7 @@ def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -
     return False
 
 
-@_jit
+@cached_njit
 def _glszm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -198,7 +198,7 @@ def _glszm_kernel(
     return glszm
 
 
-@_jit
+@cached_njit
 def _ngtdm_kernel(
     image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
 ) -> np.ndarray:
@@ -223,7 +223,7 @@ def _ngtdm_kernel(
     return ngtdm
 
 
-@_jit
+@cached_njit
 def _gldm_kernel(
     image: np.ndarray,
     codes: np.ndarray,

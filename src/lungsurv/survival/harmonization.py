@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,40 +51,23 @@ class CenterHarmonizer(BaseEstimator):
     def fit(self, X: pd.DataFrame, centers: pd.Series, *, reference: pd.Series) -> CenterHarmonizer:
         """``centers``: each row's center; ``reference``: True for the rows whose distribution
         the others are mapped onto (the training patients)."""
-        if self.min_patients < 2:
-            raise ValueError(f"min_patients must be >= 2, got {self.min_patients}")
-        centers, reference = _aligned(X, centers, "centers"), _aligned(X, reference, "reference")
-        reference = reference.astype(bool)
-        if not reference.any():
-            raise ValueError("harmonisation needs reference (training) rows; none were given")
-        values = X.astype(float)
-        ref_mean, ref_sd = values[reference].mean(), values[reference].std(ddof=1)
-        ref_centers = sorted(set(centers[reference].astype(str)))
-        slopes, intercepts, skipped = {}, {}, []
-        for center, rows in values.groupby(centers.astype(str).to_numpy()):
-            if len(ref_centers) == 1 and center == ref_centers[0] and reference[rows.index].all():
-                # The one training center is the reference itself: exactly unchanged.
-                slopes[center] = pd.Series(1.0, index=X.columns)
-                intercepts[center] = pd.Series(0.0, index=X.columns)
-                continue
-            if len(rows) < self.min_patients:
-                skipped.append(center)
-                continue
+        split = _split_centers(X, centers, reference, self.min_patients)
+        reference_values = split.values[split.reference]
+        ref_mean, ref_sd = reference_values.mean(), reference_values.std(ddof=1)
+        slopes, intercepts = {}, {}
+        for center in split.unchanged:  # the one training center: exactly unchanged
+            slopes[center] = pd.Series(1.0, index=X.columns)
+            intercepts[center] = pd.Series(0.0, index=X.columns)
+        for center, rows in split.mapped.items():
             mean, sd = rows.mean(), rows.std(ddof=1)
             usable = (sd > 0) & np.isfinite(sd) & (ref_sd > 0)
             slope = (ref_sd / sd).where(usable, 1.0)
             slopes[center] = slope
             intercepts[center] = ref_mean - slope * mean
-        if skipped:
-            logger.warning(
-                "harmonisation: center(s) %s have fewer than %d patients and are left as they are",
-                skipped,
-                self.min_patients,
-            )
-        self.slope_ = pd.DataFrame(slopes).T.reindex(columns=X.columns)
-        self.intercept_ = pd.DataFrame(intercepts).T.reindex(columns=X.columns)
-        self.reference_ = ref_centers
-        self.skipped_ = skipped
+        self.slope_ = pd.DataFrame(slopes).T.sort_index().reindex(columns=X.columns)
+        self.intercept_ = pd.DataFrame(intercepts).T.sort_index().reindex(columns=X.columns)
+        self.reference_ = split.reference_centers
+        self.skipped_ = split.skipped
         return self
 
     def transform(self, X: pd.DataFrame, centers: pd.Series) -> pd.DataFrame:
@@ -143,37 +127,17 @@ class QuantileHarmonizer(BaseEstimator):
         self, X: pd.DataFrame, centers: pd.Series, *, reference: pd.Series
     ) -> QuantileHarmonizer:
         """As :meth:`CenterHarmonizer.fit`."""
-        if self.min_patients < 2:
-            raise ValueError(f"min_patients must be >= 2, got {self.min_patients}")
         if self.n_quantiles < 2:
             raise ValueError(f"n_quantiles must be >= 2, got {self.n_quantiles}")
-        centers, reference = _aligned(X, centers, "centers"), _aligned(X, reference, "reference")
-        reference = reference.astype(bool)
-        if not reference.any():
-            raise ValueError("harmonisation needs reference (training) rows; none were given")
-        values = X.astype(float)
+        split = _split_centers(X, centers, reference, self.min_patients)
         probabilities = np.linspace(0.0, 1.0, self.n_quantiles)
-        target = values[reference].quantile(probabilities)
-        ref_centers = sorted(set(centers[reference].astype(str)))
-        sources, targets, skipped = {}, {}, []
-        for center, rows in values.groupby(centers.astype(str).to_numpy()):
-            if len(ref_centers) == 1 and center == ref_centers[0] and reference[rows.index].all():
-                continue  # the one training center is the reference itself: unchanged
-            if len(rows) < self.min_patients:
-                skipped.append(center)
-                continue
-            sources[center] = rows.quantile(probabilities)
-            targets[center] = target
-        if skipped:
-            logger.warning(
-                "harmonisation: center(s) %s have fewer than %d patients and are left as they are",
-                skipped,
-                self.min_patients,
-            )
+        target = split.values[split.reference].quantile(probabilities)
+        sources = {center: rows.quantile(probabilities) for center, rows in split.mapped.items()}
+        targets = dict.fromkeys(sources, target)
         self.source_ = sources
         self.target_ = targets
-        self.reference_ = ref_centers
-        self.skipped_ = skipped
+        self.reference_ = split.reference_centers
+        self.skipped_ = split.skipped
         self.columns_ = list(X.columns)
         return self
 
@@ -228,6 +192,50 @@ def quantile_map(values: np.ndarray, source: np.ndarray, target: np.ndarray) -> 
     else:
         mapped = np.interp(values, knots, averaged)
     return np.where(np.isnan(values), np.nan, mapped)
+
+
+@dataclass
+class _CenterSplit:
+    """A feature table's rows by center, as both harmonisers fit them."""
+
+    values: pd.DataFrame
+    reference: pd.Series
+    reference_centers: list[str]
+    #: The one training center when it is the whole reference: left exactly as it is.
+    unchanged: list[str]
+    #: Each center to map onto the reference, with its rows.
+    mapped: dict[str, pd.DataFrame]
+    skipped: list[str]
+
+
+def _split_centers(
+    X: pd.DataFrame, centers: pd.Series, reference: pd.Series, min_patients: int
+) -> _CenterSplit:
+    """Check the arguments and sort the centers: unchanged, mapped, or skipped (fewer than
+    ``min_patients`` patients; named in a warning)."""
+    if min_patients < 2:
+        raise ValueError(f"min_patients must be >= 2, got {min_patients}")
+    centers, reference = _aligned(X, centers, "centers"), _aligned(X, reference, "reference")
+    reference = reference.astype(bool)
+    if not reference.any():
+        raise ValueError("harmonisation needs reference (training) rows; none were given")
+    values = X.astype(float)
+    ref_centers = sorted(set(centers[reference].astype(str)))
+    unchanged, mapped, skipped = [], {}, []
+    for center, rows in values.groupby(centers.astype(str).to_numpy()):
+        if len(ref_centers) == 1 and center == ref_centers[0] and reference[rows.index].all():
+            unchanged.append(center)
+        elif len(rows) < min_patients:
+            skipped.append(center)
+        else:
+            mapped[center] = rows
+    if skipped:
+        logger.warning(
+            "harmonisation: center(s) %s have fewer than %d patients and are left as they are",
+            skipped,
+            min_patients,
+        )
+    return _CenterSplit(values, reference, ref_centers, unchanged, mapped, skipped)
 
 
 def _aligned(X: pd.DataFrame, values: pd.Series, what: str) -> pd.Series:
