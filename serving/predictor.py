@@ -411,8 +411,8 @@ class LungSurvRESTServer(RESTServer):
 #: Seconds a spawned server process may take to start before it must answer KServe's liveness
 #: pings. KServe's multi-process server pings every child each half second and kills one that
 #: does not answer within 5 s, but a child answers only once it has imported its stack and
-#: unpickled the model (5-9 s here on a loaded 2-core machine): it was killed and spawned again
-#: without end, one process served every request, and the respawns took CPU from it.
+#: unpickled the model, which can take longer on a loaded node: it was then killed and spawned
+#: again without end, and one process served every request (docs/serving.md).
 WORKER_STARTUP_GRACE_S = 180.0
 
 
