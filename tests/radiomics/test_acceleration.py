@@ -107,6 +107,19 @@ def test_percentiles_with_nan_rows_go_to_the_original() -> None:
             assert np.array_equal(got, value, equal_nan=True)
 
 
+def test_nested_percentile_blocks_leave_pyradiomics_as_shipped() -> None:
+    """Two extractions overlapping in time (serving's prediction threads) enter the block twice;
+    whichever leaves last, PyRadiomics ends up unpatched."""
+    shipped = RadiomicsFirstOrder.__dict__["getMedianFeatureValue"]
+    with shared_percentiles():
+        patched = RadiomicsFirstOrder.__dict__["getMedianFeatureValue"]
+        assert patched is not shipped
+        with shared_percentiles():
+            assert RadiomicsFirstOrder.__dict__["getMedianFeatureValue"] is patched
+        assert RadiomicsFirstOrder.__dict__["getMedianFeatureValue"] is patched
+    assert RadiomicsFirstOrder.__dict__["getMedianFeatureValue"] is shipped
+
+
 def _texture_inputs(seed: int) -> tuple[sitk.Image, sitk.Image]:
     rng = np.random.default_rng(seed)
     image = sitk.GetImageFromArray(rng.normal(0, 100, (12, 14, 16)).astype(np.float32))

@@ -158,6 +158,9 @@ def shared_percentiles() -> Iterator[None]:
         "getMedianFeatureValue",
     )
     originals = {name: RadiomicsFirstOrder.__dict__[name] for name in names}
+    if any(getattr(f, "_lungsurv_fast", False) for f in originals.values()):
+        yield  # already inside a block (another thread's extraction): its patch is in place
+        return
 
     def percentiles(self: Any) -> np.ndarray | None:
         """Rows: 10th, 25th, 75th, 90th; None when the values hold NaN."""
@@ -186,6 +189,7 @@ def shared_percentiles() -> Iterator[None]:
 
     for name, function in zip(names, (p10, p90, interquartile_range, median), strict=True):
         function.__doc__ = originals[name].__doc__  # PyRadiomics reads its feature docs
+        function._lungsurv_fast = True  # type: ignore[attr-defined]
         setattr(RadiomicsFirstOrder, name, function)
     try:
         yield
