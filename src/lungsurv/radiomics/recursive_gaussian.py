@@ -138,18 +138,12 @@ _BLOCK = 512
 
 
 @cached_njit
-def _filter_block(
-    data: np.ndarray, out: np.ndarray, c: np.ndarray, start: int, stop: int, causal: np.ndarray
-) -> None:
-    """ITK's ``FilterDataArray`` on columns ``start:stop`` of ``data`` (each column one line,
-    along axis 0), into ``out`` (float32, ITK's cast of each output value). ``causal``: float64
-    scratch with ``data``'s rows and at least ``stop - start`` columns."""
+def _causal(data: np.ndarray, c: np.ndarray, start: int, stop: int, causal: np.ndarray) -> None:
+    """The causal half of ITK's ``FilterDataArray`` for columns ``start:stop`` of ``data`` (each
+    column one line, along axis 0), into the float64 scratch ``causal``."""
     n0, n1, n2, n3 = c[0], c[1], c[2], c[3]
     d1, d2, d3, d4 = c[4], c[5], c[6], c[7]
-    m1, m2, m3, m4 = c[8], c[9], c[10], c[11]
     bn1, bn2, bn3, bn4 = c[12], c[13], c[14], c[15]
-    bm1, bm2, bm3, bm4 = c[16], c[17], c[18], c[19]
-    ln = data.shape[0]
     for j in range(start, stop):
         k = j - start
         v = np.float64(data[0, j])
@@ -168,7 +162,7 @@ def _filter_block(
         causal[1, k] = o1
         causal[2, k] = o2
         causal[3, k] = o3
-    for i in range(4, ln):
+    for i in range(4, data.shape[0]):
         for j in range(start, stop):
             k = j - start
             o = (
@@ -184,15 +178,24 @@ def _filter_block(
                 + causal[i - 4, k] * d4
             )
             causal[i, k] = o
-    # Anti-causal, from the last sample back: ITK's scratch2, of which only the four values the
-    # recursion reads are kept (s0..s3, s0 the one furthest back along the line), each added to
-    # the causal value and rounded as soon as it is known.
+
+
+@cached_njit
+def _anti_causal(
+    data: np.ndarray, out: np.ndarray, c: np.ndarray, start: int, stop: int, causal: np.ndarray
+) -> None:
+    """The anti-causal half, from the last sample back: ITK's scratch2, of which only the four
+    values the recursion reads are kept (s0..s3, s0 the one furthest back along the line), each
+    added to the causal value and rounded to float32 (ITK's output cast) as soon as known."""
+    d1, d2, d3, d4 = c[4], c[5], c[6], c[7]
+    m1, m2, m3, m4 = c[8], c[9], c[10], c[11]
+    bm1, bm2, bm3, bm4 = c[16], c[17], c[18], c[19]
     width = stop - start
     s0 = np.empty(width, dtype=np.float64)
     s1 = np.empty(width, dtype=np.float64)
     s2 = np.empty(width, dtype=np.float64)
     s3 = np.empty(width, dtype=np.float64)
-    last = ln - 1
+    last = data.shape[0] - 1
     for j in range(start, stop):
         k = j - start
         v = np.float64(data[last, j])
@@ -211,11 +214,8 @@ def _filter_block(
         out[last - 1, j] = np.float32(causal[last - 1, k] + e1)
         out[last - 2, j] = np.float32(causal[last - 2, k] + e2)
         out[last - 3, j] = np.float32(causal[last - 3, k] + e3)
-        s0[k] = e3  # scratch2[i], i = ln - 4
-        s1[k] = e2  # scratch2[i + 1]
-        s2[k] = e1  # scratch2[i + 2]
-        s3[k] = e0  # scratch2[i + 3]
-    for i in range(ln - 4, 0, -1):
+        s0[k], s1[k], s2[k], s3[k] = e3, e2, e1, e0  # scratch2[i .. i + 3], i = ln - 4
+    for i in range(last - 3, 0, -1):
         for j in range(start, stop):
             k = j - start
             e = (
@@ -230,6 +230,17 @@ def _filter_block(
             s2[k] = s1[k]
             s1[k] = s0[k]
             s0[k] = e
+
+
+@cached_njit
+def _filter_block(
+    data: np.ndarray, out: np.ndarray, c: np.ndarray, start: int, stop: int, causal: np.ndarray
+) -> None:
+    """ITK's ``FilterDataArray`` on columns ``start:stop`` of ``data`` (each column one line,
+    along axis 0), into ``out`` (float32). ``causal``: float64 scratch with ``data``'s rows and
+    at least ``stop - start`` columns."""
+    _causal(data, c, start, stop, causal)
+    _anti_causal(data, out, c, start, stop, causal)
 
 
 @cached_njit
