@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungsurv.core.labels import MAX_SEARCHED_RANGE, distinct_labels, nonzero_bounds
+from lungsurv.core.labels import MAX_SEARCHED_RANGE, distinct_labels, nonzero_bounds, nonzero_box
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,17 @@ def test_nonzero_bounds_are_argwheres_extremes(shape: tuple[int, ...], seed: int
 @pytest.mark.parametrize("array", [np.zeros((3, 4, 5), bool), np.zeros((0, 4)), np.array(0)])
 def test_nonzero_bounds_of_nothing_is_none(array: np.ndarray) -> None:
     assert nonzero_bounds(array) is None
+
+
+@pytest.mark.parametrize(
+    ("spacing", "reach_mm", "extra", "expected"),
+    [
+        ((1.0, 1.0, 1.0), 2.0, 1, (slice(1, 8), slice(0, 9), slice(5, 10))),
+        ((2.5, 1.0, 0.5), 2.0, 0, (slice(3, 6), slice(1, 8), slice(4, 10))),
+    ],
+)
+def test_nonzero_box_pads_in_mm_and_clips(spacing, reach_mm, extra, expected) -> None:
+    values = np.zeros((10, 10, 10), dtype=bool)
+    values[4, 3:6, 8] = True
+    assert nonzero_box(values, np.array(spacing), reach_mm, extra_voxels=extra) == expected
+    assert nonzero_box(np.zeros((3, 3, 3)), np.ones(3), 1.0) is None

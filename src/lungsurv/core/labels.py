@@ -44,3 +44,18 @@ def nonzero_bounds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         first.append(hits[0])
         last.append(hits[-1])
     return np.array(first, dtype=np.intp), np.array(last, dtype=np.intp)
+
+
+def nonzero_box(
+    values: np.ndarray, spacing: np.ndarray, reach_mm: float, *, extra_voxels: int = 1
+) -> tuple[slice, ...] | None:
+    """Slices of ``values`` (axis order and ``spacing`` alike) covering its non-zero elements
+    plus ``reach_mm`` and ``extra_voxels`` on every side, clipped to the array; None when every
+    element is zero."""
+    bounds = nonzero_bounds(values)
+    if bounds is None:
+        return None
+    pad = np.ceil(reach_mm / np.asarray(spacing, dtype=float)).astype(int) + extra_voxels
+    lower = np.maximum(bounds[0] - pad, 0)
+    upper = np.minimum(bounds[1] + pad + 1, np.shape(values))
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(lower, upper, strict=True))

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lungsurv.core.errors import InputError
-from lungsurv.core.labels import nonzero_bounds
+from lungsurv.core.labels import nonzero_box
 
 #: The Hounsfield range of a clinical CT (12-bit: -1024 to 3071 HU).
 CT_HU_RANGE = (-1024.0, 3071.0)
@@ -89,14 +89,11 @@ def placement_warnings(gtv: sitk.Image, lungs: sitk.Image | None) -> list[str]:
     if not lung.any():
         return []
     tumour = sitk.GetArrayViewFromImage(gtv) > 0
-    bounds = nonzero_bounds(tumour)
-    if bounds is None:
-        return []
     spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # (z, y, x) as the arrays
     # Only the GTV's box plus the contact distance matters: measure there, in mm.
-    pad = np.ceil(LUNG_CONTACT_MM / spacing).astype(int) + 1
-    low, high = np.maximum(bounds[0] - pad, 0), bounds[1] + pad + 1
-    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    box = nonzero_box(tumour, spacing, LUNG_CONTACT_MM)
+    if box is None:
+        return []
     found = []
     if not lung[box].any() or (
         ndimage.distance_transform_edt(~lung[box], sampling=spacing)[tumour[box]].min()

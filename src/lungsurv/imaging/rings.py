@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungsurv.core.errors import InputError
-from lungsurv.core.labels import nonzero_bounds
+from lungsurv.core.labels import nonzero_box
 from lungsurv.imaging.convert import voxel_volume_ml
 from lungsurv.imaging.plausibility import touched_faces
 
@@ -51,14 +51,10 @@ def distance_within_mm(gtv: sitk.Image, reach_mm: float) -> np.ndarray:
     same), the voxels beyond the box get +inf. Most of a converted volume is crop margin
     that no ring reaches, so this is several times faster than the whole map."""
     inside = sitk.GetArrayViewFromImage(gtv) > 0
-    bounds = nonzero_bounds(inside)
-    if bounds is None:
-        raise InputError("the GTV mask has zero voxels")
     spacing = np.asarray(gtv.GetSpacing()[::-1], dtype=float)  # numpy's axis order
-    margin = np.ceil(reach_mm / spacing).astype(int) + 2
-    lower = np.maximum(bounds[0] - margin, 0)
-    upper = np.minimum(bounds[1] + margin + 1, inside.shape)
-    box = tuple(slice(int(lo), int(hi)) for lo, hi in zip(lower, upper, strict=True))
+    box = nonzero_box(inside, spacing, reach_mm, extra_voxels=2)
+    if box is None:
+        raise InputError("the GTV mask has zero voxels")
     cropped = sitk.GetImageFromArray(inside[box].astype(np.uint8))
     cropped.SetSpacing(gtv.GetSpacing())
     distance = np.full(inside.shape, np.inf, dtype=np.float32)
