@@ -143,6 +143,9 @@ DESCRIPTIONS: dict[str, str] = {
     "lasso_rule": "LASSO-Cox penalty rule: min (glmnet's lambda.min) or 1se.",
     "dl_block": "What the DL signature selects from: features (the network's pooled deep "
     "features, the paper's) or risk (the network's own Cox output).",
+    "fuse_stage": "Whether the combined model fuses the overall stage (the manifest's "
+    "overall_stage, a pre-specified Cox covariate) with the imaging blocks; the paper's model "
+    "is imaging only. Served predictions then need the patient's overall_stage.",
     "selection": "Every signature's selected features, coefficients and scaling (Parquet, "
     "with a JSON of the settings).",
     "signature_scores": "Every patient's score under each signature and the TNM baseline "

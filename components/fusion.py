@@ -46,7 +46,7 @@ def pca_fuse(
     from lungsurv.radiomics.params import resolve_params
     from lungsurv.stages.fusion import fit_combined, write_bundle
     from lungsurv.stages.harmonization import harmonize_features
-    from lungsurv.stages.selection import Selection
+    from lungsurv.stages.selection import Selection, with_clinical_block
 
     configure_logging()
     cohort, table = pd.read_parquet(manifest.path), pd.read_parquet(features.path)
@@ -55,6 +55,7 @@ def pca_fuse(
     is_train = training_mask(cohort)
     table, harmonizers = harmonize_features(table, cohort, is_train, method=harmonize)
     chosen = Selection.load(Path(selection.path), pd.read_parquet(signature_scores.path))
+    table = with_clinical_block(table, cohort, chosen.combined_blocks)  # fuse_stage's block
     model, risks = fit_combined(
         table, cohort, is_train, selection=chosen, variance=variance, fusion=fusion,
         random_state=seed,

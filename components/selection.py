@@ -26,6 +26,7 @@ def select_features(
     lasso_rule: str,
     harmonize: str,
     dl_block: str,
+    fuse_stage: bool,
     selection: Output[Dataset],
     signature_scores: Output[Dataset],
     metrics: Output[Metrics],
@@ -62,6 +63,7 @@ def select_features(
         cv_rule=lasso_rule,
         random_state=seed,
         dl_block=dl_block,
+        fuse_stage=fuse_stage,
     )
     result.save(Path(selection.path))
     write_parquet(result.scores, signature_scores.path)

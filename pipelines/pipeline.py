@@ -157,6 +157,7 @@ def build_pipeline(
         lasso_scoring: str = DEFAULTS["lasso_scoring"],
         lasso_rule: str = DEFAULTS["lasso_rule"],
         dl_block: str = DEFAULTS["dl_block"],
+        fuse_stage: bool = DEFAULTS["fuse_stage"],
         n_bootstrap: int = DEFAULTS["n_bootstrap"],
         dl_input_size: int = DEFAULTS["dl_input_size"],
         dl_max_epochs: int = DEFAULTS["dl_max_epochs"],
@@ -413,6 +414,7 @@ def _modelling(
         lasso_scoring=p["lasso_scoring"],
         lasso_rule=p["lasso_rule"],
         dl_block=p["dl_block"],
+        fuse_stage=p["fuse_stage"],
         harmonize=p["harmonize"],
         **deep,
     )

@@ -420,3 +420,64 @@ def test_an_empty_signature_is_a_warning_in_the_stage_log(caplog: pytest.LogCapt
     lines = [r for r in caplog.records if "selected NO feature" in r.getMessage()]
     assert {r.levelno for r in lines} == {logging.WARNING}
     assert len(lines) == len(selection.signature_blocks)
+
+
+def _staged_cohort(seed: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``_cohort``'s shape with an overall stage in the hazard (+0.4 per stage) and in the
+    manifest, unknown for two patients."""
+    rng = np.random.default_rng(seed)
+    n, p = 150, 30
+    centers = np.where(np.arange(n) < 100, "MAASTRO", np.where(np.arange(n) < 125, "PLAGH", "SDPH"))
+    values = {roi: rng.standard_normal((n, p)) for roi in ("gtv", "ring_6mm")}
+    stage = rng.choice([1, 2, 3, 4, 5], n)
+    eta = 0.7 * values["gtv"][:, 0] + 0.4 * stage
+    features, manifest = _survival_table(
+        values, eta, centers, rng, column="original_firstorder_F{}", scale=500, censor=(100, 2000)
+    )
+    names = np.array(["I", "II", "IIIa", "IIIb", "IV"], dtype=object)[stage - 1]
+    names[[3, 110]] = None
+    return features, manifest.assign(overall_stage=names)
+
+
+@pytest.mark.parametrize("fusion", ["stacked", "pca"])
+def test_fuse_stage_adds_the_stage_as_a_prespecified_clinical_block(
+    tmp_path: Path, fusion: str
+) -> None:
+    from lungsurv.stages.selection import Selection, select_features, with_clinical_block
+
+    features, manifest = _staged_cohort()
+    is_train = split_cohort(manifest)
+    with pytest.warns(UserWarning, match="2 patient"):
+        selection = select_features(features, manifest, is_train, fuse_stage=True)
+    assert selection.combined_blocks == ["gtv", "ring_6mm", "clinical"]
+    (row,) = selection.table[selection.table["signature"] == "TNM"].itertuples()
+    assert (row.block, row.feature) == ("clinical", "overall_stage") and row.coefficient > 0
+    # The TNM score is the block's own signature, over the patients with a known stage.
+    assert {"P003", "P110"}.isdisjoint(selection.scores["patient_id"])
+    known = manifest.set_index("patient_id").loc[selection.scores["patient_id"]]
+    stage = with_clinical_block(features, manifest, ["clinical"]).query("roi == 'clinical'")
+    expected = stage.set_index("patient_id").loc[known.index, "overall_stage"]
+    assert np.allclose(selection.scores["TNM"], (expected - row.mean) / row.scale * row.coefficient)
+    loaded = Selection.load(selection.save(tmp_path / "selection"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two_step, scores = fit_combined(
+            features, manifest, is_train, selection=loaded, fusion=fusion, variance=0.95
+        )
+        one_step, reference = fit_combined(
+            features, manifest, is_train, fusion=fusion, fuse_stage=True, variance=0.95
+        )
+    assert _bundle_text(two_step, tmp_path, "a") == _bundle_text(one_step, tmp_path, "b")
+    pd.testing.assert_frame_equal(scores, reference)
+    (clinical,) = [b for b in two_step.params_.blocks if b.name == "clinical"]
+    assert clinical.features == ["overall_stage"]
+    if fusion == "stacked":  # the stage's held-out C-index: refitted in every fold, unscreened
+        assert two_step.params_.metadata["stacking_c_index"]["clinical"] > 0.55
+
+
+def test_fuse_stage_needs_the_stage_column() -> None:
+    from lungsurv.stages.selection import select_features
+
+    features, manifest = _cohort()
+    with pytest.raises(ValueError, match="'overall_stage'"):
+        select_features(features, manifest, split_cohort(manifest), fuse_stage=True)

@@ -242,3 +242,25 @@ def test_the_default_rule_selects_on_weak_signals_like_real_lung1s(seed: int) ->
         )
     assert np.mean(non_empty) >= 0.9
     assert np.mean(scores) > 0.53
+
+
+@pytest.mark.parametrize("columns", [["f0"], ["f0", "f5"], ["f5"]])
+def test_prespecified_covariates_are_a_plain_cox_model_never_screened(planted, columns) -> None:
+    """``select=False``: every column kept, with lifelines' unpenalised Cox coefficients on the
+    z-scores (Efron ties), even a noise column no filter would pass."""
+    X, y, _ = planted
+    signature = CoxSignature(select=False).fit(X[columns], y)
+    assert signature.selected_features_ == columns
+    z = (X[columns] - X[columns].mean()) / X[columns].std(ddof=0)
+    frame = z.assign(time=y["time"], event=y["event"])
+    reference = CoxPHFitter().fit(frame, "time", "event").params_[columns].to_numpy()
+    assert np.allclose(signature.coef_, reference, atol=1e-5)
+    assert np.allclose(signature.predict(X[columns]), z.to_numpy() @ signature.coef_)
+    if columns == ["f5"]:  # noise: the paper's filter would have dropped it
+        assert signature.univariate_.pvalues_[0] > 0.05
+
+
+def test_a_constant_prespecified_covariate_is_refused_by_name(planted) -> None:
+    X, y, _ = planted
+    with pytest.raises(ValueError, match="'stage'.*constant"):
+        CoxSignature(select=False).fit(X[["f0"]].assign(stage=2.0), y)

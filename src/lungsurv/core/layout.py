@@ -35,6 +35,10 @@ GTV_ROI = "gtv"
 DL_ROI = "dl"
 #: The network's own risk (its Cox output), a column of the ``dl`` rows beside the deep features.
 DL_RISK_FEATURE = "dl_risk"
+#: The clinical block (``fuse_stage``): pre-specified covariates from the manifest, not images.
+CLINICAL_ROI = "clinical"
+#: The clinical block's one covariate: the overall stage as an ordinal number (I 1 ... IV 5).
+STAGE_FEATURE = "overall_stage"
 RING_PREFIX = "ring_"
 _RING = re.compile(r"ring_(\d+(?:\.\d+)?)mm")
 #: The manifest column the cohort step writes (``train``/``test``) and every later step reads.

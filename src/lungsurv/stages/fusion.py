@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lungsurv.core.layout import (
+    CLINICAL_ROI,
     DL_ROI,
     GTV_ROI,
     PROVENANCE_COLUMNS,
@@ -34,6 +35,7 @@ from lungsurv.stages.selection import (
     deep_block,
     has_roi,
     select_features,
+    with_clinical_block,
 )
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
@@ -57,6 +59,7 @@ def fit_combined(
     cv_scoring: str = "deviance",
     cv_rule: str = "min",
     dl_block: str = "features",
+    fuse_stage: bool = False,
 ) -> tuple[FusionModel, pd.DataFrame]:
     """PCA-fuse: fit the combined model on the training patients; return it and every patient's
     scores.
@@ -69,13 +72,15 @@ def fit_combined(
     out-of-fold signature scores; :class:`FusionModel`). Signatures refitted here (without a
     selection, or in the stacking's folds) use ``alpha``, ``n_folds``, ``cv_scoring`` and
     ``cv_rule``, or the selection's own settings when it has them; so does ``dl_block``
-    (what the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`).
+    (what the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`), and
+    ``fuse_stage`` (the overall stage as a pre-specified clinical block,
+    :func:`~lungsurv.stages.selection.with_clinical_block`).
     Patients lacking a row for a block (failed upstream) are left out and listed in a warning.
     The scores table has ``patient_id, split, time_days, event, risk, risk_group`` and one
     ``signature_<block>`` column per block.
     """
     settings: dict[str, Any] = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring}
-    settings |= {"cv_rule": cv_rule, "dl_block": dl_block}
+    settings |= {"cv_rule": cv_rule, "dl_block": dl_block, "fuse_stage": fuse_stage}
     if selection is None and ring == "auto":
         selection = select_features(
             features, manifest, is_train, combined_ring=ring, random_state=random_state, **settings
@@ -88,11 +93,15 @@ def fit_combined(
         # dl_block existed selected from the deep features.
         settings |= {k: v for k, v in selection.settings.items() if k in settings}
         settings["dl_block"] = selection.settings.get("dl_block", "features")
+        settings["fuse_stage"] = CLINICAL_ROI in blocks
     else:
         ring = ring if has_roi(features, ring) else None  # a GTV-only table fuses the GTV
         blocks = [GTV_ROI, *([ring] if ring else [])]
         blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
+        blocks += [CLINICAL_ROI] if fuse_stage else []
         prefit, chosen_automatically = None, False
+    settings.pop("fuse_stage")
+    features = with_clinical_block(features, manifest, blocks)
     cohort = _assemble(features, manifest, is_train, blocks)
     dl_choice = str(settings.pop("dl_block"))
     if DL_ROI in cohort.blocks:
@@ -103,6 +112,7 @@ def fit_combined(
         random_state=random_state,
         block_parameters=prefit,
         fusion=fusion,
+        prespecified=[CLINICAL_ROI] if CLINICAL_ROI in blocks else [],
         **settings,
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
@@ -176,7 +186,9 @@ def write_bundle(
     feature's training quantiles (serving flags inputs outside them), the radiomics parameters,
     the selection settings, the network when the model fuses deep features, and the centers'
     feature corrections (``harmonizers``, from
-    :func:`~lungsurv.stages.harmonization.harmonize_features`) for the features it uses."""
+    :func:`~lungsurv.stages.harmonization.harmonize_features`) for the features it uses. A
+    model with the clinical block needs the ``features`` table with its rows
+    (:func:`~lungsurv.stages.selection.with_clinical_block`)."""
     train_ids = list(scores.loc[scores[SPLIT_COLUMN] == TRAIN, "patient_id"])  # the fitted rows
     model.params_.metadata["training_ranges"] = training_ranges(geometry, train_ids)
     trained = scores[SPLIT_COLUMN] == TRAIN
@@ -186,7 +198,8 @@ def write_bundle(
         blocks = feature_blocks(features, used, patients=train_ids)
         model.params_.metadata["training_features"] = training_features(blocks, model.params_)
         # Every fused block, used or not: the record describes the data the model saw.
-        fused = [b for b in selection.combined_blocks if has_roi(features, b)]
+        # The clinical block comes from the manifest: no extraction to record.
+        fused = [b for b in selection.combined_blocks if has_roi(features, b) and b != CLINICAL_ROI]
         provenance = bundle_provenance(features, fused, train_ids, radiomics_params)
         if provenance:
             model.params_.metadata["provenance"] = provenance

@@ -23,11 +23,13 @@ import pandas as pd
 from sksurv.util import Surv
 
 from lungsurv.core.layout import (
+    CLINICAL_ROI,
     DL_RISK_FEATURE,
     DL_ROI,
     GTV_ROI,
     RING_PREFIX,
     SPLIT_COLUMN,
+    STAGE_FEATURE,
     is_ring,
     ring_name,
     ring_rois,
@@ -117,13 +119,16 @@ def has_roi(features: pd.DataFrame, roi: str) -> bool:
 
 
 def signature_name(rois: Sequence[str]) -> str:
-    """The paper's names: ``Rad`` (GTV), ``Rad_6mm`` (a ring), ``Rad+Rad_6mm``, ``DL``."""
+    """The paper's names: ``Rad`` (GTV), ``Rad_6mm`` (a ring), ``Rad+Rad_6mm``, ``DL``; and
+    ``TNM`` for the clinical block (the overall stage)."""
     parts = []
     for roi in rois:
         if roi == GTV_ROI:
             parts.append("Rad")
         elif is_ring(roi):
             parts.append("Rad_" + roi.removeprefix(RING_PREFIX))
+        elif roi == CLINICAL_ROI:
+            parts.append("TNM")
         else:
             parts.append(roi.upper() if roi == DL_ROI else roi)
     return "+".join(parts)
@@ -252,6 +257,7 @@ def select_features(
     cv_rule: str = "min",
     random_state: int = 0,
     dl_block: str = "features",
+    fuse_stage: bool = False,
 ) -> Selection:
     """select-features: the paper's signatures, each fitted on the training patients only.
 
@@ -265,7 +271,10 @@ def select_features(
     (:func:`choose_ring`). ``dl_block``: what the ``DL`` signature selects from
     (:func:`deep_block`): the deep features (the paper's) or the network's risk. A TNM
     baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside when
-    the manifest has ``overall_stage``.
+    the manifest has ``overall_stage``. ``fuse_stage``: the combined model fuses that stage as
+    a clinical block too (:func:`with_clinical_block`; the paper's model is imaging only): its
+    ``TNM`` signature is then the pre-specified Cox model on the stage, and patients without a
+    known stage are left out, with a warning.
     """
 
     rings = list(ring_rois(features["roi"]) if rings is None else rings)
@@ -273,8 +282,11 @@ def select_features(
         raise ValueError(f"combined ring {combined_ring!r} is not among the rings {rings}")
     params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
+    if fuse_stage:
+        features = with_clinical_block(features, manifest, [CLINICAL_ROI])
+        extra.append(CLINICAL_ROI)
     cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
-    if extra:
+    if DL_ROI in cohort.blocks:
         cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
@@ -283,7 +295,7 @@ def select_features(
     )
     scores = pd.DataFrame({"patient_id": cohort.patients, SPLIT_COLUMN: cohort.split_column()})
     scores = pd.concat([scores, pd.DataFrame(fitted)], axis=1)
-    if "overall_stage" in manifest.columns:
+    if "overall_stage" in manifest.columns and not fuse_stage:  # fused: the block's signature
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
     ring, ring_scores = (combined_ring if rings else None), {}
     if combined_ring == "auto" and rings:
@@ -301,6 +313,7 @@ def select_features(
             **params,
             "random_state": random_state,
             "dl_block": dl_block,
+            "fuse_stage": fuse_stage,
             "ring_cv_c_index": ring_scores,
         },
     )
@@ -330,11 +343,40 @@ def _fit_signature(
 ) -> CoxSignature:
     """A :class:`CoxSignature` of ``blocks`` fitted quietly (lifelines/sksurv convergence
     chatter). Deep features may order the training pairs perfectly: the network learnt them
-    from these outcomes (the paper's design), so they are not refused as outcome functions."""
+    from these outcomes (the paper's design), so they are not refused as outcome functions. The
+    clinical block is pre-specified: kept whole, never screened (``select=False``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        refuse = DL_ROI not in blocks
-        return CoxSignature(refuse_outcome_functions=refuse, **params).fit(x, y)
+        refuse, select = DL_ROI not in blocks, CLINICAL_ROI not in blocks
+        return CoxSignature(refuse_outcome_functions=refuse, select=select, **params).fit(x, y)
+
+
+def with_clinical_block(
+    features: pd.DataFrame, manifest: pd.DataFrame, blocks: Sequence[str]
+) -> pd.DataFrame:
+    """The feature table with the clinical block's rows (``roi == "clinical"``, one column
+    :data:`~lungsurv.core.layout.STAGE_FEATURE`: the ordinal overall stage) added when
+    ``blocks`` names that block and the table lacks them; patients whose stage is unknown get no
+    row. The stage comes from the manifest, never from images, and is not harmonised."""
+    if CLINICAL_ROI not in blocks or has_roi(features, CLINICAL_ROI):
+        return features
+    if "overall_stage" not in manifest.columns:
+        raise ValueError("fuse_stage needs an 'overall_stage' column in the manifest")
+    stage = overall_stage_number(manifest["overall_stage"])
+    known = stage.notna().to_numpy()
+    rows = pd.DataFrame(
+        {
+            "patient_id": manifest["patient_id"].astype(str).to_numpy()[known],
+            "roi": CLINICAL_ROI,
+            STAGE_FEATURE: stage.to_numpy(float)[known],
+        }
+    )
+    if not known.all():
+        logger.warning(
+            "the clinical block: %d patient(s) without a known overall stage have no row",
+            int((~known).sum()),
+        )
+    return pd.concat([features, rows], ignore_index=True)
 
 
 def overall_stage_number(stage: pd.Series) -> pd.Series:

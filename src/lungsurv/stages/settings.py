@@ -73,6 +73,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "lasso_scoring": keyword_default(select_features, "cv_scoring"),
     "lasso_rule": keyword_default(select_features, "cv_rule"),
     "dl_block": keyword_default(select_features, "dl_block"),
+    "fuse_stage": keyword_default(select_features, "fuse_stage"),
     "n_bootstrap": keyword_default(evaluate_models, "n_resamples"),
     "dl_input_size": _TRAIN.input_size,
     "dl_max_epochs": _TRAIN.max_epochs,

@@ -147,7 +147,9 @@ class FusionModel(BaseEstimator):
     order as ``y``). ``block_parameters``: signatures already selected on the same training rows
     (select-features' output); fusion then uses their features as they are instead of selecting
     again. Fitted attributes: ``signatures_`` (empty with ``block_parameters``), ``params_``
-    (:class:`ModelParameters`), ``n_components_``, ``cutoff_``.
+    (:class:`ModelParameters`), ``n_components_``, ``cutoff_``. ``prespecified``: blocks of
+    pre-specified covariates (the clinical block's overall stage), fitted and refitted as a
+    plain Cox model on all their features (``CoxSignature(select=False)``), never screened.
     """
 
     def __init__(
@@ -161,7 +163,9 @@ class FusionModel(BaseEstimator):
         fusion: str = "pca",
         cv_scoring: str = "deviance",
         cv_rule: str = "min",
+        prespecified: Sequence[str] = (),
     ) -> None:
+        self.prespecified = prespecified
         self.fusion = fusion
         self.cv_scoring = cv_scoring
         self.cv_rule = cv_rule
@@ -276,8 +280,9 @@ class FusionModel(BaseEstimator):
         )
         return float(best)
 
-    def _signature(self, *, refuse_outcome_functions: bool = True) -> CoxSignature:
+    def _signature(self, block: str, *, refuse_outcome_functions: bool = True) -> CoxSignature:
         return CoxSignature(
+            select=block not in self.prespecified,
             alpha=self.alpha,
             n_folds=self.n_folds,
             cv_scoring=self.cv_scoring,
@@ -314,7 +319,7 @@ class FusionModel(BaseEstimator):
                     warnings.simplefilter("ignore")
                     # Outcome functions were refused on all training rows already; on a fold's
                     # subset a noise feature may order every pair by chance.
-                    signature = self._signature(refuse_outcome_functions=False)
+                    signature = self._signature(name, refuse_outcome_functions=False)
                     signature.fit(blocks[name].loc[fit], y[fit])
                 held_out[held, column] = signature.predict(blocks[name].loc[held])
             logger.info(
@@ -345,7 +350,7 @@ class FusionModel(BaseEstimator):
             return parameters
         parameters = []
         for name, block in blocks.items():
-            signature = self._signature().fit(block, y)
+            signature = self._signature(name).fit(block, y)
             self.signatures_[name] = signature
             chosen = signature.selected_
             parameters.append(

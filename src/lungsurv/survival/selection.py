@@ -287,6 +287,11 @@ class CoxSignature(BaseEstimator):
     With no feature selected the signature predicts 0 for every patient. Candidate features
     with missing values, and (``refuse_outcome_functions``) features that are a function of the
     outcome, are refused by name; deep features learnt from these very outcomes are exempt.
+
+    ``select=False`` is for pre-specified covariates (the overall stage of a clinical block):
+    nothing is screened or shrunk; every feature is kept with the coefficients of an
+    unpenalised Cox model (Efron ties) on the z-scores. The univariate statistics are still
+    fitted, for the selection table.
     """
 
     def __init__(
@@ -299,8 +304,10 @@ class CoxSignature(BaseEstimator):
         cv_rule: str = "min",
         random_state: int = 0,
         refuse_outcome_functions: bool = True,
+        select: bool = True,
     ) -> None:
         self.alpha = alpha
+        self.select = select
         self.n_folds = n_folds
         self.n_alphas = n_alphas
         self.cv_scoring = cv_scoring
@@ -326,7 +333,13 @@ class CoxSignature(BaseEstimator):
             )
         self.scaler_ = StandardScaler().fit(values)
         z = self.scaler_.transform(values)  # all-NaN columns stay NaN: never selected
-        self.univariate_ = UnivariateCoxSelector(alpha=self.alpha).fit(z, y)
+        with warnings.catch_warnings():
+            # Pre-specified covariates are kept whatever their p-value: no warning about it.
+            warnings.simplefilter("default" if self.select else "ignore")
+            self.univariate_ = UnivariateCoxSelector(alpha=self.alpha).fit(z, y)
+        if not self.select:
+            self.lasso_ = None
+            return self._fit_prespecified(z, y, names)
         kept = np.flatnonzero(self.univariate_.get_support())
         self.lasso_ = LassoCoxSelector(
             n_folds=self.n_folds,
@@ -347,6 +360,22 @@ class CoxSignature(BaseEstimator):
             self.selected_, self.coef_ = kept[chosen], coef[chosen]
         else:
             self.selected_, self.coef_ = np.array([], dtype=int), np.array([])
+        self.selected_features_ = [names[i] for i in self.selected_] if names else []
+        return self
+
+    def _fit_prespecified(self, z: np.ndarray, y: np.ndarray, names: list[Any]) -> CoxSignature:
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        usable = np.flatnonzero(np.isfinite(z).all(axis=0) & (np.ptp(z, axis=0) > 0))
+        if usable.size < z.shape[1]:
+            lacking = [
+                names[i] if names else str(i) for i in np.setdiff1d(np.arange(z.shape[1]), usable)
+            ]
+            raise ValueError(
+                f"pre-specified covariate(s) {lacking} are constant on the training rows"
+            )
+        cox = CoxPHSurvivalAnalysis(ties="efron").fit(z, y)
+        self.selected_, self.coef_ = usable, np.asarray(cox.coef_, dtype=float)
         self.selected_features_ = [names[i] for i in self.selected_] if names else []
         return self
 
