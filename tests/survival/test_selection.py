@@ -262,5 +262,5 @@ def test_prespecified_covariates_are_a_plain_cox_model_never_screened(planted, c
 
 def test_a_constant_prespecified_covariate_is_refused_by_name(planted) -> None:
     X, y, _ = planted
-    with pytest.raises(ValueError, match="'stage'.*constant"):
+    with pytest.raises(ValueError, match=r"'stage'.*constant"):
         CoxSignature(select=False).fit(X[["f0"]].assign(stage=2.0), y)
