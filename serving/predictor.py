@@ -62,7 +62,7 @@ from lungsurv.inference import (
 )
 
 #: The request fields of one patient (V1 instance keys, V2 input names).
-KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id", "center"})
+KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id", "center", "overall_stage"})
 #: Largest decoded CT or mask accepted, per instance (checked on the base64 text, then on the
 #: header's declared voxels before anything is decompressed).
 MAX_IMAGE_BYTES = SERVING_MAX_IMAGE_BYTES
@@ -226,23 +226,26 @@ class LungSurvModel(kserve.Model):
     def predict_instance(self, instance: Any, index: int) -> dict[str, Any]:
         """One patient: ``ct`` + ``gtv`` (base64 NIfTI/NRRD, or ``s3://`` URIs), or
         ``dicom_zip`` (base64 zip of the CT series and its RTSTRUCT) + ``roi``; optionally
-        ``center``, which a model with harmonised features needs (a lookup key, nothing more)."""
+        ``center``, which a model with harmonised features needs (a lookup key, nothing more),
+        and ``overall_stage``, which a model that fuses the stage needs."""
         if not isinstance(instance, dict):
             raise InvalidInput(f"instance {index}: expected an object with 'ct' and 'gtv'")
         patient_id = str(instance.get("patient_id") or f"instance-{index}")
         roi = instance.get("roi")
         if roi is not None and not isinstance(roi, str):
             raise InvalidInput(f"instance {index}: 'roi' must be a string")
-        center = instance.get("center")
-        if center is not None and not isinstance(center, str):
-            raise InvalidInput(f"instance {index}: 'center' must be a string")
+        center, stage = instance.get("center"), instance.get("overall_stage")
+        for key, value in (("center", center), ("overall_stage", stage)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"instance {index}: {key!r} must be a string")
         assert self.model is not None
         with tempfile.TemporaryDirectory(prefix="lungsurv-request-") as tmp:
             try:
                 image, mask = self._inputs(instance, index, Path(tmp))
                 return predict_patient(
-                    image, mask, self.model, roi=roi, patient_id=patient_id, center=center
-                )
+                    image, mask, self.model, roi=roi, patient_id=patient_id, center=center,
+                    overall_stage=stage,
+                )  # fmt: skip
             except InputError as error:
                 raise InvalidInput(f"instance {index} ({patient_id}): {error}") from error
 

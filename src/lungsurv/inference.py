@@ -31,12 +31,14 @@ import yaml
 from lungsurv.core.errors import InputError, PatientError, problem_of
 from lungsurv.core.layout import (
     BUNDLE_FILE,
+    CLINICAL_ROI,
     DL_RISK_FEATURE,
     DL_ROI,
     GTV_ROI,
     HORIZONS_DAYS,
     NETWORK_DIR,
     RADIOMICS_PARAMS_FILE,
+    STAGE_FEATURE,
     WEIGHTS_FILE,
     feature_columns,
     is_radiomics_roi,
@@ -51,6 +53,7 @@ from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
 from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.params import engine_version, params_digest, used_radiomics_params
+from lungsurv.stages.selection import STAGE_ORDER, overall_stage_number
 from lungsurv.survival.bundle import load_bundle
 from lungsurv.survival.fusion import ModelParameters, contributions, score, survival_at
 from lungsurv.survival.harmonization import harmonize_row
@@ -91,7 +94,7 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
         raise InputError(f"no model bundle in {folder} (expected {BUNDLE_FILE})")
     params = load_bundle(folder)
     radiomics_path = folder / RADIOMICS_PARAMS_FILE
-    names = [f for b in params.blocks if b.name != DL_ROI for f in b.features]
+    names = [f for b in params.blocks if is_radiomics_roi(b.name) for f in b.features]
     network = None
     if any(b.name == DL_ROI and b.features for b in params.blocks):
         if not (folder / NETWORK_DIR / WEIGHTS_FILE).exists():
@@ -132,7 +135,8 @@ def check_bundle_provenance(
     its deep features came from. A bundle that records no provenance (made before it was
     recorded, or from a hand-made table) is served with a warning."""
     recorded = params.metadata.get("provenance")
-    used = [b.name for b in params.blocks if b.features]
+    # The clinical block is the request's stage, not a computed feature: nothing to check.
+    used = [b.name for b in params.blocks if b.features and b.name != CLINICAL_ROI]
     if not recorded:
         logger.warning("the bundle records no provenance: its features' origin is not checked")
         return
@@ -164,6 +168,7 @@ def predict_patient(
     roi: str | None = None,
     patient_id: str = "patient",
     center: str | None = None,
+    overall_stage: str | None = None,
     only_used_features: bool = True,
 ) -> dict[str, Any]:
     """Risk, risk group, survival at 1/2/3 years, block contributions and QA for one patient
@@ -171,7 +176,10 @@ def predict_patient(
     may be an ``s3://`` URI, read with the pipeline's storage layer).
     ``only_used_features=False`` computes every feature of the parameter set, as the pipeline
     does (``bench/serving.py`` measures what restricting saves). ``center``: for a model with
-    harmonised features; none, or an unknown one, makes the prediction unreliable."""
+    harmonised features; none, or an unknown one, makes the prediction unreliable.
+    ``overall_stage`` (``"IIIa"``, say): for a model that fuses the stage as a clinical block,
+    which refuses a request without it (:func:`clinical_block_of`)."""
+    clinical = clinical_block_of(model, overall_stage, patient_id)  # before any image work
     row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
     row |= {"roi": roi} if roi else {}
     try:
@@ -193,6 +201,8 @@ def predict_patient(
         raise
     except Exception as error:  # the patient's images, not the server: a 400 with the reason
         raise InputError(f"cannot compute the features: {problem_of(error)}") from error
+    if clinical is not None:
+        blocks[CLINICAL_ROI] = clinical
     blocks, harmonization = harmonize_row(blocks, model.metadata.get("harmonization", {}), center)
     scored = score(blocks, model.params)
     risk = float(scored["risk"][0])
@@ -221,6 +231,29 @@ def predict_patient(
         "reliability": reliability,
         "qa": qa,
     }
+
+
+#: The overall stages a request may name, as the manifest's ``overall_stage`` does.
+STAGE_NAMES = ", ".join(sorted(k.upper() for k in STAGE_ORDER))
+
+
+def clinical_block_of(
+    model: ServingModel, overall_stage: str | None, patient_id: str
+) -> pd.DataFrame | None:
+    """The clinical block's row (the ordinal overall stage) for a model that fuses it; None for
+    one that does not. Its stage missing or not one of :data:`STAGE_NAMES` is an
+    :class:`~lungsurv.core.errors.InputError`: the model cannot score the patient without it."""
+    if not any(b.name == CLINICAL_ROI and b.features for b in model.params.blocks):
+        return None
+    if overall_stage is None:
+        raise InputError(
+            "this model fuses the overall stage (TNM) with the images: send the patient's "
+            f"'overall_stage' ({STAGE_NAMES})"
+        )
+    number = float(overall_stage_number(pd.Series([overall_stage], dtype="string")).iloc[0])
+    if not np.isfinite(number):
+        raise InputError(f"'overall_stage' is not an overall stage: send one of {STAGE_NAMES}")
+    return pd.DataFrame({STAGE_FEATURE: [number]}, index=[patient_id])
 
 
 def feature_blocks_of(

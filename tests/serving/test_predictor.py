@@ -367,6 +367,10 @@ def _bad_requests(patients: pd.DataFrame, tmp_path: Path) -> dict[str, tuple[Any
             {"instances": [{**good, "center": 7}]},
             "'center' must be a string",
         ),
+        "stage not a string": (
+            {"instances": [{**good, "overall_stage": 3}]},
+            "'overall_stage' must be a string",
+        ),
         "geometry mismatch": (
             {"instances": [{**good, "gtv": {"b64": _b64(tmp_path / "shifted.nii.gz")}}]},
             "geometry",
@@ -919,3 +923,76 @@ def test_a_gtv_not_placed_like_a_lung_tumour_is_unreliable_and_says_why(
     assert prediction["reliable"] is False
     assert any(placement in w for w in prediction["qa"]["warnings"])
     assert any(placement in r for r in prediction["reliability"]["reasons"])
+
+
+@pytest.fixture(scope="module")
+def staged_bundle(
+    bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, float]:
+    """The module's bundle with the clinical block (``fuse_stage``) fused as one more axis:
+    its folder and the risk a stage IIIb patient gains over the reference."""
+    import yaml
+
+    from lungsurv.survival.bundle import load_bundle
+
+    folder, _ = bundle_and_reference
+    params = load_bundle(folder)
+    stage = BlockParameters(
+        "clinical", ["overall_stage"], np.array([2.5]), np.array([1.25]), np.ones(1)
+    )
+    params.blocks.append(stage)
+    old = np.asarray(params.pca_components, float)
+    params.pca_components = np.block(
+        [[old, np.zeros((len(old), 1))], [np.zeros((1, old.shape[1])), np.ones((1, 1))]]
+    )
+    params.pca_mean = np.append(params.pca_mean, 0.0)
+    params.explained_variance_ratio = np.append(params.explained_variance_ratio, 0.0)
+    params.cox_coef = np.append(params.cox_coef, 0.7)
+    radiomics = yaml.safe_load((folder / "radiomics_params.yaml").read_text())
+    staged = save_bundle(
+        params, tmp_path_factory.mktemp("staged") / "bundle", radiomics_params=radiomics
+    )
+    return staged, 0.7 * (4 - 2.5) / 1.25
+
+
+def test_a_model_that_fuses_the_stage_needs_it_and_scores_it(
+    staged_bundle: tuple[Path, float],
+    bundle_and_reference: tuple[Path, pd.Series],
+    patients: pd.DataFrame,
+) -> None:
+    """V1 and V2 through the real predictor class, in process: the stage adds its term to the
+    pipeline's risk; a request without it, or with something else, is a 400 that says what to
+    send, before the images are converted."""
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from serving.predictor import LungSurvModel
+
+    folder, gain = staged_bundle
+    reference = bundle_and_reference[1]
+    model = LungSurvModel(MODEL, str(folder))
+    model.load()
+    row = patients.iloc[0]
+    answer = model.predict_now({"instances": [{**_instance(row), "overall_stage": "IIIb"}]})
+    (prediction,) = answer["predictions"]
+    assert abs(prediction["risk"] - (reference[row["patient_id"]] + gain)) <= 1e-9
+    assert prediction["contributions"]["clinical"] == pytest.approx(gain)
+    for stage, reason in [
+        (None, "send the patient's 'overall_stage'"),
+        ("V", "not an overall stage"),
+    ]:
+        instance = _instance(row) | ({"overall_stage": stage} if stage else {})
+        with pytest.raises(InvalidInput, match=reason):
+            model.predict_now({"instances": [instance]})
+    inputs = [
+        InferInput(name, [1], "BYTES", [value])
+        for name, value in [
+            ("ct", _b64(row["image"])),
+            ("gtv", _b64(row["mask"])),
+            ("patient_id", row["patient_id"]),
+            ("overall_stage", "Stage IIIB"),
+        ]
+    ]
+    response = model.predict_now(InferRequest(MODEL, inputs))
+    risk = {o.name: o for o in response.outputs}["risk"].data[0]
+    assert abs(risk - (reference[row["patient_id"]] + gain)) <= 1e-9
