@@ -222,6 +222,20 @@ def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
     assert "gtv 0.654" in evaluation_markdown(replace(evaluation, notes=[note]))
 
 
+def test_a_model_that_fuses_the_stage_says_so_in_the_report(evaluation) -> None:
+    from dataclasses import replace
+
+    from lungsurv.stages.evaluation import fusion_notes
+    from lungsurv.survival.fusion import BlockParameters
+
+    stage = BlockParameters("clinical", ["overall_stage"], np.ones(1), np.ones(1), np.ones(1))
+    staged = replace(evaluation.params, blocks=[*evaluation.params.blocks, stage])
+    (note,) = fusion_notes(staged)
+    assert "overall stage" in note and "imaging only" in note
+    stacked = replace(staged, metadata={"fusion": "stacked", "stacking_c_index": {"gtv": 0.6}})
+    assert [n.split(":")[0] for n in fusion_notes(stacked)] == ["Combined model"] * 2
+
+
 def test_the_robustness_filter_is_reported_per_image_type_and_class() -> None:
     from lungsurv.radiomics.robustness import icc_summary
     from lungsurv.stages.evidence import robustness_notes

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
+from lungsurv.core.layout import CLINICAL_ROI, HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
 from lungsurv.stages.accuracy import (
     accuracy_tables,
@@ -368,10 +368,18 @@ class Evaluation:
 
 
 def fusion_notes(params: ModelParameters) -> list[str]:
-    """What the combined model is, in a sentence, when it is not the paper's PCA fusion."""
+    """What the combined model is, in a sentence each, where it is not the paper's: another
+    fusion than PCA, and the overall stage fused beside the images (``fuse_stage``)."""
+    notes = []
+    if any(b.name == CLINICAL_ROI and b.features for b in params.blocks):
+        notes.append(
+            "Combined model: holds the overall stage too (the clinical block, a pre-specified "
+            "Cox covariate; the paper's combined model is imaging only), so it gains over the "
+            "imaging signatures what the stage adds; served predictions need the stage."
+        )
     fusion = params.metadata.get("fusion", "pca")
     if fusion == "pca":
-        return []
+        return notes
     text = (
         "Combined model: a Cox model on the blocks' signatures (one covariate per block) "
         "instead of the paper's PCA components"
@@ -384,7 +392,7 @@ def fusion_notes(params: ModelParameters) -> list[str]:
             + ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
             + ")"
         )
-    return [text + "."]
+    return [text + ".", *notes]
 
 
 def evaluate_models(
