@@ -361,7 +361,10 @@ def with_clinical_block(
     if CLINICAL_ROI not in blocks or has_roi(features, CLINICAL_ROI):
         return features
     if "overall_stage" not in manifest.columns:
-        raise ValueError("fuse_stage needs an 'overall_stage' column in the manifest")
+        raise ValueError(
+            "fuse_stage needs an 'overall_stage' column in the manifest; add one, or set "
+            "fuse_stage to false for an imaging-only combined model"
+        )
     stage = overall_stage_number(manifest["overall_stage"])
     known = stage.notna().to_numpy()
     rows = pd.DataFrame(
