@@ -18,7 +18,9 @@ kinds a fitted model keeps: original, wavelet and LoG first-order and texture), 
 the whole path: decode, convert to 1 mm, the ring, the bundle's radiomics features, scoring.
 Then, for each ``--workers`` count, a server with that many processes (KServe's multi-process
 server, on every core) takes as many concurrent clients (bounded: 3 NIfTI requests each): their
-p50/p95 and the requests/s of the whole, and the speed-up over one worker. Last, the time of
+p50/p95 and the requests/s of the whole, and the speed-up over one worker; and the same with one
+server process handing the predictions to that many processes of their own
+(``--prediction_processes``). Last, the time of
 the NIfTI prediction computing all 1316 features per ROI (what restricting to the bundle's
 features saves), and, in process, what the zip adds: its unpacking and the DICOM's conversion.
 """
@@ -197,10 +199,11 @@ def full_feature_seconds(root: Path) -> float:
 
 
 def start_server(
-    bundle: Path, workers: int, cores: set[int], log: Path | None = None
+    bundle: Path, workers: int, cores: set[int], log: Path | None = None, processes: int = 0
 ) -> tuple[subprocess.Popen, str]:
     """The model server with ``workers`` processes on ``cores`` (its log in ``log``, else
-    discarded); (process, base URL) once ready."""
+    discarded), or one server process handing predictions to ``processes`` processes of
+    their own; (process, base URL) once ready."""
     from tests.s3 import free_port
 
     port = free_port()
@@ -211,7 +214,7 @@ def start_server(
         [
             *(sys.executable, "-m", "serving.predictor", "--model_name", "lungsurv"),
             *("--model_dir", str(bundle), "--host", "127.0.0.1", "--http_port", str(port)),
-            *("--workers", str(workers)),
+            *("--workers", str(workers), "--prediction_processes", str(processes)),
         ],
         cwd=ROOT,
         env=env,
@@ -297,6 +300,7 @@ def main() -> None:
             stop(server)
         scaling: dict[int, tuple[list[float], float]] = {}
         spread: dict[int, list[int]] = {}
+        pooled: dict[int, tuple[list[float], float]] = {}
         for workers in args.workers:
             log = root / f"server-{workers}.log"
             cores = all_cores if workers > 1 else one_core
@@ -306,6 +310,12 @@ def main() -> None:
             finally:
                 stop(server)
             spread[workers] = requests_per_process(log)
+            if workers > 1:  # one server process, the predictions in `workers` processes
+                server, url = start_server(bundle, 1, cores, processes=workers)
+                try:
+                    pooled[workers] = concurrent_run(url, bodies["NIfTI"], workers, 3)
+                finally:
+                    stop(server)
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
         os.sched_setaffinity(0, one_core) if hasattr(os, "sched_setaffinity") else None
         full = full_feature_seconds(root)
@@ -329,6 +339,13 @@ def main() -> None:
             f"  {workers} worker(s): p50 {p50:.2f} s, p95 {p95:.2f} s, {rate:.2f} req/s "
             f"({rate / base:.2f}x one worker); predictions per process, warm-up included: "
             f"{spread[workers]}"
+        )
+    for processes, (times, seconds) in pooled.items():
+        p50, p95 = percentiles(times)
+        rate = len(times) / seconds
+        print(
+            f"  1 server process, --prediction_processes {processes}: p50 {p50:.2f} s, "
+            f"p95 {p95:.2f} s, {rate:.2f} req/s ({rate / (base or rate):.2f}x one worker)"
         )
     print(f"the NIfTI prediction computing all 1316 features per ROI: {full:.2f} s")
     print(f"in process, the DICOM zip's unpack + convert to 1 mm: {unzip_convert:.2f} s (median)")

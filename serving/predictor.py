@@ -35,9 +35,12 @@ import binascii
 import gzip
 import io
 import json
+import logging
+import multiprocessing
+import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,8 @@ from lungsurv.inference import (
     predict_patient,
 )
 
+logger = logging.getLogger(__name__)
+
 #: The request fields of one patient (V1 instance keys, V2 input names).
 KNOWN_INPUTS = frozenset({"ct", "gtv", "dicom_zip", "roi", "patient_id", "center", "overall_stage"})
 #: Largest decoded CT or mask accepted, per instance (checked on the base64 text, then on the
@@ -72,6 +77,8 @@ MAX_IMAGE_BYTES = SERVING_MAX_IMAGE_BYTES
 #: a LUNG1-001 NIfTI request is 42 MiB, a 300-slice DICOM zip about 200 MiB as base64.
 MAX_BODY_BYTES = 384 * 2**20
 DEFAULT_PREDICTION_WORKERS = 1
+#: 0: predictions run in threads of the server process; n > 0: in n processes of their own.
+DEFAULT_PREDICTION_PROCESSES = 0
 DEFAULT_MAX_QUEUE = 4
 RETRY_AFTER_S = 5
 
@@ -185,19 +192,23 @@ class LungSurvModel(kserve.Model):
         *,
         prediction_workers: int = DEFAULT_PREDICTION_WORKERS,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        prediction_processes: int = DEFAULT_PREDICTION_PROCESSES,
     ) -> None:
         super().__init__(name)
-        if prediction_workers < 1 or max_queue < 0:
+        if prediction_workers < 1 or max_queue < 0 or prediction_processes < 0:
             raise ValueError(
-                f"prediction_workers must be >= 1 and max_queue >= 0, got {prediction_workers}, "
-                f"{max_queue}"
+                f"prediction_workers must be >= 1, max_queue and prediction_processes >= 0, "
+                f"got {prediction_workers}, {max_queue}, {prediction_processes}"
             )
         self.model_dir = model_dir
         self.model: ServingModel | None = None
         # Predictions run here, never on the event loop: health and readiness always answer.
-        self._pool = ThreadPoolExecutor(prediction_workers, thread_name_prefix="predict")
+        # With prediction_processes the pool is made once the bundle is loaded (load()).
+        self._pool: Executor = ThreadPoolExecutor(prediction_workers, thread_name_prefix="predict")
         self._workers = prediction_workers
-        self._capacity = prediction_workers + max_queue
+        self._processes = prediction_processes
+        parallel = prediction_processes or prediction_workers
+        self._capacity = parallel + max_queue
         self._in_flight = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -220,6 +231,8 @@ class LungSurvModel(kserve.Model):
             self._download = tempfile.TemporaryDirectory(prefix="lungsurv-bundle-")
             folder = storage.download(self.model_dir, Path(self._download.name))
         self.model = load_serving_model(folder, name=self.name)
+        if self._processes:
+            self._pool = start_prediction_processes(self.name, folder, self._processes)
         self.ready = True
         return self.ready
 
@@ -280,6 +293,8 @@ class LungSurvModel(kserve.Model):
         self._in_flight += 1  # only the event loop's thread counts, so no lock is needed
         try:
             loop = asyncio.get_running_loop()
+            if self._processes:  # the payload travels to an idle process, pickled
+                return await loop.run_in_executor(self._pool, predict_in_process, payload)
             return await loop.run_in_executor(self._pool, self.predict_now, payload)
         finally:
             self._in_flight -= 1
@@ -317,6 +332,48 @@ class LungSurvModel(kserve.Model):
                 ),
             ],
         )
+
+
+#: The model of a prediction process (:func:`start_prediction_processes`), loaded once.
+_PROCESS_MODEL: LungSurvModel | None = None
+
+
+def _load_process_model(name: str, folder: str) -> None:
+    global _PROCESS_MODEL
+    from lungsurv.core.logs import configure_logging
+
+    configure_logging()
+    model = LungSurvModel(name, folder)
+    model.load()
+    _PROCESS_MODEL = model
+
+
+def _process_ready() -> int:
+    return os.getpid()
+
+
+def predict_in_process(payload: dict | InferRequest) -> dict | InferResponse:
+    """A prediction process's answer to one request (an InvalidInput travels back as such)."""
+    assert _PROCESS_MODEL is not None, "not a prediction process"
+    return _PROCESS_MODEL.predict_now(payload)
+
+
+def start_prediction_processes(name: str, folder: Path, processes: int) -> ProcessPoolExecutor:
+    """``processes`` spawned processes, each with the bundle loaded, ready before this returns.
+    An idle process takes the next request, so the load spreads evenly; with KServe's
+    ``--workers`` every server process accepts connections whether or not it is busy, and two
+    processes answered 5 and 3 of 8 requests (docs/serving.md)."""
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),  # the server has threads by now
+        initializer=_load_process_model,
+        initargs=(name, str(folder)),
+    )
+    # As many tasks as processes at once start them all; each answers once its model loaded.
+    for future in [pool.submit(_process_ready) for _ in range(processes)]:
+        future.result()
+    logger.info("%d prediction process(es) started, each with the bundle loaded", processes)
+    return pool
 
 
 class _TooLarge(Exception):
@@ -526,6 +583,13 @@ def main(argv: list[str] | None = None) -> None:
         help="predictions computed at once, beside the event loop",
     )
     parser.add_argument(
+        "--prediction_processes",
+        type=int,
+        default=DEFAULT_PREDICTION_PROCESSES,
+        help="compute predictions in this many processes of their own, each taking the next "
+        "request when idle (0: threads of the server process; not with --workers > 1)",
+    )
+    parser.add_argument(
         "--max_queue",
         type=int,
         default=DEFAULT_MAX_QUEUE,
@@ -538,11 +602,14 @@ def main(argv: list[str] | None = None) -> None:
         help="larger request bodies get a 413 before they are read",
     )
     args, _ = parser.parse_known_args(argv)
+    if args.prediction_processes and args.workers > 1:
+        parser.error("--prediction_processes and --workers > 1: choose one way to use the cores")
     model = LungSurvModel(
         args.model_name,
         args.model_dir,
         prediction_workers=args.prediction_workers,
         max_queue=args.max_queue,
+        prediction_processes=args.prediction_processes,
     )
     model.load()
     LungSurvModelServer(

@@ -996,3 +996,47 @@ def test_a_model_that_fuses_the_stage_needs_it_and_scores_it(
     response = model.predict_now(InferRequest(MODEL, inputs))
     risk = {o.name: o for o in response.outputs}["risk"].data[0]
     assert abs(risk - (reference[row["patient_id"]] + gain)) <= 1e-9
+
+
+def test_prediction_processes_answer_as_the_server_process_does(
+    bundle_and_reference: tuple[Path, pd.Series], patients: pd.DataFrame
+) -> None:
+    """``--prediction_processes 2``: both processes start with the bundle loaded before the
+    model is ready; V1 and V2 requests come back with the pipeline's risk, and a bad request
+    comes back as the same 400."""
+    import asyncio
+
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from serving.predictor import LungSurvModel
+
+    folder, reference = bundle_and_reference
+    model = LungSurvModel(MODEL, str(folder), prediction_processes=2)
+    model.load()
+    try:
+        assert len(model._pool._processes) == 2  # type: ignore[attr-defined]
+        rows = [row for _, row in patients.head(2).iterrows()]
+
+        async def both() -> list[Any]:
+            requests = [
+                {"instances": [_instance(rows[0])]},
+                InferRequest(
+                    MODEL,
+                    [
+                        InferInput("ct", [1], "BYTES", [_b64(rows[1]["image"])]),
+                        InferInput("gtv", [1], "BYTES", [_b64(rows[1]["mask"])]),
+                        InferInput("patient_id", [1], "BYTES", [rows[1]["patient_id"]]),
+                    ],
+                ),
+            ]
+            return await asyncio.gather(*(model.predict(r) for r in requests))
+
+        v1, v2 = asyncio.run(both())
+        assert abs(v1["predictions"][0]["risk"] - reference[rows[0]["patient_id"]]) <= 1e-9
+        risk = {o.name: o for o in v2.outputs}["risk"].data[0]
+        assert abs(risk - reference[rows[1]["patient_id"]]) <= 1e-9
+        with pytest.raises(InvalidInput, match="'center' must be a string"):
+            asyncio.run(model.predict({"instances": [{**_instance(rows[0]), "center": 7}]}))
+    finally:
+        model._pool.shutdown()
