@@ -204,6 +204,17 @@ def two_process_server(
         yield url, pid, log_path
 
 
+@pytest.fixture(scope="module")
+def pooled_server(
+    bundle_and_reference: tuple[Path, pd.Series], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, int, Path]]:
+    """``--prediction_processes 2``: one server process, two prediction processes, no queue."""
+    log_path = tmp_path_factory.mktemp("pooled") / "server.log"
+    options = ("--prediction_processes", "2", "--max_queue", "0")
+    for url, pid in _serve(bundle_and_reference[0], log_path, *options):
+        yield url, pid, log_path
+
+
 def _b64(path: str | Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode()
 
@@ -792,16 +803,20 @@ def _worker_processes(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("server_kind", ["two_process_server", "pooled_server"])
 def test_workers_start_server_processes_that_score_and_refuse_alike(
-    two_process_server: tuple[str, int, Path],
+    request: pytest.FixtureRequest,
+    server_kind: str,
     patients: pd.DataFrame,
     bundle_and_reference: tuple[Path, pd.Series],
 ) -> None:
     """``--workers 2`` on 127.0.0.1: two processes serve the port, each scores as the pipeline
-    and, full, answers 503 with Retry-After (no queue: a third concurrent request cannot wait)."""
+    and, full, answers 503 with Retry-After (no queue: a third concurrent request cannot wait).
+    ``--prediction_processes 2``: the same answers from one server process and two prediction
+    processes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    url, pid, log_path = two_process_server
+    url, pid, log_path = request.getfixturevalue(server_kind)
     workers = _worker_processes(pid)
     assert len(workers) == 2
     reference = bundle_and_reference[1]
