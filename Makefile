@@ -18,9 +18,11 @@ export LUNGSURV_IMAGE_REGISTRY := $(REGISTRY)
 export LUNGSURV_IMAGE_TAG := $(TAG)
 # Kubernetes: the overlay `make deploy-infra` applies (standalone: its own MinIO; kubeflow).
 OVERLAY ?= standalone
-# make serve-local BUNDLE=runs/local/artifacts/<run>/pca-fuse/bundle [PORT=8080]
+# make serve-local BUNDLE=runs/local/artifacts/<run>/pca-fuse/bundle [PORT=8080] [PROCESSES=2]
+# (PROCESSES: predictions in that many processes of their own, one per core; default threads)
 BUNDLE ?=
 PORT ?= 8080
+PROCESSES ?= 0
 N_PATIENTS ?=
 OUT ?= runs/local
 # make run-pipeline CACHE=1 reuses the steps whose inputs did not change (kfp.local's cache).
@@ -118,7 +120,8 @@ deploy:
 
 serve-local: $(STAMP)
 	@test -n "$(BUNDLE)" || { echo "give the model bundle: make serve-local BUNDLE=path/to/bundle"; exit 2; }
-	$(PY) -m serving.predictor --model_name lungsurv --model_dir $(BUNDLE) --host 127.0.0.1 --http_port $(PORT)
+	$(PY) -m serving.predictor --model_name lungsurv --model_dir $(BUNDLE) --host 127.0.0.1 --http_port $(PORT) \
+		--prediction_processes $(PROCESSES)
 
 clean:
 	rm -rf runs local_outputs .pytest_cache
