@@ -180,27 +180,9 @@ def predict_patient(
     ``overall_stage`` (``"IIIa"``, say): for a model that fuses the stage as a clinical block,
     which refuses a request without it (:func:`clinical_block_of`)."""
     clinical = clinical_block_of(model, overall_stage, patient_id)  # before any image work
-    row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
-    row |= {"roi": roi} if roi else {}
-    try:
-        converted = convert_patient(row, SERVING_CONVERT)
-    except PatientError as error:
-        raise InputError(str(error)) from error
-    # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,
-    # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
-    try:
-        blocks = feature_blocks_of(
-            converted.image,
-            converted.gtv,
-            model,
-            patient_id,
-            only_used_features=only_used_features,
-            ct_statistics=(converted.geometry["ct_mean_hu"], converted.geometry["ct_std_hu"]),
-        )
-    except InputError:
-        raise
-    except Exception as error:  # the patient's images, not the server: a 400 with the reason
-        raise InputError(f"cannot compute the features: {problem_of(error)}") from error
+    converted, blocks = _image_blocks(
+        image_path, mask_path, model, roi, patient_id, only_used_features
+    )
     if clinical is not None:
         blocks[CLINICAL_ROI] = clinical
     blocks, harmonization = harmonize_row(blocks, model.metadata.get("harmonization", {}), center)
@@ -231,6 +213,40 @@ def predict_patient(
         "reliability": reliability,
         "qa": qa,
     }
+
+
+def _image_blocks(
+    image_path: str | Path,
+    mask_path: str | Path,
+    model: ServingModel,
+    roi: str | None,
+    patient_id: str,
+    only_used_features: bool,
+) -> tuple[Any, dict[str, pd.DataFrame]]:
+    """The patient converted to 1 mm, and the blocks computed from its images; what is wrong
+    with the images is an :class:`~lungsurv.core.errors.InputError` (a 400, not a 500)."""
+    row = {"patient_id": patient_id, "image": str(image_path), "mask": str(mask_path)}
+    row |= {"roi": roi} if roi else {}
+    try:
+        converted = convert_patient(row, SERVING_CONVERT)
+    except PatientError as error:
+        raise InputError(str(error)) from error
+    # The pipeline hands these over as NIfTI files; the values round-trip exactly (float32 CT,
+    # uint8 mask) and only the geometry's float32 storage differs, which no feature uses.
+    try:
+        blocks = feature_blocks_of(
+            converted.image,
+            converted.gtv,
+            model,
+            patient_id,
+            only_used_features=only_used_features,
+            ct_statistics=(converted.geometry["ct_mean_hu"], converted.geometry["ct_std_hu"]),
+        )
+    except InputError:
+        raise
+    except Exception as error:  # the patient's images, not the server: a 400 with the reason
+        raise InputError(f"cannot compute the features: {problem_of(error)}") from error
+    return converted, blocks
 
 
 #: The overall stages a request may name, as the manifest's ``overall_stage`` does.

@@ -210,7 +210,7 @@ def test_html_and_markdown_reports(evaluation) -> None:
 def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
     from dataclasses import replace
 
-    from lungsurv.stages.evaluation import fusion_notes
+    from lungsurv.stages.trust import fusion_notes
 
     assert evaluation.params.metadata["fusion"] == "pca" and not fusion_notes(evaluation.params)
     metadata = {"fusion": "stacked", "stacking_c_index": {"gtv": 0.654, "dl": 0.613}}
@@ -225,7 +225,7 @@ def test_a_stacked_model_says_what_it_is_in_the_report(evaluation) -> None:
 def test_a_model_that_fuses_the_stage_says_so_in_the_report(evaluation) -> None:
     from dataclasses import replace
 
-    from lungsurv.stages.evaluation import fusion_notes
+    from lungsurv.stages.trust import fusion_notes
     from lungsurv.survival.fusion import BlockParameters
 
     stage = BlockParameters("clinical", ["overall_stage"], np.ones(1), np.ones(1), np.ones(1))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import CLINICAL_ROI, HORIZONS_DAYS, SPLIT_COLUMN
+from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN
 from lungsurv.core.tables import write_parquet
 from lungsurv.stages.accuracy import (
     accuracy_tables,
@@ -28,7 +28,7 @@ from lungsurv.stages.accuracy import (
 )
 from lungsurv.stages.evidence import add_evidence
 from lungsurv.stages.selection import overall_stage_number
-from lungsurv.stages.trust import constant_models, model_warnings
+from lungsurv.stages.trust import constant_models, fusion_notes, model_warnings
 from lungsurv.survival.fusion import ModelParameters, loadings_frame, survival_at
 from lungsurv.survival.metrics import (
     bootstrap_c_index,
@@ -365,34 +365,6 @@ class Evaluation:
         """The single-block signatures the combined model fuses (``Rad``, ``Rad_6mm``, ``DL``)."""
         models = self.models
         return [s for s in ("Rad", *_ring_signatures(models), "DL") if s in models]
-
-
-def fusion_notes(params: ModelParameters) -> list[str]:
-    """What the combined model is, in a sentence each, where it is not the paper's: another
-    fusion than PCA, and the overall stage fused beside the images (``fuse_stage``)."""
-    notes = []
-    if any(b.name == CLINICAL_ROI and b.features for b in params.blocks):
-        notes.append(
-            "Combined model: holds the overall stage too (the clinical block, a pre-specified "
-            "Cox covariate; the paper's combined model is imaging only), so it gains over the "
-            "imaging signatures what the stage adds; served predictions need the stage."
-        )
-    fusion = params.metadata.get("fusion", "pca")
-    if fusion == "pca":
-        return notes
-    text = (
-        "Combined model: a Cox model on the blocks' signatures (one covariate per block) "
-        "instead of the paper's PCA components"
-    )
-    if fusion == "stacked":
-        held_out = params.metadata.get("stacking_c_index", {})
-        text += (
-            ", weighted by a Cox fit on out-of-fold signature scores of the training cohort "
-            "(held-out training C-index per block: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
-            + ")"
-        )
-    return [text + ".", *notes]
 
 
 def evaluate_models(

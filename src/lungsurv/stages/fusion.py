@@ -61,8 +61,7 @@ def fit_combined(
     dl_block: str = "features",
     fuse_stage: bool = False,
 ) -> tuple[FusionModel, pd.DataFrame]:
-    """PCA-fuse: fit the combined model on the training patients; return it and every patient's
-    scores.
+    """PCA-fuse: the combined model, fitted on the training patients, and every patient's scores.
 
     With a ``selection`` (from :func:`select_features`) its combined blocks and their selected
     features are used as they are; without one each block's signature is selected here (GTV,
@@ -71,36 +70,29 @@ def fit_combined(
     (a Cox model on the blocks' signature scores) or ``"stacked"`` (that Cox model fitted on
     out-of-fold signature scores; :class:`FusionModel`). Signatures refitted here (without a
     selection, or in the stacking's folds) use ``alpha``, ``n_folds``, ``cv_scoring`` and
-    ``cv_rule``, or the selection's own settings when it has them; so does ``dl_block``
-    (what the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`), and
-    ``fuse_stage`` (the overall stage as a pre-specified clinical block,
-    :func:`~lungsurv.stages.selection.with_clinical_block`).
-    Patients lacking a row for a block (failed upstream) are left out and listed in a warning.
-    The scores table has ``patient_id, split, time_days, event, risk, risk_group`` and one
-    ``signature_<block>`` column per block.
+    ``cv_rule``, or the selection's own settings when it has them; so do ``dl_block`` (what
+    the deep-learning block offers, :func:`~lungsurv.stages.selection.deep_block`) and
+    ``fuse_stage`` (the stage as a clinical block). Patients lacking a block are left out, with
+    a warning. The scores table has ``patient_id, split, time_days, event, risk, risk_group``
+    and one ``signature_<block>`` column per block.
     """
     settings: dict[str, Any] = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring}
-    settings |= {"cv_rule": cv_rule, "dl_block": dl_block, "fuse_stage": fuse_stage}
+    settings |= {"cv_rule": cv_rule, "dl_block": dl_block}
     if selection is None and ring == "auto":
         selection = select_features(
-            features, manifest, is_train, combined_ring=ring, random_state=random_state, **settings
-        )
+            features, manifest, is_train, combined_ring=ring, random_state=random_state,
+            fuse_stage=fuse_stage, **settings,
+        )  # fmt: skip
     if selection is not None:
         blocks, ring = selection.combined_blocks, selection.ring
         prefit: list[BlockParameters] | None = selection.block_parameters()
         chosen_automatically = selection.ring_chosen_automatically
-        # The stacking refits the signatures as they were selected; a selection saved before
-        # dl_block existed selected from the deep features.
+        # The stacking refits the signatures as they were selected (older: deep features).
         settings |= {k: v for k, v in selection.settings.items() if k in settings}
         settings["dl_block"] = selection.settings.get("dl_block", "features")
-        settings["fuse_stage"] = CLINICAL_ROI in blocks
     else:
-        ring = ring if has_roi(features, ring) else None  # a GTV-only table fuses the GTV
-        blocks = [GTV_ROI, *([ring] if ring else [])]
-        blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
-        blocks += [CLINICAL_ROI] if fuse_stage else []
+        blocks, ring = _own_blocks(features, ring, fuse_stage)
         prefit, chosen_automatically = None, False
-    settings.pop("fuse_stage")
     features = with_clinical_block(features, manifest, blocks)
     cohort = _assemble(features, manifest, is_train, blocks)
     dl_choice = str(settings.pop("dl_block"))
@@ -117,6 +109,17 @@ def fit_combined(
     ).fit(train_blocks, cohort.y)
     model.params_.metadata.update({"ring": ring, "ring_chosen_automatically": chosen_automatically})
     return model, _scores_table(cohort, score(cohort.blocks, model.params_), model.cutoff_)
+
+
+def _own_blocks(
+    features: pd.DataFrame, ring: str, fuse_stage: bool
+) -> tuple[list[str], str | None]:
+    """The blocks a fit without a selection fuses (GTV, the ring, deep features when the table
+    has them, the clinical block with ``fuse_stage``) and the ring (None for a GTV-only table)."""
+    fused_ring = ring if has_roi(features, ring) else None
+    blocks = [GTV_ROI, *([fused_ring] if fused_ring else [])]
+    blocks += [DL_ROI] if has_roi(features, DL_ROI) else []
+    return blocks + ([CLINICAL_ROI] if fuse_stage else []), fused_ring
 
 
 def _scores_table(cohort: Any, scored: dict[str, np.ndarray], cutoff: float) -> pd.DataFrame:

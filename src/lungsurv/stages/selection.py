@@ -262,9 +262,8 @@ def select_features(
     """select-features: the paper's signatures, each fitted on the training patients only.
 
     ``Rad`` (GTV), ``Rad_<d>mm`` per ring, ``Rad+Rad_<d>mm`` (GTV and ring features in one
-    signature) and ``DL`` when the table has deep-feature rows (``roi == "dl"``); every one is
-    a :class:`~lungsurv.survival.selection.CoxSignature` (z-score, univariate Cox, LASSO-Cox
-    with k-fold CV; ``cv_scoring`` and ``cv_rule`` as in
+    signature) and ``DL`` when the table has deep-feature rows (``roi == "dl"``), each a
+    :class:`~lungsurv.survival.selection.CoxSignature` (``cv_scoring``, ``cv_rule``: see
     :class:`~lungsurv.survival.selection.LassoCoxSelector`).
     ``rings``: default every ring in the table. ``combined_ring``: the ring the combined
     model fuses, or ``"auto"`` for the one with the best cross-validated training C-index
@@ -272,9 +271,8 @@ def select_features(
     (:func:`deep_block`): the deep features (the paper's) or the network's risk. A TNM
     baseline (Cox on the ordinal overall stage, :func:`tnm_scores`) is scored alongside when
     the manifest has ``overall_stage``. ``fuse_stage``: the combined model fuses that stage as
-    a clinical block too (:func:`with_clinical_block`; the paper's model is imaging only): its
-    ``TNM`` signature is then the pre-specified Cox model on the stage, and patients without a
-    known stage are left out, with a warning.
+    a clinical block (:func:`with_clinical_block`), its ``TNM`` signature a pre-specified Cox
+    model; patients without a known stage are left out, with a warning.
     """
 
     rings = list(ring_rois(features["roi"]) if rings is None else rings)
@@ -282,19 +280,16 @@ def select_features(
         raise ValueError(f"combined ring {combined_ring!r} is not among the rings {rings}")
     params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
-    if fuse_stage:
-        features = with_clinical_block(features, manifest, [CLINICAL_ROI])
-        extra.append(CLINICAL_ROI)
-    cohort = _assemble(features, manifest, is_train, [GTV_ROI, *rings, *extra])
-    if DL_ROI in cohort.blocks:
-        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
+    extra += [CLINICAL_ROI] if fuse_stage else []
+    cohort = _selection_cohort(features, manifest, is_train, [GTV_ROI, *rings, *extra], dl_block)
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
+    settings = params | {"random_state": random_state, "dl_block": dl_block}
     fitted, rows, signature_blocks = _fit_signatures(
         cohort, combos, params | {"random_state": random_state}
     )
     scores = pd.DataFrame({"patient_id": cohort.patients, SPLIT_COLUMN: cohort.split_column()})
-    scores = pd.concat([scores, pd.DataFrame(fitted)], axis=1)
+    scores = scores.assign(**fitted)
     if "overall_stage" in manifest.columns and not fuse_stage:  # fused: the block's signature
         scores["TNM"] = tnm_scores(manifest, is_train).reindex(cohort.patients).to_numpy()
     ring, ring_scores = (combined_ring if rings else None), {}
@@ -309,14 +304,24 @@ def select_features(
         ring=ring,
         ring_chosen_automatically=combined_ring == "auto" and bool(rings),
         scores=scores,
-        settings={
-            **params,
-            "random_state": random_state,
-            "dl_block": dl_block,
-            "fuse_stage": fuse_stage,
-            "ring_cv_c_index": ring_scores,
-        },
+        settings=settings | {"fuse_stage": fuse_stage, "ring_cv_c_index": ring_scores},
     )
+
+
+def _selection_cohort(
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    is_train: pd.Series,
+    blocks: Sequence[str],
+    dl_block: str,
+) -> _Cohort:
+    """The patients with every block (the clinical one from the manifest), the deep block
+    as ``dl_block`` offers it."""
+    features = with_clinical_block(features, manifest, blocks)
+    cohort = _assemble(features, manifest, is_train, blocks)
+    if DL_ROI in cohort.blocks:
+        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_block)
+    return cohort
 
 
 def _fit_signatures(

@@ -1,6 +1,7 @@
 """Whether a fitted model can be trusted, said before any table: the evaluate stage's warnings.
 
-Each check names what it found, with the numbers; the report shows the list at the top, the
+Each check names what it found, with the numbers (and :func:`fusion_notes` says where the
+combined model is not the paper's); the report shows the list at the top, the
 Markdown summary too, the KFP metrics count them (``model_warnings``), the stage's log repeats
 them, and a null model (no feature selected) is refused for deployment.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from lungsurv.core.layout import HORIZONS_DAYS, SPLIT_COLUMN, TEST, TRAIN
+from lungsurv.core.layout import CLINICAL_ROI, HORIZONS_DAYS, SPLIT_COLUMN, TEST, TRAIN
 from lungsurv.survival.fusion import ModelParameters, survival_at
 from lungsurv.survival.reliability import MIN_SURVIVAL
 
@@ -158,3 +159,31 @@ _CONTROL_MEANING = {
     "moved": "it may rank patients by the ROI's size or by the patient's scan (which moving "
     "keeps), not by what lies inside the tumour",
 }
+
+
+def fusion_notes(params: ModelParameters) -> list[str]:
+    """What the combined model is, in a sentence each, where it is not the paper's: another
+    fusion than PCA, and the overall stage fused beside the images (``fuse_stage``)."""
+    notes = []
+    if any(b.name == CLINICAL_ROI and b.features for b in params.blocks):
+        notes.append(
+            "Combined model: holds the overall stage too (the clinical block, a pre-specified "
+            "Cox covariate; the paper's combined model is imaging only), so it gains over the "
+            "imaging signatures what the stage adds; served predictions need the stage."
+        )
+    fusion = params.metadata.get("fusion", "pca")
+    if fusion == "pca":
+        return notes
+    text = (
+        "Combined model: a Cox model on the blocks' signatures (one covariate per block) "
+        "instead of the paper's PCA components"
+    )
+    if fusion == "stacked":
+        held_out = params.metadata.get("stacking_c_index", {})
+        text += (
+            ", weighted by a Cox fit on out-of-fold signature scores of the training cohort "
+            "(held-out training C-index per block: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
+            + ")"
+        )
+    return [text + ".", *notes]
