@@ -31,11 +31,9 @@ from lungsurv.stages.harmonization import Harmonizer, harmonization_document
 from lungsurv.stages.selection import (
     DEFAULT_COMBINED_RING,
     Selection,
-    _assemble,
-    deep_block,
+    assemble_cohort,
     has_roi,
     select_features,
-    with_clinical_block,
 )
 from lungsurv.survival.bundle import save_bundle
 from lungsurv.survival.fusion import BlockParameters, FusionModel, feature_blocks, score
@@ -93,11 +91,8 @@ def fit_combined(
     else:
         blocks, ring = _own_blocks(features, ring, fuse_stage)
         prefit, chosen_automatically = None, False
-    features = with_clinical_block(features, manifest, blocks)
-    cohort = _assemble(features, manifest, is_train, blocks)
     dl_choice = str(settings.pop("dl_block"))
-    if DL_ROI in cohort.blocks:
-        cohort.blocks[DL_ROI] = deep_block(cohort.blocks[DL_ROI], dl_choice)
+    cohort = assemble_cohort(features, manifest, is_train, blocks, dl_choice)
     train_blocks = {name: block.loc[cohort.train] for name, block in cohort.blocks.items()}
     model = FusionModel(
         variance=variance,

@@ -281,7 +281,7 @@ def select_features(
     params = {"alpha": alpha, "n_folds": n_folds, "cv_scoring": cv_scoring, "cv_rule": cv_rule}
     extra = [DL_ROI] if has_roi(features, DL_ROI) else []
     extra += [CLINICAL_ROI] if fuse_stage else []
-    cohort = _selection_cohort(features, manifest, is_train, [GTV_ROI, *rings, *extra], dl_block)
+    cohort = assemble_cohort(features, manifest, is_train, [GTV_ROI, *rings, *extra], dl_block)
     combos: list[list[str]] = [[GTV_ROI]] + [[r] for r in rings] + [[GTV_ROI, r] for r in rings]
     combos += [[block] for block in extra]
     settings = params | {"random_state": random_state, "dl_block": dl_block}
@@ -308,15 +308,15 @@ def select_features(
     )
 
 
-def _selection_cohort(
+def assemble_cohort(
     features: pd.DataFrame,
     manifest: pd.DataFrame,
     is_train: pd.Series,
     blocks: Sequence[str],
     dl_block: str,
 ) -> _Cohort:
-    """The patients with every block (the clinical one from the manifest), the deep block
-    as ``dl_block`` offers it."""
+    """The patients with every block (the clinical one from the manifest) and their blocks, the
+    deep block as ``dl_block`` offers it: what select-features and PCA-fuse both fit on."""
     features = with_clinical_block(features, manifest, blocks)
     cohort = _assemble(features, manifest, is_train, blocks)
     if DL_ROI in cohort.blocks:
