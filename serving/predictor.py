@@ -37,7 +37,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -348,8 +347,8 @@ def _load_process_model(name: str, folder: str) -> None:
     _PROCESS_MODEL = model
 
 
-def _process_ready() -> int:
-    return os.getpid()
+def _process_ready() -> None:
+    """Nothing: that a process answers at all means its initializer loaded the model."""
 
 
 def predict_in_process(payload: dict | InferRequest) -> dict | InferResponse:
