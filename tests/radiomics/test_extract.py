@@ -346,3 +346,44 @@ def test_the_extractor_is_made_once_per_thread_and_parameter_set(params: dict) -
     thread.start()
     thread.join()
     assert elsewhere[0] is not first  # extraction switches its features: one per thread
+
+
+def _mask_on(image: sitk.Image, voxels: tuple[slice, ...], label: int = 1) -> sitk.Image:
+    values = np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint32)
+    values[voxels] = label
+    mask = sitk.GetImageFromArray(values)
+    mask.CopyInformation(image)
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("voxels", "settings"),
+    [
+        ((slice(3, 9), slice(2, 12), slice(5, 7)), {}),  # a box
+        ((slice(4, 5), slice(6, 7), slice(8, 9)), {}),  # one voxel
+        ((slice(4, 5), slice(6, 7), slice(2, 9)), {}),  # a line, 2 dimensions needed
+        ((slice(4, 5), slice(2, 7), slice(2, 9)), {"minimumROIDimensions": 3}),  # a plane
+        ((slice(4, 6), slice(2, 4), slice(2, 4)), {"minimumROISize": 8}),  # 8 voxels, too few
+        ((slice(4, 6), slice(2, 4), slice(2, 4)), {"minimumROISize": 7}),
+        ((slice(0, 16), slice(0, 14), slice(0, 12)), {}),  # the whole image
+    ],
+)
+def test_the_mask_check_equals_pyradiomics(voxels: tuple[slice, ...], settings: dict) -> None:
+    from radiomics import imageoperations
+
+    from lungsurv.radiomics.extract import _check_mask
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(16, 14, 12)))
+    image.SetSpacing((0.8, 1.0, 2.5))
+    image.SetOrigin((-3.0, 4.0, 10.0))
+    mask = _mask_on(image, voxels)
+    inside = sitk.GetArrayViewFromImage(mask) == 1
+    settings = {"label": 1, "minimumROIDimensions": 2, "minimumROISize": None, **settings}
+    try:
+        expected = imageoperations.checkMask(image, mask, **settings)
+    except ValueError as error:
+        with pytest.raises(ValueError, match=re.escape(str(error))):
+            _check_mask(image, mask, inside, settings)
+        return
+    bbox, corrected = _check_mask(image, mask, inside, settings)
+    assert np.array_equal(bbox, expected[0]) and corrected is None is expected[1]

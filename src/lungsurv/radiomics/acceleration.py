@@ -35,8 +35,9 @@ def shared_binning() -> Iterator[None]:
 
     PyRadiomics' feature classes each bin the same cropped image with the same settings (six
     times per image and ROI, a quarter of the run time). Inside this context the first class's
-    result is reused by the next ones when their input array is equal (known without comparing
-    when they bin the same image and mask objects segment-wise); values are unchanged.
+    result, made read-only, is handed to the next ones when their input array is equal (known
+    without comparing when they bin the same image and mask objects segment-wise); values are
+    unchanged.
     """
     from radiomics import base
 
@@ -65,14 +66,18 @@ def shared_binning() -> Iterator[None]:
         if hit:
             self.coefficients["grayLevels"] = memo["grayLevels"].copy()
             self.coefficients["Ng"] = memo["Ng"]
-            return memo["output"].copy()
+            return memo["output"]
         output = original(self, matrix)
+        # Every class reads its binned image and none writes to it (a write would raise), so
+        # they share one read-only array instead of a copy each; the texture kernels' grid
+        # then knows it by identity (lungsurv.radiomics.texture).
+        output.flags.writeable = False
         voxel_based = getattr(self, "voxelBased", False)
         memo.update(
             key=key,
             input=matrix.copy(),
             mask=self.maskArray.copy(),
-            output=output.copy(),
+            output=output,
             grayLevels=self.coefficients["grayLevels"].copy(),
             Ng=self.coefficients["Ng"],
             source=None

@@ -120,16 +120,20 @@ def _glrlm_kernel(
 ) -> np.ndarray:
     """Runs are maximal segments of ROI voxels of one grey level along an angle, as in C; they
     are found from the ROI's voxels (a run starts where the previous voxel is outside the ROI or
-    of another level) instead of walking every line of the box."""
+    of another level) instead of walking every line of the box. Each voxel tries every angle in
+    turn, so its neighbours are read while they are in cache (the counts are integers, so their
+    order does not matter)."""
     glrlm = np.zeros((ng, nr, offsets.size))
-    for a in range(offsets.size):
-        step = offsets[a]
-        multi_element = False
-        for index in voxels:
-            level = image[index]
+    multi_element = np.zeros(offsets.size, dtype=np.bool_)
+    for index in voxels:
+        level = image[index]
+        if level <= 0 or level > ng:
+            raise IndexError("Calculation of GLRLM Failed.")
+        for a in range(offsets.size):
+            step = offsets[a]
             previous = index - step
             if codes[previous] == _ROI:
-                multi_element = True
+                multi_element[a] = True
                 if image[previous] == level:
                     continue  # inside a run counted from its start
             length = 0
@@ -137,12 +141,13 @@ def _glrlm_kernel(
             while codes[following] == _ROI and image[following] == level:
                 length += 1
                 following += step
-            if level <= 0 or level > ng or length >= nr:
+            if length >= nr:
                 raise IndexError("Calculation of GLRLM Failed.")
             glrlm[level - 1, length, a] += 1
-        if not multi_element and _line_has_two_roi_voxels(codes, voxels, step):
-            multi_element = True
-        if not multi_element:  # every line holds at most one ROI voxel: a 2D ROI, as in C
+    for a in range(offsets.size):
+        if not multi_element[a] and _line_has_two_roi_voxels(codes, voxels, offsets[a]):
+            multi_element[a] = True
+        if not multi_element[a]:  # every line holds at most one ROI voxel: a 2D ROI, as in C
             glrlm[:, 0, a] = 0
     return glrlm
 
@@ -269,13 +274,18 @@ def _grid(image: Any, mask: Any) -> _Grid:
         )
     if _last_grid:
         last_image, last_mask, grid = _last_grid[0]
-        if np.array_equal(last_mask, mask) and np.array_equal(last_image, image):
+        # A read-only image (the binned image the classes share) is known by identity.
+        same_image = (last_image is image and not image.flags.writeable) or np.array_equal(
+            last_image, image
+        )
+        if same_image and np.array_equal(last_mask, mask):
             return grid
     flat_image, codes = _padded(image.astype(np.int32, copy=False), mask.astype(bool, copy=False))
     shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
     # The padding is never ROI, so the flat order of the padded grid is the raster order.
     grid = _Grid(shape, flat_image, codes, np.flatnonzero(codes == _ROI))
-    _last_grid[:] = [(image.copy(), mask.copy(), grid)]
+    kept = image if not image.flags.writeable else image.copy()
+    _last_grid[:] = [(kept, mask.copy(), grid)]
     return grid
 
 
