@@ -6,6 +6,7 @@ filters, a handful of PyRadiomics internals worth more than their share:
 - the texture matrices' C routines (:mod:`lungsurv.radiomics.texture` replaces them; equal bit
   for bit);
 - every texture class bins the same (image, ROI) pair again (:func:`shared_binning`: once);
+- every class copies the image's and the mask's voxels (:func:`shared_arrays`: read in place);
 - ``getBinEdges`` takes the ROI's minimum and maximum with Python's ``min``/``max``, one Python
   float per voxel (:func:`fast_bin_edges`: numpy's, same values);
 - first-order percentiles partition the ROI's values once per feature, seven times per image
@@ -20,6 +21,7 @@ back on exit, so the naive reference path in the same process runs PyRadiomics a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -92,6 +94,62 @@ def shared_binning() -> Iterator[None]:
         yield
     finally:
         base.RadiomicsFeaturesBase._applyBinning = original
+
+
+@contextmanager
+def shared_arrays() -> Iterator[None]:
+    """The feature classes of one (image, ROI) pair read the image's voxels in place and share
+    one mask array, instead of each copying both (PyRadiomics' ``GetArrayFromImage`` in every
+    class's ``__init__``, about 5 % of the run time).
+
+    The built-in classes only read these arrays in segment-based extraction (first order casts
+    before it writes NaNs; the texture classes bin into a new array), so they get read-only
+    ones: a class that wrote to one would raise, not change a value. The constructor below is
+    PyRadiomics 3.1's ``RadiomicsFeaturesBase.__init__`` with that one difference; voxel-based
+    extraction, and any class with a mask initialisation of its own (shape), run PyRadiomics'."""
+    import SimpleITK as sitk
+    from radiomics import base
+
+    features_base = base.RadiomicsFeaturesBase
+    original = features_base.__dict__["__init__"]
+    masks: dict[tuple[int, Any], tuple[Any, np.ndarray]] = {}
+
+    def mask_array(mask: Any, label: Any) -> np.ndarray:
+        key = (id(mask), label)
+        if key not in masks:  # the mask object is kept with its array, so its id stays its own
+            array = sitk.GetArrayViewFromImage(mask) == label
+            array.flags.writeable = False
+            masks[key] = (mask, array)
+        return masks[key][1]
+
+    def init(self: Any, inputImage: Any, inputMask: Any, **kwargs: Any) -> None:
+        own_mask = (
+            type(self)._initSegmentBasedCalculation
+            is not features_base._initSegmentBasedCalculation
+        )
+        if kwargs.get("voxelBased", False) or inputImage is None or inputMask is None or own_mask:
+            original(self, inputImage, inputMask, **kwargs)
+            return
+        self.logger = logging.getLogger(self.__module__)
+        self.progressReporter = base.getProgressReporter
+        self.settings = kwargs
+        self.label = kwargs.get("label", 1)
+        self.voxelBased = False
+        self.coefficients = {}
+        self.enabledFeatures = {}
+        self.featureValues = {}
+        self.featureNames = self.getFeatureNames()
+        self.inputImage = inputImage
+        self.inputMask = inputMask
+        self.imageArray = sitk.GetArrayViewFromImage(inputImage)  # read-only
+        self.maskArray = mask_array(inputMask, self.label)
+
+    features_base.__init__ = init
+    try:
+        yield
+    finally:
+        features_base.__init__ = original
+        masks.clear()
 
 
 @contextmanager
@@ -208,6 +266,7 @@ def accelerated_pyradiomics() -> Iterator[None]:
     """All of the above (and :func:`~lungsurv.radiomics.texture.fast_texture_matrices`) at once."""
     with ExitStack() as stack:
         for patch in (
+            shared_arrays,
             shared_binning,
             fast_bin_edges,
             fast_moments,
