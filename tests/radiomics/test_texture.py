@@ -82,6 +82,36 @@ def test_kernels_equal_pyradiomics_c_matrices(kernel: str, case: str, force2d: b
     _assert_same(ours(*arguments), getattr(cMatrices, kernel)(*arguments))
 
 
+SWEPT = ("calculate_glcm", "calculate_ngtdm", "calculate_gldm")
+
+
+@pytest.mark.parametrize("first", SWEPT)
+@pytest.mark.parametrize("distances", [[1], [1, 2]])
+@pytest.mark.parametrize("force2d", [False, True])
+@pytest.mark.parametrize("case", ["random 1", "random 5", "hollow", "single slice", "one voxel"])
+def test_one_sweep_serves_glcm_ngtdm_and_gldm_equal_to_c(
+    case: str, force2d: bool, distances: list[int], first: str
+) -> None:
+    """The first of the three classes of a pair runs the sweep; the others (in any order) get
+    its matrices, each equal to C's and each their own copy; a GLDM alpha other than the
+    sweep's is computed apart."""
+    image, mask, ng = CASES[case]
+    calls = {
+        "calculate_glcm": (image, mask, np.array(distances), ng, force2d, 0),
+        "calculate_ngtdm": (image, mask, np.array(distances), ng, force2d, 0),
+        "calculate_gldm": (image, mask, np.array(distances), ng, 0, force2d, 0),
+    }
+    with texture.fast_texture_matrices():
+        for kernel in (first, *(k for k in SWEPT if k != first)):
+            ours = getattr(texture, kernel)(*calls[kernel])
+            _assert_same(ours, getattr(cMatrices, kernel)(*calls[kernel]))
+            (ours[0] if isinstance(ours, tuple) else ours)[...] = -1  # PyRadiomics adds in place
+        again = texture.calculate_glcm(*calls["calculate_glcm"])
+        alpha = (image, mask, np.array(distances), ng, 1, force2d, 0)
+        _assert_same(texture.calculate_gldm(*alpha), cMatrices.calculate_gldm(*alpha))
+    _assert_same(again, cMatrices.calculate_glcm(*calls["calculate_glcm"]))
+
+
 @pytest.mark.parametrize("kernel", texture.KERNELS)
 def test_grey_level_out_of_range_raises_index_error_like_c(kernel: str) -> None:
     image, mask, ng = CASES["random 0"]

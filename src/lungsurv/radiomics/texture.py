@@ -76,19 +76,22 @@ def _angles(
 _OUTSIDE, _BOX, _ROI = 0, 1, 2
 
 
-def _padded(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat image and voxel codes with a one-voxel border of ``_OUTSIDE`` around the box, so the
-    kernels step with flat offsets and need no bounds checks."""
-    codes = np.zeros(tuple(s + 2 for s in image.shape), dtype=np.uint8)
-    codes[1:-1, 1:-1, 1:-1] = np.where(mask, _ROI, _BOX)
+def _padded(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat image and voxel codes with a border of ``pad`` voxels of ``_OUTSIDE`` around the box
+    (the largest distance the kernels step), so they step with flat offsets and need no bounds
+    checks: a step from inside lands in the border, never in another row."""
+    codes = np.zeros(tuple(s + 2 * pad for s in image.shape), dtype=np.uint8)
+    inner = tuple(slice(pad, s + pad) for s in image.shape)
+    codes[inner] = np.where(mask, _ROI, _BOX)
     padded = np.zeros(codes.shape, dtype=np.int32)
-    padded[1:-1, 1:-1, 1:-1] = image
+    padded[inner] = image
     return padded.ravel(), codes.ravel()
 
 
-def _offsets(shape: tuple[int, ...], angles: np.ndarray) -> np.ndarray:
-    """Flat offsets of ``angles`` on the padded grid of an image of ``shape``."""
-    strides = np.array([(shape[1] + 2) * (shape[2] + 2), shape[2] + 2, 1], dtype=np.int64)
+def _offsets(grid: _Grid, angles: np.ndarray) -> np.ndarray:
+    """Flat offsets of ``angles`` on ``grid``'s padded layout."""
+    _, ny, nx = (s + 2 * grid.pad for s in grid.shape)
+    strides = np.array([ny * nx, nx, 1], dtype=np.int64)
     return angles.astype(np.int64) @ strides
 
 
@@ -251,6 +254,49 @@ def _gldm_kernel(
     return gldm
 
 
+@cached_njit
+def _neighbour_kernel(
+    image: np.ndarray,
+    codes: np.ndarray,
+    voxels: np.ndarray,
+    offsets: np.ndarray,
+    n_glcm: int,
+    ng: int,
+    alpha: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GLCM (the first ``n_glcm`` offsets), NGTDM and GLDM (all ``offsets``) in one sweep over the
+    ROI's voxels, each neighbour read once for the three; every count and NGTDM's sum are made
+    in the order of the three kernels above, so the matrices equal theirs bit for bit."""
+    glcm = np.zeros((ng, ng, n_glcm))
+    ngtdm = np.zeros((ng, 3))
+    gldm = np.zeros((ng, offsets.size * 2 + 1))
+    for level in range(ng):
+        ngtdm[level, 2] = level + 1
+    for index in voxels:
+        level = image[index]
+        if level <= 0 or level > ng:
+            raise IndexError("Calculation of GLCM Failed.")
+        count = 0.0
+        total = 0.0
+        dependent = 0
+        for a in range(offsets.size):
+            neighbour = index + offsets[a]
+            if codes[neighbour] == _ROI:
+                other = image[neighbour]
+                count += 1.0
+                total += other
+                if abs(level - other) <= alpha:
+                    dependent += 1
+                if a < n_glcm:
+                    if other <= 0 or other > ng:
+                        raise IndexError("Calculation of GLCM Failed.")
+                    glcm[level - 1, other - 1, a] += 1
+        ngtdm[level - 1, 0] += 1
+        ngtdm[level - 1, 1] += 0.0 if count == 0 else abs(float(level) - total / count)
+        gldm[level - 1, dependent] += 1
+    return glcm, ngtdm, gldm
+
+
 @dataclass(frozen=True)
 class _Grid:
     """An (image, mask) pair laid out for the kernels."""
@@ -259,13 +305,14 @@ class _Grid:
     image: np.ndarray
     codes: np.ndarray
     voxels: np.ndarray
+    pad: int
 
 
 #: The last (image, mask, grid): PyRadiomics' five texture classes ask for the same pair in turn.
 _last_grid: list[tuple[np.ndarray, np.ndarray, _Grid]] = []
 
 
-def _grid(image: Any, mask: Any) -> _Grid:
+def _grid(image: Any, mask: Any, pad: int = 1) -> _Grid:
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.ndim != 3 or mask.shape != image.shape:
@@ -278,12 +325,14 @@ def _grid(image: Any, mask: Any) -> _Grid:
         same_image = (last_image is image and not image.flags.writeable) or np.array_equal(
             last_image, image
         )
-        if same_image and np.array_equal(last_mask, mask):
+        if grid.pad >= pad and same_image and np.array_equal(last_mask, mask):
             return grid
-    flat_image, codes = _padded(image.astype(np.int32, copy=False), mask.astype(bool, copy=False))
+    flat_image, codes = _padded(
+        image.astype(np.int32, copy=False), mask.astype(bool, copy=False), pad
+    )
     shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
     # The padding is never ROI, so the flat order of the padded grid is the raster order.
-    grid = _Grid(shape, flat_image, codes, np.flatnonzero(codes == _ROI))
+    grid = _Grid(shape, flat_image, codes, np.flatnonzero(codes == _ROI), pad)
     kept = image if not image.flags.writeable else image.copy()
     _last_grid[:] = [(kept, mask.copy(), grid)]
     return grid
@@ -293,7 +342,8 @@ def _prepared(
     image: Any, mask: Any, distances: Any, bidirectional: bool, force2d: bool, dimension: int
 ) -> tuple[_Grid, np.ndarray, np.ndarray]:
     """The kernels' grid, PyRadiomics' angles and their flat offsets for one call."""
-    grid = _grid(image, mask)
+    pad = max(1, int(np.max(np.abs(np.asarray(distances)), initial=1)))
+    grid = _grid(image, mask, pad)
     angles = _angles(
         grid.shape,
         distances,
@@ -301,7 +351,42 @@ def _prepared(
         force2d=force2d,
         force2d_dimension=dimension,
     )
-    return grid, angles, _offsets(grid.shape, angles)
+    return grid, angles, _offsets(grid, angles)
+
+
+#: The GLDM's alpha the one-sweep kernel assumes (PyRadiomics' default ``gldm_a``).
+_SWEEP_ALPHA = 0
+#: The last one-sweep result: (grid, its key, {"glcm": ..., "ngtdm": ..., "gldm": ...}).
+_last_sweep: list[tuple[_Grid, tuple[Any, ...], dict[str, np.ndarray]]] = []
+
+
+def _swept(
+    grid: _Grid, kind: str, distances: Any, ng: int, force2d: bool, dimension: int
+) -> np.ndarray | None:
+    """``kind``'s matrix from :func:`_neighbour_kernel`, which the first of the GLCM, NGTDM and
+    GLDM classes of an (image, ROI) pair runs for all three; None where the sweep does not
+    apply (GLCM's angles not the first half of the bidirectional set) or failed (the kernel of
+    ``kind`` then raises its own error)."""
+    key = (tuple(np.asarray(distances).ravel().tolist()), ng, force2d, dimension)
+    if _last_sweep and _last_sweep[0][0] is grid and _last_sweep[0][1] == key:
+        return _last_sweep[0][2][kind].copy()  # PyRadiomics adds to its matrices in place
+    one_way = _angles(
+        grid.shape, distances, bidirectional=False, force2d=force2d, force2d_dimension=dimension
+    )
+    both_ways = _angles(
+        grid.shape, distances, bidirectional=True, force2d=force2d, force2d_dimension=dimension
+    )
+    if not np.array_equal(both_ways[: len(one_way)], one_way):
+        return None
+    offsets = _offsets(grid, both_ways)
+    try:
+        glcm, ngtdm, gldm = _neighbour_kernel(
+            grid.image, grid.codes, grid.voxels, offsets, len(one_way), ng, _SWEEP_ALPHA
+        )
+    except IndexError:
+        return None
+    _last_sweep[:] = [(grid, key, {"glcm": glcm, "ngtdm": ngtdm, "gldm": gldm})]
+    return _last_sweep[0][2][kind].copy()
 
 
 def calculate_glcm(
@@ -319,6 +404,9 @@ def calculate_glcm(
             image, mask, distances, ng, force2d, force2d_dimension, *extra
         )
     grid, angles, offsets = _prepared(image, mask, distances, False, force2d, force2d_dimension)
+    swept = _swept(grid, "glcm", distances, ng, force2d, force2d_dimension)
+    if swept is not None:
+        return swept[None], angles
     return _glcm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None], angles
 
 
@@ -362,6 +450,9 @@ def calculate_ngtdm(
             image, mask, distances, ng, force2d, force2d_dimension, *extra
         )
     grid, _, offsets = _prepared(image, mask, distances, True, force2d, force2d_dimension)
+    swept = _swept(grid, "ngtdm", distances, ng, force2d, force2d_dimension)
+    if swept is not None:
+        return swept[None]
     return _ngtdm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
 
 
@@ -381,6 +472,10 @@ def calculate_gldm(
             image, mask, distances, ng, alpha, force2d, force2d_dimension, *extra
         )
     grid, _, offsets = _prepared(image, mask, distances, True, force2d, force2d_dimension)
+    if alpha == _SWEEP_ALPHA:
+        swept = _swept(grid, "gldm", distances, ng, force2d, force2d_dimension)
+        if swept is not None:
+            return swept[None]
     return _gldm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, alpha)[None]
 
 
@@ -411,6 +506,7 @@ def fast_texture_matrices() -> Iterator[None]:
         yield
     finally:
         _last_grid.clear()
+        _last_sweep.clear()
         for name, original in originals.items():
             setattr(module, name, original)
 
