@@ -41,6 +41,7 @@ from lungsurv.radiomics.acceleration import accelerated_pyradiomics
 from lungsurv.radiomics.params import cached_extractor, make_extractor
 from lungsurv.radiomics.recursive_gaussian import log_images
 from lungsurv.radiomics.shape import FastRadiomicsShape
+from lungsurv.radiomics.wavelet import wavelet_images
 
 #: Voxels of margin around the ROIs for the wavelet (coif1, one level: a 6-tap filter).
 WAVELET_MARGIN_VOXELS = 8
@@ -253,7 +254,7 @@ def extract_patient(
         results[roi.name].update(_shape(extractor, image, roi, settings, shape_names))
     masks: dict[tuple[Any, ...], sitk.Image] = {}  # each ROI's cropped mask, by box
     for filtered, name, kwargs, lower, upper in _filtered_images(
-        extractor, image, checked, settings
+        extractor, image, checked, settings, _wanted_images(wanted)
     ):
         _features_on(
             extractor, filtered, checked, lower, upper, name, kwargs, results, masks, wanted
@@ -279,14 +280,26 @@ def _normalized(
     return sitk.Cast(z * float(settings.get("normalizeScale", 1)), sitk.sitkFloat32)
 
 
+def _wanted_images(wanted: Mapping[str, set[str]] | None) -> set[str] | None:
+    """The filtered images (PyRadiomics' names, ``wavelet-LLH``) whose features ``wanted`` asks
+    for; None: every image."""
+    if wanted is None:
+        return None
+    return {name.split("_", 1)[0] for names in wanted.values() for name in names}
+
+
 def _filtered_images(
-    extractor: Any, image: sitk.Image, checked: list[_Roi], settings: dict[str, Any]
+    extractor: Any,
+    image: sitk.Image,
+    checked: list[_Roi],
+    settings: dict[str, Any],
+    images: set[str] | None = None,
 ) -> Iterator[tuple[sitk.Image, str, dict[str, Any], np.ndarray, np.ndarray]]:
     """Each enabled image type's images, one at a time: (image, its PyRadiomics name, the
     settings its features use, and the box of the full volume it covers). The original and
     the wavelet sub-bands are cut to the ROIs' union box (wavelets with a margin); LoG is
-    filtered on the whole volume, since its recursive filter is not exact on a crop."""
-    from radiomics import imageoperations
+    filtered on the whole volume, since its recursive filter is not exact on a crop. With
+    ``images`` (names), only the wavelet sub-bands named there are made."""
 
     size = np.asarray(image.GetSize())
     for image_type, custom in extractor.enabledImagetypes.items():
@@ -297,8 +310,9 @@ def _filtered_images(
         elif image_type == "Wavelet":
             lower, upper = _union_box(checked, size, np.full(3, WAVELET_MARGIN_VOXELS))
             cropped = _crop(image, lower, upper)
-            for filtered, name, filter_kwargs in imageoperations.getWaveletImage(
-                cropped, _crop(checked[0].mask, lower, upper), **kwargs
+            bands = None if images is None else {i for i in images if i.startswith("wavelet")}
+            for filtered, name, filter_kwargs in wavelet_images(
+                cropped, _crop(checked[0].mask, lower, upper), bands, **kwargs
             ):
                 yield filtered, name, filter_kwargs, lower, upper
         elif image_type == "LoG":
