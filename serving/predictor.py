@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import multiprocessing
+import struct
 import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -44,12 +45,19 @@ from pathlib import Path
 from typing import Any
 
 import kserve
+import orjson
 import pybase64
 from fastapi.responses import JSONResponse
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    deserialize_bytes_tensor,
+)
 from kserve.protocol.rest.multiprocess import server as multiprocess_server
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
@@ -116,10 +124,27 @@ def image_suffix(data: bytes) -> str:
     raise InvalidInput("not a NIfTI or NRRD image (expected .nii, .nii.gz or .nrrd content)")
 
 
+def is_raw_image(data: bytes) -> bool:
+    """Whether ``data`` is a file's own bytes (gzip, zip, NRRD or NIfTI-1 magic), not base64
+    text: each of those holds a byte that base64's alphabet lacks where base64 text cannot (a
+    control byte, a NIfTI header's 348 as its first byte, or NRRD's line break)."""
+    return (
+        data[:2] == b"\x1f\x8b"
+        or data[:4] == b"PK\x03\x04"
+        or data[:4] == (348).to_bytes(4, "little")
+        or (data[:7] == b"NRRD000" and b"\n" in data[7:10])
+    )
+
+
 def decode_image(value: Any, what: str) -> bytes:
-    """Bytes of a base64 image given as ``{"b64": ...}`` or as a base64 string."""
+    """Bytes of an image given as ``{"b64": ...}`` or a base64 string, or (a V2 BYTES element
+    sent with the binary extension) as the file's own bytes."""
     if isinstance(value, dict):
         value = value.get("b64")
+    if isinstance(value, bytes) and is_raw_image(value):
+        if len(value) > MAX_IMAGE_BYTES:
+            raise InvalidInput(f"{what}: larger than the {MAX_IMAGE_BYTES // 2**20} MiB limit")
+        return value
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
     if not isinstance(value, str) or not value:
@@ -157,6 +182,31 @@ def v2_columns(request: InferRequest) -> dict[str, list[Any]]:
     return columns
 
 
+def binary_bytes_request(body: bytes, length: int, model_name: str) -> InferRequest | None:
+    """A V2 binary request whose inputs are all BYTES tensors sent as binary data, with each
+    element kept as bytes: KServe's ``InferRequest.from_bytes`` decodes them as UTF-8 text,
+    which refuses a file's own bytes (a .nii.gz sent without base64). None for any other
+    request, which KServe's parser reads."""
+    try:
+        head = orjson.loads(body[:length])
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"the V2 binary request's JSON header is not JSON ({error})") from error
+    specs = head.get("inputs") if isinstance(head, dict) else None
+    if not isinstance(specs, list) or not specs:
+        return None
+    inputs, start = [], length
+    for spec in specs:
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if spec.get("datatype") != "BYTES" or "data" in spec or not isinstance(size, int):
+            return None
+        if size < 0 or start + size > len(body):
+            raise InvalidInput(f"V2 input {spec.get('name')!r}: binary_data_size {size} overruns")
+        data = deserialize_bytes_tensor(body[start : start + size]).tolist()
+        inputs.append(InferInput(spec["name"], list(spec["shape"]), "BYTES", data))
+        start += size
+    return InferRequest(model_name, inputs, request_id=head.get("id"))
+
+
 class LungSurvDataPlane(DataPlane):
     """KServe's data plane, with the V2 binary extension's header checked: KServe reads the
     ``Inference-Header-Content-Length`` and the JSON before it unchecked (a 500 for a length
@@ -172,10 +222,11 @@ class LungSurvDataPlane(DataPlane):
                 f"whole number of at most the body's {len(body)} bytes, got {declared[:32]!r}"
             )
         try:
-            return InferRequest.from_bytes(body, int(declared), model_name)
+            request = binary_bytes_request(body, int(declared), model_name)
+            return request or InferRequest.from_bytes(body, int(declared), model_name)
         except InvalidInput:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, struct.error) as error:
             raise InvalidInput(
                 f"a malformed V2 binary request ({type(error).__name__}: {error})"
             ) from error

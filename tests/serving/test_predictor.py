@@ -298,11 +298,12 @@ def test_v2_tensors_are_checked(
 
 
 def _binary_v2(inputs: list[dict[str, Any]]) -> tuple[bytes, int]:
-    """The V2 binary extension: a JSON header, then each BYTES element as a 4-byte length and
-    its bytes."""
+    """The V2 binary extension: a JSON header, then each BYTES element (text, or a file's own
+    bytes) as a 4-byte length and its bytes."""
     header, blobs = [], b""
     for tensor in inputs:
-        blob = b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in tensor["data"])
+        data = [v if isinstance(v, bytes) else v.encode() for v in tensor["data"]]
+        blob = b"".join(len(v).to_bytes(4, "little") + v for v in data)
         parameters = {"binary_data_size": len(blob)}
         header.append(
             {k: tensor[k] for k in ("name", "shape", "datatype")} | {"parameters": parameters}
@@ -354,6 +355,38 @@ def test_v2_binary_requests_score_and_malformed_ones_get_a_400(
         status, answer = _post_binary(server, data, declared)
         assert status == 400 and answer["error"], (what, status, answer)
     assert _call(f"{server}/v2/health/ready")[0] == 200
+
+
+@pytest.mark.parametrize("gtv_as", ["nii.gz", "nii", "nrrd"])
+def test_v2_binary_requests_may_send_the_files_own_bytes(
+    server: str,
+    patients: pd.DataFrame,
+    bundle_and_reference: tuple[Path, pd.Series],
+    tmp_path: Path,
+    gtv_as: str,
+) -> None:
+    """No base64 with the binary extension: the CT's .nii.gz and the GTV (written as .nii.gz,
+    .nii or .nrrd) go as they are, and score as the base64 request does."""
+    row = patients.iloc[1]
+    gtv = tmp_path / f"gtv.{gtv_as}"
+    sitk.WriteImage(sitk.ReadImage(row["mask"]), str(gtv))
+    inputs = [
+        {
+            "name": "ct",
+            "shape": [1],
+            "datatype": "BYTES",
+            "data": [Path(row["image"]).read_bytes()],
+        },
+        {"name": "gtv", "shape": [1], "datatype": "BYTES", "data": [gtv.read_bytes()]},
+    ]
+    body, length = _binary_v2(inputs)
+    status, answer = _post_binary(server, body, str(length))
+    assert status == 200, answer
+    risk = {o["name"]: o for o in json.loads(answer)["outputs"]}["risk"]["data"][0]
+    assert abs(risk - bundle_and_reference[1][row["patient_id"]]) <= 1e-9
+    inputs[1]["data"] = [gzip.compress(b"not an image at all" * 30)]
+    status, answer = _post_binary(server, *(lambda b, n: (b, str(n)))(*_binary_v2(inputs)))
+    assert status == 400 and "not a NIfTI" in answer["error"], answer
 
 
 def _bad_requests(patients: pd.DataFrame, tmp_path: Path) -> dict[str, tuple[Any, str]]:
