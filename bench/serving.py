@@ -11,7 +11,9 @@ p50/p95 latency and requests/s for
 * the same patient as a zip of its DICOM CT series and RTSTRUCT, as TCIA ships it (adds the
   DICOM decoding and the contours' rasterisation);
 * a large GTV: LUNG1-001's grown in physical space until it holds about 359 ml (no real patient
-  of that size is at hand), as NIfTI.
+  of that size is at hand), as NIfTI;
+* the NIfTI files as a V2 request with the binary data extension, the files' own bytes (no
+  base64, no JSON string to parse).
 
 The bundle is built here over LUNG1-001 itself: five features of the GTV and the 6 mm ring (the
 kinds a fitted model keeps: original, wavelet and LoG first-order and texture), so a request does
@@ -178,9 +180,28 @@ def zip_convert_seconds(repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def post(url: str, body: bytes) -> float:
+def v2_binary_request(root: Path) -> tuple[bytes, dict[str, str]]:
+    """The NIfTI request as V2 with the binary data extension: the two files' own bytes, no
+    base64; (body, headers)."""
+    head, blob = [], b""
+    for name in ("ct", "gtv"):
+        data = (root / f"{name}.nii.gz").read_bytes()
+        element = len(data).to_bytes(4, "little") + data
+        parameters = {"binary_data_size": len(element)}
+        head.append({"name": name, "shape": [1], "datatype": "BYTES", "parameters": parameters})
+        blob += element
+    header = json.dumps({"inputs": head}).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + blob, headers
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    headers = headers or {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=600) as response:
         json.loads(response.read())
     return time.perf_counter() - started
@@ -289,13 +310,19 @@ def main() -> None:
                 large_gtv_request(root)
             ).encode(),
         }
+        binary, binary_headers = v2_binary_request(root)
+        bodies["NIfTI, V2 binary (the files' bytes)"] = binary
         server, url = start_server(bundle, 1, one_core)
         try:
-            predict = f"{url}/v1/models/lungsurv:predict"
             latencies = {}
             for case, body in bodies.items():
-                post(predict, body)  # warm-up
-                latencies[case] = [post(predict, body) for _ in range(args.requests)]
+                v2 = case.startswith("NIfTI, V2")
+                predict = (
+                    f"{url}/v2/models/lungsurv/infer" if v2 else f"{url}/v1/models/lungsurv:predict"
+                )
+                headers = binary_headers if v2 else None
+                post(predict, body, headers)  # warm-up
+                latencies[case] = [post(predict, body, headers) for _ in range(args.requests)]
         finally:
             stop(server)
         scaling: dict[int, tuple[list[float], float]] = {}

@@ -48,10 +48,12 @@ from lungsurv.core.layout import (
 )
 from lungsurv.core.provenance import ProvenanceError, check_serving_provenance
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
+from lungsurv.imaging.convert import warm_up as warm_up_conversion
 from lungsurv.imaging.plausibility import PLACEMENT
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
 from lungsurv.radiomics.extract import extract_patient
+from lungsurv.radiomics.extract import warm_up as warm_up_radiomics
 from lungsurv.radiomics.params import engine_version, params_digest, used_radiomics_params
 from lungsurv.stages.selection import STAGE_ORDER, overall_stage_number
 from lungsurv.survival.bundle import load_bundle
@@ -116,6 +118,9 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
     # The ring the model fuses is its ring block (none for a GTV-only model).
     ring = next((b.name for b in params.blocks if is_ring(b.name)), None)
     distance = ring_distance(ring) if ring else None
+    # The numba kernels (from numba's cache, or compiled) now, not in the first request.
+    warm_up_conversion()
+    warm_up_radiomics()
     return ServingModel(
         params=params,
         radiomics_params=radiomics,

@@ -391,7 +391,10 @@ def test_the_whole_scans_intensity_statistics_travel_with_the_volumes(
 @pytest.mark.parametrize(
     ("pixel_type", "scale", "shift", "exact"),
     [
-        (sitk.sitkInt16, 1.0, 0.0, True),  # a CT as stored
+        (sitk.sitkInt16, 1.0, 0.0, True),  # a CT as stored: summed in 64-bit integers
+        (sitk.sitkUInt16, 1.0, 1024.0, True),  # stored unsigned, before its DICOM rescale
+        (sitk.sitkUInt8, 0.05, 60.0, True),  # 8-bit
+        (sitk.sitkInt32, 1.0, 0.0, True),  # wider integers: float64 slabs
         (sitk.sitkFloat32, 1.0, -1024.0, True),  # HU from a DICOM rescale, integer-valued
         (sitk.sitkFloat32, 0.37, 0.1, False),  # fractional values
     ],

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from lungsurv.radiomics.texture import cached_njit
+from lungsurv.core.jit import cached_njit
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ functions as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
+
+from lungsurv.core.jit import cached_njit
 
 #: Names of the ``radiomics._cmatrices`` functions this module replaces.
 KERNELS: tuple[str, ...] = (
@@ -35,16 +36,6 @@ KERNELS: tuple[str, ...] = (
     "calculate_ngtdm",
     "calculate_gldm",
 )
-
-
-def cached_njit(function: Callable[..., Any]) -> Any:
-    """``numba.njit`` with numba's on-disk cache where it has somewhere to write one (next to
-    this file, ``NUMBA_CACHE_DIR`` or the user's cache folder); in a read-only container with no
-    writable home, numba refuses ``cache=True`` outright, so each process compiles instead."""
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError:
-        return numba.njit(nogil=True)(function)
 
 
 def _c_matrices() -> Any:
