@@ -40,7 +40,7 @@ WORKDIR /home/lungsurv
 # only a cache it can write to): the numba texture, LoG and CT statistics kernels, and the shape
 # features' mesh tables for the pipeline's 1 mm grid (4-28 s per fresh process otherwise; other spacings land there too).
 RUN python -c "from lungsurv.radiomics.extract import warm_up; warm_up()" \
-    && python -c "from lungsurv.imaging.convert import warm_up; warm_up()" \
+    && python -c "from lungsurv.imaging.sums import warm_up; warm_up()" \
     && python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))" \
     && python -c "import lungsurv, radiomics, SimpleITK, kfp"
 ENTRYPOINT []

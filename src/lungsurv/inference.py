@@ -48,10 +48,10 @@ from lungsurv.core.layout import (
 )
 from lungsurv.core.provenance import ProvenanceError, check_serving_provenance
 from lungsurv.imaging.convert import ConvertSettings, convert_patient
-from lungsurv.imaging.convert import warm_up as warm_up_conversion
 from lungsurv.imaging.plausibility import PLACEMENT
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
+from lungsurv.imaging.sums import warm_up as warm_up_conversion
 from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.extract import warm_up as warm_up_radiomics
 from lungsurv.radiomics.params import engine_version, params_digest, used_radiomics_params

@@ -32,7 +32,6 @@ import SimpleITK as sitk
 
 from lungsurv.core import storage
 from lungsurv.core.errors import DicomError, InputError, PatientError, problem_of
-from lungsurv.core.jit import cached_njit
 from lungsurv.core.labels import distinct_labels, nonzero_bounds
 from lungsurv.core.layout import DEFAULT_ROI
 from lungsurv.imaging import dicom, plausibility, rtstruct
@@ -337,21 +336,6 @@ def mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 #: Slices summed at a time by :func:`intensity_statistics` (bounds its float64 copy).
 _STATISTICS_SLAB = 16
-#: Voxel types whose sums :func:`_integer_sums` makes exactly in 64-bit integers (the squares
-#: of fewer than 2^31 such values sum to below 2^63).
-_EXACT_SUM_TYPES = (np.int8, np.uint8, np.int16, np.uint16)
-
-
-@cached_njit
-def _integer_sums(values: np.ndarray) -> tuple[int, int]:
-    """The exact sum and sum of squares of a flat array of small integers."""
-    total = 0
-    squares = 0
-    for i in range(values.size):
-        value = np.int64(values[i])
-        total += value
-        squares += value * value
-    return total, squares
 
 
 def intensity_statistics(image: sitk.Image) -> tuple[float, float]:
@@ -362,9 +346,11 @@ def intensity_statistics(image: sitk.Image) -> tuple[float, float]:
     every partial sum is an integer below 2^53, so both sums are exact, as ITK's compensated sums
     are, and the results equal ITK's; other values agree to about 1e-12 (numpy's pairwise
     sums)."""
+    from lungsurv.imaging.sums import EXACT_SUM_TYPES, integer_sums  # numba: only when used
+
     values = sitk.GetArrayViewFromImage(image)
-    if values.dtype.type in _EXACT_SUM_TYPES and values.size < 2**31:
-        exact_total, exact_squares = _integer_sums(values.ravel())
+    if values.dtype.type in EXACT_SUM_TYPES and values.size < 2**31:
+        exact_total, exact_squares = integer_sums(values.ravel())
         total, squares = float(exact_total), float(exact_squares)
     else:
         total, squares = 0.0, 0.0
@@ -376,12 +362,6 @@ def intensity_statistics(image: sitk.Image) -> tuple[float, float]:
     mean = total / count
     variance = (squares - total * total / count) / (count - 1.0) if count > 1 else 0.0
     return mean, math.sqrt(max(variance, 0.0))
-
-
-def warm_up() -> None:
-    """Compile (or load from numba's cache) the conversion's numba kernel."""
-    for dtype in _EXACT_SUM_TYPES:
-        _integer_sums(np.zeros(2, dtype=dtype))
 
 
 def crop_grid(
