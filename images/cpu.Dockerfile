@@ -37,10 +37,9 @@ RUN pip install --no-deps --no-index /tmp/lungsurv-wheel/*.whl && rm -rf /tmp/lu
 USER 1000
 WORKDIR /home/lungsurv
 # Compiled now, not in every pipeline step, into cache folders the runtime user owns (numba uses
-# only a cache it can write to): the numba texture, LoG and CT statistics kernels, and the shape
-# features' mesh tables for the pipeline's 1 mm grid (4-28 s per fresh process otherwise; other spacings land there too).
+# only a cache it can write to): the numba texture and LoG kernels, and the shape features' mesh tables
+# for the pipeline's 1 mm grid (4-28 s per fresh process otherwise; other spacings land there too).
 RUN python -c "from lungsurv.radiomics.extract import warm_up; warm_up()" \
-    && python -c "from lungsurv.imaging.sums import warm_up; warm_up()" \
     && python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))" \
     && python -c "import lungsurv, radiomics, SimpleITK, kfp"
 ENTRYPOINT []

@@ -42,10 +42,8 @@ RUN pip install --no-deps --no-index /tmp/lungsurv-wheel/*.whl && rm -rf /tmp/lu
 USER 1000
 WORKDIR /home/lungsurv
 # Compiled now, not per request or per fresh worker, into cache folders the runtime user owns:
-# the numba texture, LoG and CT statistics kernels and the shape features' 1 mm mesh tables
-# (see cpu.Dockerfile).
+# the numba texture and LoG kernels and the shape features' 1 mm mesh tables (see cpu.Dockerfile).
 RUN python -c "from lungsurv.radiomics.extract import warm_up; warm_up()" \
-    && python -c "from lungsurv.imaging.sums import warm_up; warm_up()" \
     && python -c "from lungsurv.radiomics.shape import mesh_tables; mesh_tables((1.0, 1.0, 1.0))"
 COPY --chown=1000 serving serving
 RUN python -c "import lungsurv.inference, lungsurv.deep.train, radiomics, kserve; import serving.predictor"

@@ -51,7 +51,6 @@ from lungsurv.imaging.convert import ConvertSettings, convert_patient
 from lungsurv.imaging.plausibility import PLACEMENT
 from lungsurv.imaging.qa import range_warnings
 from lungsurv.imaging.rings import make_rings
-from lungsurv.imaging.sums import warm_up as warm_up_conversion
 from lungsurv.radiomics.extract import extract_patient
 from lungsurv.radiomics.extract import warm_up as warm_up_radiomics
 from lungsurv.radiomics.params import engine_version, params_digest, used_radiomics_params
@@ -119,7 +118,6 @@ def load_serving_model(folder: Path, *, name: str = "lungsurv") -> ServingModel:
     ring = next((b.name for b in params.blocks if is_ring(b.name)), None)
     distance = ring_distance(ring) if ring else None
     # The numba kernels (from numba's cache, or compiled) now, not in the first request.
-    warm_up_conversion()
     warm_up_radiomics()
     return ServingModel(
         params=params,

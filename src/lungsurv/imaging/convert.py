@@ -338,20 +338,24 @@ def mask_bounds(mask: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 _STATISTICS_SLAB = 16
 
 
+#: Voxel types whose sums :func:`intensity_statistics` makes exactly in 64-bit integers (the
+#: squares of fewer than 2^31 such values sum to below 2^63).
+_EXACT_SUM_TYPES = (np.int8, np.uint8, np.int16, np.uint16)
+
+
 def intensity_statistics(image: sitk.Image) -> tuple[float, float]:
     """The whole scan's mean and sample standard deviation, as ITK's ``StatisticsImageFilter``
     (which PyRadiomics' normalisation uses) gives them: the same formula on the sum and the sum
-    of squares. A CT's 8- or 16-bit integer voxels are summed exactly in 64-bit integers in one
-    pass; other voxels in float64 slab by slab (no scan-sized copy), where for integer values
-    every partial sum is an integer below 2^53, so both sums are exact, as ITK's compensated sums
-    are, and the results equal ITK's; other values agree to about 1e-12 (numpy's pairwise
-    sums)."""
-    from lungsurv.imaging.sums import EXACT_SUM_TYPES, integer_sums  # numba: only when used
-
+    of squares. A CT's 8- or 16-bit integer voxels are summed exactly in 64-bit integers (numpy
+    casts them chunk by chunk: no scan-sized copy); other voxels in float64 slab by slab, where
+    for integer values every partial sum is an integer below 2^53, so both sums are exact, as
+    ITK's compensated sums are, and the results equal ITK's; other values agree to about 1e-12
+    (numpy's pairwise sums)."""
     values = sitk.GetArrayViewFromImage(image)
-    if values.dtype.type in EXACT_SUM_TYPES and values.size < 2**31:
-        exact_total, exact_squares = integer_sums(values.ravel())
-        total, squares = float(exact_total), float(exact_squares)
+    if values.dtype.type in _EXACT_SUM_TYPES and values.size < 2**31:
+        flat = values.ravel()
+        total = float(flat.sum(dtype=np.int64))
+        squares = float(np.einsum("i,i->", flat, flat, dtype=np.int64, casting="safe"))
     else:
         total, squares = 0.0, 0.0
         for start in range(0, values.shape[0], _STATISTICS_SLAB):
