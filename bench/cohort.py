@@ -20,15 +20,17 @@ its radius range.
 
 Each worker count runs in a fresh process (one worker pinned to one core, N workers on N cores;
 every process single-threaded: ITK one thread, ``OMP_NUM_THREADS=1``), which reports the time of
-each stage and the peak resident memory of a worker: the process itself for one worker (which
-also holds the cohort's tables), its largest spawned process for more. Prints one row per worker
-count and the speed-up over one.
+each stage and the peak resident memory: of the process itself, which holds the cohort's tables
+and works through patients too (the only worker with one worker; with N, one of N beside N - 1
+spawned processes), and of its largest spawned process. Prints one row per worker count and the
+speed-up over one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -123,11 +125,15 @@ def run_chain(manifest_path: Path, work: Path, workers: int) -> dict[str, float]
         work / "volumes", work / "rings", params, workers=workers
     )
     seconds["radiomics"] = time.perf_counter() - started
-    peak_kb = getrusage(RUSAGE_SELF if workers == 1 else RUSAGE_CHILDREN).ru_maxrss
+    # The stages leave a spawned process to exit on its own (it may still be starting when this
+    # process has done a short stage's items); its peak counts once it is reaped.
+    while multiprocessing.active_children():
+        time.sleep(0.1)
     return {
         **seconds,
         "total": sum(seconds.values()),
-        "peak_mb": peak_kb / 1024,
+        "peak_mb": getrusage(RUSAGE_SELF).ru_maxrss / 1024,
+        "spawned_peak_mb": getrusage(RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0,
         "rows": float(len(features)),
         "failures": float(len(failed_convert) + len(failed_rings) + len(failed_radiomics)),
     }
@@ -171,13 +177,17 @@ def main() -> None:
             + ", ".join(f"T{t} {n}" for t, n in shares.items())
         )
         results = {w: measure(manifest, root, w) for w in args.workers}
-    print("workers  convert   rings  radiomics   total   patients/h  per core  peak MB/worker")
+    print(
+        "workers  convert   rings  radiomics   total   patients/h  per core  "
+        "peak MB: this process / largest spawned"
+    )
     base = min(results)
     for workers, r in results.items():
         per_hour = 3600 * args.patients / r["total"]
         print(
             f"{workers:7d} {r['convert']:8.1f} {r['rings']:7.1f} {r['radiomics']:10.1f} "
-            f"{r['total']:7.1f} {per_hour:11.0f} {per_hour / workers:9.0f} {r['peak_mb']:15.0f}"
+            f"{r['total']:7.1f} {per_hour:11.0f} {per_hour / workers:9.0f} {r['peak_mb']:10.0f} / "
+            + (f"{r['spawned_peak_mb']:.0f}" if workers > 1 else "-")
             + (f"   failures {r['failures']:.0f}" if r["failures"] else "")
         )
     for workers, r in results.items():

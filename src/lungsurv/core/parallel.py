@@ -5,7 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from functools import partial
 from time import perf_counter
 from typing import TypeVar
@@ -28,11 +35,12 @@ def map_patients(
 ) -> list[Result]:
     """``[func(item) for item in items]``, spread over ``workers`` processes when above 1.
 
-    Processes are spawned, not forked: ITK's thread pool in the parent must not be copied into a
-    child mid-flight. ``func`` must be a module-level function and must not raise for one patient
-    (it returns that patient's failure instead). ``costs`` (one estimate per item) starts the
-    costliest items first, so no large patient is left running alone at the end; results come
-    back in input order either way. ``on_result`` hears of each item as it finishes (progress).
+    This process works through the items too, beside ``workers - 1`` processes spawned, not
+    forked (ITK's thread pool in the parent must not be copied into a child mid-flight).
+    ``func`` must be a module-level function and must not raise for one patient (it returns
+    that patient's failure instead). ``costs`` (one estimate per item) starts the costliest
+    items first, so no large patient is left running alone at the end; results come back in
+    input order either way. ``on_result`` hears of each item as it finishes (progress).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -52,20 +60,54 @@ def map_patients(
         if costs is not None
         else list(range(len(batch)))
     )
-    context = multiprocessing.get_context("spawn")
-    processes = min(workers, len(batch))
+    _run_spread(timed, batch, order, min(workers, len(batch)), results, report)
+    return results
+
+
+def _run_spread(
+    timed: Callable[[Item], tuple[Result, float]],
+    batch: Sequence[Item],
+    order: list[int],
+    processes: int,
+    results: list[Result],
+    report: OnResult,
+) -> None:
+    """``processes`` workers: this process (in a thread, since it has imported everything and
+    starts at once) and ``processes - 1`` spawned ones (each first imports its stack, 1-2 s that
+    a short stage does not amortise). Each worker takes the next item in ``order`` as it frees."""
     # Each process gets its share of the cores for ITK's own threads, not all of them: N
     # processes x all-core thread pools oversubscribe the machine.
     threads = max(1, (os.cpu_count() or 1) // processes)
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_limit_threads, initargs=(threads,)
-    ) as pool:
-        futures = {pool.submit(timed, batch[i]): i for i in order}
-        for future in as_completed(futures):
-            index = futures[future]
-            results[index], seconds = future.result()
-            report(index, results[index], seconds)
-    return results
+    pending = iter(order)
+    in_flight: dict[Future[tuple[Result, float]], tuple[int, Executor]] = {}
+
+    def submit(executor: Executor) -> None:
+        index = next(pending, None)
+        if index is not None:
+            in_flight[executor.submit(timed, batch[index])] = (index, executor)
+
+    own_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    context = multiprocessing.get_context("spawn")
+    spawned = ProcessPoolExecutor(
+        processes - 1, mp_context=context, initializer=_limit_threads, initargs=(threads,)
+    )
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="patients") as here:
+            for executor in [here, *[spawned] * (processes - 1)]:
+                submit(executor)
+            while in_flight:
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index, executor = in_flight.pop(future)
+                    results[index], seconds = future.result()
+                    report(index, results[index], seconds)
+                    submit(executor)
+    finally:
+        # Not waiting for the spawned processes to exit: one may still be importing, when this
+        # process did the few items of a short stage alone; it exits once it has started.
+        spawned.shutdown(wait=False, cancel_futures=True)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(own_threads)
 
 
 def _timed(func: Callable[[Item], Result], item: Item) -> tuple[Result, float]:
