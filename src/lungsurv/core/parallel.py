@@ -15,7 +15,7 @@ from concurrent.futures import (
 )
 from functools import partial
 from time import perf_counter
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import SimpleITK as sitk
 
@@ -79,7 +79,7 @@ def _run_spread(
     # processes x all-core thread pools oversubscribe the machine.
     threads = max(1, (os.cpu_count() or 1) // processes)
     pending = iter(order)
-    in_flight: dict[Future[tuple[Result, float]], tuple[int, Executor]] = {}
+    in_flight: dict[Future[Any], tuple[int | None, Executor]] = {}
 
     def submit(executor: Executor) -> None:
         index = next(pending, None)
@@ -94,14 +94,21 @@ def _run_spread(
     )
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="patients") as here:
-            for executor in [here, *[spawned] * (processes - 1)]:
-                submit(executor)
+            submit(here)
+            # A spawned process gets its first item once it has started and imported the
+            # function's module (a probe comes back), so no item waits in its queue while this
+            # process runs out of work.
+            for _ in range(processes - 1):
+                in_flight[spawned.submit(_started, timed)] = (None, spawned)
             while in_flight:
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     index, executor = in_flight.pop(future)
-                    results[index], seconds = future.result()
-                    report(index, results[index], seconds)
+                    if index is not None:
+                        results[index], seconds = future.result()
+                        report(index, results[index], seconds)
+                    else:
+                        future.result()  # a worker that cannot start raises here
                     submit(executor)
     finally:
         # Not waiting for the spawned processes to exit: one may still be importing, when this
@@ -114,6 +121,11 @@ def _timed(func: Callable[[Item], Result], item: Item) -> tuple[Result, float]:
     started = perf_counter()
     result = func(item)
     return result, perf_counter() - started
+
+
+def _started(function: Callable[..., Any]) -> None:
+    """The probe that tells a spawned process has started: its argument, the patients'
+    function, was unpickled there, which imported that function's module."""
 
 
 def _limit_threads(threads: int) -> None:
