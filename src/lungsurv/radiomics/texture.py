@@ -3,13 +3,14 @@
 PyRadiomics builds its texture matrices in C (``radiomics._cmatrices``), walking every voxel of
 the ROI's box with a flat index and recovering each voxel's position with integer divisions and
 remainders at every step; those divisions were most of the radiomics stage's run time. The
-kernels here (numba) visit only the ROI's voxels, in the same raster order, on a grid padded by
-one voxel so that neighbours are flat offsets with no bounds checks; GLRLM counts each run from
-its first voxel instead of walking every line of the box. Counts are integers either way, and
-the one floating-point sum (NGTDM's neighbourhood differences) is accumulated voxel by voxel in
-the C code's order, so the matrices are equal bit for bit (the tests compare them with
-``np.array_equal`` on random and edge-case ROIs; the radiomics tests compare whole feature sets
-with PyRadiomics on LUNG1-001).
+kernels (numba, :mod:`lungsurv.radiomics.texture_kernels`) visit only the ROI's voxels, in the
+same raster order, on a grid padded by the largest step so that neighbours are flat offsets with
+no bounds checks; GLRLM counts each run from its first voxel instead of walking every line of the
+box, and GLCM, NGTDM and GLDM come from one sweep over the neighbours. Counts are integers
+either way, and the one floating-point sum (NGTDM's neighbourhood differences) is accumulated
+voxel by voxel in the C code's order, so the matrices are equal bit for bit (the tests compare
+them with ``np.array_equal`` on random and edge-case ROIs; the radiomics tests compare whole
+feature sets with PyRadiomics on LUNG1-001).
 
 :func:`fast_texture_matrices` swaps the kernels into PyRadiomics for the duration of a ``with``
 block; the feature classes then run unchanged. The angle sets come from PyRadiomics' own
@@ -26,7 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from lungsurv.core.jit import cached_njit
+from lungsurv.radiomics.texture_kernels import (
+    BOX,
+    ROI,
+    glcm_matrix,
+    gldm_matrix,
+    glrlm_matrix,
+    glszm_matrix,
+    neighbour_matrices,
+    ngtdm_matrix,
+)
 
 #: Names of the ``radiomics._cmatrices`` functions this module replaces.
 KERNELS: tuple[str, ...] = (
@@ -63,17 +73,13 @@ def _angles(
     )
 
 
-#: Voxel codes of the padded grid the kernels walk on.
-_OUTSIDE, _BOX, _ROI = 0, 1, 2
-
-
 def _padded(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat image and voxel codes with a border of ``pad`` voxels of ``_OUTSIDE`` around the box
+    """Flat image and voxel codes with a border of ``pad`` voxels of ``OUTSIDE`` around the box
     (the largest distance the kernels step), so they step with flat offsets and need no bounds
     checks: a step from inside lands in the border, never in another row."""
     codes = np.zeros(tuple(s + 2 * pad for s in image.shape), dtype=np.uint8)
     inner = tuple(slice(pad, s + pad) for s in image.shape)
-    codes[inner] = np.where(mask, _ROI, _BOX)
+    codes[inner] = np.where(mask, ROI, BOX)
     padded = np.zeros(codes.shape, dtype=np.int32)
     padded[inner] = image
     return padded.ravel(), codes.ravel()
@@ -84,208 +90,6 @@ def _offsets(grid: _Grid, angles: np.ndarray) -> np.ndarray:
     _, ny, nx = (s + 2 * grid.pad for s in grid.shape)
     strides = np.array([ny * nx, nx, 1], dtype=np.int64)
     return angles.astype(np.int64) @ strides
-
-
-@cached_njit
-def _glcm_kernel(
-    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
-) -> np.ndarray:
-    glcm = np.zeros((ng, ng, offsets.size))
-    for index in voxels:
-        level = image[index]
-        for a in range(offsets.size):
-            neighbour = index + offsets[a]
-            if codes[neighbour] == _ROI:
-                other = image[neighbour]
-                if level <= 0 or other <= 0 or level > ng or other > ng:
-                    raise IndexError("Calculation of GLCM Failed.")
-                glcm[level - 1, other - 1, a] += 1
-    return glcm
-
-
-@cached_njit
-def _glrlm_kernel(
-    image: np.ndarray,
-    codes: np.ndarray,
-    voxels: np.ndarray,
-    offsets: np.ndarray,
-    ng: int,
-    nr: int,
-) -> np.ndarray:
-    """Runs are maximal segments of ROI voxels of one grey level along an angle, as in C; they
-    are found from the ROI's voxels (a run starts where the previous voxel is outside the ROI or
-    of another level) instead of walking every line of the box. Each voxel tries every angle in
-    turn, so its neighbours are read while they are in cache (the counts are integers, so their
-    order does not matter)."""
-    glrlm = np.zeros((ng, nr, offsets.size))
-    multi_element = np.zeros(offsets.size, dtype=np.bool_)
-    for index in voxels:
-        level = image[index]
-        if level <= 0 or level > ng:
-            raise IndexError("Calculation of GLRLM Failed.")
-        for a in range(offsets.size):
-            step = offsets[a]
-            previous = index - step
-            if codes[previous] == _ROI:
-                multi_element[a] = True
-                if image[previous] == level:
-                    continue  # inside a run counted from its start
-            length = 0
-            following = index + step
-            while codes[following] == _ROI and image[following] == level:
-                length += 1
-                following += step
-            if length >= nr:
-                raise IndexError("Calculation of GLRLM Failed.")
-            glrlm[level - 1, length, a] += 1
-    for a in range(offsets.size):
-        if not multi_element[a] and _line_has_two_roi_voxels(codes, voxels, offsets[a]):
-            multi_element[a] = True
-        if not multi_element[a]:  # every line holds at most one ROI voxel: a 2D ROI, as in C
-            glrlm[:, 0, a] = 0
-    return glrlm
-
-
-@cached_njit
-def _line_has_two_roi_voxels(codes: np.ndarray, voxels: np.ndarray, step: int) -> bool:
-    """Whether a line along ``step`` holds two ROI voxels that are not neighbours (C keeps the
-    single-voxel runs of an angle as soon as one of its lines holds two ROI voxels)."""
-    for index in voxels:
-        following = index + step
-        while codes[following] != _OUTSIDE:
-            if codes[following] == _ROI:
-                return True
-            following += step
-    return False
-
-
-@cached_njit
-def _glszm_kernel(
-    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
-) -> np.ndarray:
-    todo = codes == _ROI
-    stack = np.empty(max(voxels.size, 1), dtype=np.int64)
-    levels = np.empty(voxels.size, dtype=np.int64)
-    sizes = np.empty(voxels.size, dtype=np.int64)
-    n_zones, largest = 0, 0
-    for start in voxels:
-        if not todo[start]:
-            continue
-        level = image[start]
-        todo[start] = False
-        stack[0] = start
-        top, size = 1, 0
-        while top > 0:
-            top -= 1
-            index = stack[top]
-            size += 1
-            for a in range(offsets.size):
-                neighbour = index + offsets[a]
-                if todo[neighbour] and image[neighbour] == level:
-                    todo[neighbour] = False
-                    stack[top] = neighbour
-                    top += 1
-        levels[n_zones] = level
-        sizes[n_zones] = size
-        n_zones += 1
-        largest = max(largest, size)
-    glszm = np.zeros((ng, max(largest, 1)))
-    for zone in range(n_zones):
-        if levels[zone] <= 0 or levels[zone] > ng:
-            raise IndexError("Error filling GLSZM.")
-        glszm[levels[zone] - 1, sizes[zone] - 1] += 1
-    return glszm
-
-
-@cached_njit
-def _ngtdm_kernel(
-    image: np.ndarray, codes: np.ndarray, voxels: np.ndarray, offsets: np.ndarray, ng: int
-) -> np.ndarray:
-    ngtdm = np.zeros((ng, 3))
-    for level in range(ng):
-        ngtdm[level, 2] = level + 1
-    # Raster order and per-voxel accumulation as in C: the sums are equal bit for bit.
-    for index in voxels:
-        count = 0.0
-        total = 0.0
-        for a in range(offsets.size):
-            neighbour = index + offsets[a]
-            if codes[neighbour] == _ROI:
-                count += 1.0
-                total += image[neighbour]
-        level = image[index]
-        difference = 0.0 if count == 0 else abs(float(level) - total / count)
-        if level <= 0 or level > ng:
-            raise IndexError("Calculation of NGTDM Failed.")
-        ngtdm[level - 1, 0] += 1
-        ngtdm[level - 1, 1] += difference
-    return ngtdm
-
-
-@cached_njit
-def _gldm_kernel(
-    image: np.ndarray,
-    codes: np.ndarray,
-    voxels: np.ndarray,
-    offsets: np.ndarray,
-    ng: int,
-    alpha: int,
-) -> np.ndarray:
-    gldm = np.zeros((ng, offsets.size * 2 + 1))
-    for index in voxels:
-        level = image[index]
-        dependent = 0
-        for a in range(offsets.size):
-            neighbour = index + offsets[a]
-            if codes[neighbour] == _ROI and abs(level - image[neighbour]) <= alpha:
-                dependent += 1
-        if level <= 0 or level > ng:
-            raise IndexError("Calculation of GLDM Failed.")
-        gldm[level - 1, dependent] += 1
-    return gldm
-
-
-@cached_njit
-def _neighbour_kernel(
-    image: np.ndarray,
-    codes: np.ndarray,
-    voxels: np.ndarray,
-    offsets: np.ndarray,
-    n_glcm: int,
-    ng: int,
-    alpha: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GLCM (the first ``n_glcm`` offsets), NGTDM and GLDM (all ``offsets``) in one sweep over the
-    ROI's voxels, each neighbour read once for the three; every count and NGTDM's sum are made
-    in the order of the three kernels above, so the matrices equal theirs bit for bit."""
-    glcm = np.zeros((ng, ng, n_glcm))
-    ngtdm = np.zeros((ng, 3))
-    gldm = np.zeros((ng, offsets.size * 2 + 1))
-    for level in range(ng):
-        ngtdm[level, 2] = level + 1
-    for index in voxels:
-        level = image[index]
-        if level <= 0 or level > ng:
-            raise IndexError("Calculation of GLCM Failed.")
-        count = 0.0
-        total = 0.0
-        dependent = 0
-        for a in range(offsets.size):
-            neighbour = index + offsets[a]
-            if codes[neighbour] == _ROI:
-                other = image[neighbour]
-                count += 1.0
-                total += other
-                if abs(level - other) <= alpha:
-                    dependent += 1
-                if a < n_glcm:
-                    if other <= 0 or other > ng:
-                        raise IndexError("Calculation of GLCM Failed.")
-                    glcm[level - 1, other - 1, a] += 1
-        ngtdm[level - 1, 0] += 1
-        ngtdm[level - 1, 1] += 0.0 if count == 0 else abs(float(level) - total / count)
-        gldm[level - 1, dependent] += 1
-    return glcm, ngtdm, gldm
 
 
 @dataclass(frozen=True)
@@ -323,7 +127,7 @@ def _grid(image: Any, mask: Any, pad: int = 1) -> _Grid:
     )
     shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
     # The padding is never ROI, so the flat order of the padded grid is the raster order.
-    grid = _Grid(shape, flat_image, codes, np.flatnonzero(codes == _ROI), pad)
+    grid = _Grid(shape, flat_image, codes, np.flatnonzero(codes == ROI), pad)
     kept = image if not image.flags.writeable else image.copy()
     _last_grid[:] = [(kept, mask.copy(), grid)]
     return grid
@@ -354,7 +158,7 @@ _last_sweep: list[tuple[_Grid, tuple[Any, ...], dict[str, np.ndarray]]] = []
 def _swept(
     grid: _Grid, kind: str, distances: Any, ng: int, force2d: bool, dimension: int
 ) -> np.ndarray | None:
-    """``kind``'s matrix from :func:`_neighbour_kernel`, which the first of the GLCM, NGTDM and
+    """``kind``'s matrix from :func:`neighbour_matrices`, which the first of the GLCM, NGTDM and
     GLDM classes of an (image, ROI) pair runs for all three; None where the sweep does not
     apply (GLCM's angles not the first half of the bidirectional set) or failed (the kernel of
     ``kind`` then raises its own error)."""
@@ -371,7 +175,7 @@ def _swept(
         return None
     offsets = _offsets(grid, both_ways)
     try:
-        glcm, ngtdm, gldm = _neighbour_kernel(
+        glcm, ngtdm, gldm = neighbour_matrices(
             grid.image, grid.codes, grid.voxels, offsets, len(one_way), ng, _SWEEP_ALPHA
         )
     except IndexError:
@@ -398,7 +202,7 @@ def calculate_glcm(
     swept = _swept(grid, "glcm", distances, ng, force2d, force2d_dimension)
     if swept is not None:
         return swept[None], angles
-    return _glcm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None], angles
+    return glcm_matrix(grid.image, grid.codes, grid.voxels, offsets, ng)[None], angles
 
 
 def calculate_glrlm(
@@ -410,7 +214,7 @@ def calculate_glrlm(
             image, mask, ng, nr, force2d, force2d_dimension, *extra
         )
     grid, angles, offsets = _prepared(image, mask, [1], False, force2d, force2d_dimension)
-    matrix = _glrlm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, nr)
+    matrix = glrlm_matrix(grid.image, grid.codes, grid.voxels, offsets, ng, nr)
     return matrix[None], angles
 
 
@@ -423,7 +227,7 @@ def calculate_glszm(
             image, mask, ng, ns, force2d, force2d_dimension, *extra
         )
     grid, _, offsets = _prepared(image, mask, [1], True, force2d, force2d_dimension)
-    return _glszm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
+    return glszm_matrix(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
 
 
 def calculate_ngtdm(
@@ -444,7 +248,7 @@ def calculate_ngtdm(
     swept = _swept(grid, "ngtdm", distances, ng, force2d, force2d_dimension)
     if swept is not None:
         return swept[None]
-    return _ngtdm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
+    return ngtdm_matrix(grid.image, grid.codes, grid.voxels, offsets, ng)[None]
 
 
 def calculate_gldm(
@@ -467,7 +271,7 @@ def calculate_gldm(
         swept = _swept(grid, "gldm", distances, ng, force2d, force2d_dimension)
         if swept is not None:
             return swept[None]
-    return _gldm_kernel(grid.image, grid.codes, grid.voxels, offsets, ng, alpha)[None]
+    return gldm_matrix(grid.image, grid.codes, grid.voxels, offsets, ng, alpha)[None]
 
 
 _FAST = {
