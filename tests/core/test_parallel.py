@@ -62,3 +62,14 @@ def test_each_item_is_reported_once_as_it_finishes(workers: int) -> None:
     assert sorted((i, square) for i, square, _ in heard) == [(0, 9), (1, 1), (2, 16)]
     assert all(seconds >= 0 for *_, seconds in heard)
     assert [square for square, _ in results] == [9, 1, 16]
+
+
+def test_a_short_stage_does_not_wait_for_a_process_still_starting() -> None:
+    """Its items are done here long before the spawned process has imported the function's
+    module (3 s): none is queued there, and the call returns without waiting for it."""
+    from tests.core.slow_to_import import pid_of
+
+    started = time.perf_counter()
+    pids = map_patients(pid_of, range(4), workers=2)
+    assert pids == [os.getpid()] * 4
+    assert time.perf_counter() - started < 2.5

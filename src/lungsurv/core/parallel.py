@@ -100,7 +100,9 @@ def _run_spread(
             # process runs out of work.
             for _ in range(processes - 1):
                 in_flight[spawned.submit(_started, timed)] = (None, spawned)
-            while in_flight:
+            # Until no patient is left in flight: a probe still out when the items are done
+            # is not waited for.
+            while any(index is not None for index, _ in in_flight.values()):
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     index, executor = in_flight.pop(future)
