@@ -141,16 +141,15 @@ def decode_image(value: Any, what: str) -> bytes:
     sent with the binary extension) as the file's own bytes."""
     if isinstance(value, dict):
         value = value.get("b64")
-    if isinstance(value, bytes) and is_raw_image(value):
-        if len(value) > MAX_IMAGE_BYTES:
-            raise InvalidInput(f"{what}: larger than the {MAX_IMAGE_BYTES // 2**20} MiB limit")
-        return value
-    if isinstance(value, bytes):
+    raw = isinstance(value, bytes) and is_raw_image(value)
+    if isinstance(value, bytes) and not raw:
         value = value.decode("ascii", errors="replace")
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str | bytes) or not value:
         raise InvalidInput(f"{what}: expected a base64 string or {{'b64': ...}}")
-    if len(value) * 3 // 4 > MAX_IMAGE_BYTES:
+    if (len(value) if raw else len(value) * 3 // 4) > MAX_IMAGE_BYTES:
         raise InvalidInput(f"{what}: larger than the {MAX_IMAGE_BYTES // 2**20} MiB limit")
+    if isinstance(value, bytes):
+        return value  # the file's own bytes
     try:
         # pybase64: the same strict decoding (any non-alphabet byte is an error) with SIMD.
         return pybase64.b64decode(value, validate=True)

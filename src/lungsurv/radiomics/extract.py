@@ -111,10 +111,13 @@ def _check_mask(
     to ``checkMask`` itself, which checks, corrects or refuses it."""
     from radiomics import imageoperations
 
-    bounds = nonzero_bounds(inside)
-    if bounds is None or settings.get("geometryTolerance") is not None:
-        return imageoperations.checkMask(image, mask, **settings)
-    if not _same_grid(image, mask) or image.GetNumberOfComponentsPerPixel() != 1:
+    own_grid = (
+        settings.get("geometryTolerance") is None
+        and image.GetNumberOfComponentsPerPixel() == 1
+        and _same_grid(image, mask)
+    )
+    bounds = nonzero_bounds(inside) if own_grid else None
+    if bounds is None:
         return imageoperations.checkMask(image, mask, **settings)
     first, last = bounds  # z, y, x
     bbox = np.empty(6, dtype=int)
